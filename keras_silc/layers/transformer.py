@@ -1,0 +1,207 @@
+"""Transformer building blocks shared by the image and text towers.
+
+Pre-norm blocks as in big_vision's ViT: `x + Attn(LN(x))`, then `x + MLP(LN(x))`.
+Attention goes through `keras.ops.dot_product_attention`, which uses each backend's
+fused kernel where one exists.
+"""
+
+import keras
+from keras import ops
+
+LAYER_NORM_EPSILON = 1e-6
+
+
+def _dense(units, name, dtype, use_bias=True):
+    return keras.layers.Dense(
+        units,
+        use_bias=use_bias,
+        kernel_initializer="glorot_uniform",
+        name=name,
+        dtype=dtype,
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_silc")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head dot-product attention with separate query, key and value projections.
+
+    Args:
+        num_heads: int. Number of attention heads; must divide the width.
+        causal: bool. Whether a query may only attend to keys at or before it.
+
+    Call arguments:
+        query: (N, T, width).
+        value: (N, S, width) or None for self-attention.
+        key_mask: optional (N, S) bool, True where a key may be attended to.
+    """
+
+    def __init__(self, num_heads, causal=False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.causal = causal
+
+    def build(self, query_shape, value_shape=None):
+        width = query_shape[-1]
+        if width % self.num_heads:
+            raise ValueError(f"The width {width} is not divisible by num_heads={self.num_heads}.")
+        value_shape = value_shape or query_shape
+        self.query = _dense(width, "query", self.dtype_policy)
+        self.key = _dense(width, "key", self.dtype_policy)
+        self.value = _dense(width, "value", self.dtype_policy)
+        self.output_dense = _dense(width, "output", self.dtype_policy)
+        self.query.build(query_shape)
+        self.key.build(value_shape)
+        self.value.build(value_shape)
+        self.output_dense.build(query_shape)
+
+    def _split_heads(self, x):
+        n, t, width = ops.shape(x)
+        return ops.reshape(x, (n, t, self.num_heads, width // self.num_heads))
+
+    def call(self, query, value=None, key_mask=None):
+        value = query if value is None else value
+        q = self._split_heads(self.query(query))
+        k = self._split_heads(self.key(value))
+        v = self._split_heads(self.value(value))
+        mask = None
+        if key_mask is not None:
+            mask = ops.cast(key_mask, "bool")[:, None, None, :]
+        out = ops.dot_product_attention(q, k, v, mask=mask, is_causal=self.causal)
+        n, t = ops.shape(query)[0], ops.shape(query)[1]
+        return self.output_dense(ops.reshape(out, (n, t, -1)))
+
+    def value_path(self, tokens):
+        """Each token's output when it is attended to alone: O(V(x))."""
+        return self.output_dense(self.value(tokens))
+
+    def compute_output_shape(self, query_shape, value_shape=None):
+        return query_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_heads": self.num_heads, "causal": self.causal})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_silc")
+class MlpBlock(keras.layers.Layer):
+    """Dense(mlp_dim, GELU) then Dense(width)."""
+
+    def __init__(self, mlp_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.mlp_dim = mlp_dim
+
+    def build(self, input_shape):
+        self.fc1 = _dense(self.mlp_dim, "fc1", self.dtype_policy)
+        self.fc2 = _dense(input_shape[-1], "fc2", self.dtype_policy)
+        self.fc1.build(input_shape)
+        self.fc2.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+
+    def call(self, x):
+        return self.fc2(ops.gelu(self.fc1(x), approximate=False))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mlp_dim": self.mlp_dim})
+        return config
+
+
+def layer_norm(name, dtype):
+    return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name, dtype=dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_silc")
+class TransformerBlock(keras.layers.Layer):
+    """Pre-norm transformer encoder block.
+
+    Args:
+        num_heads: int. Attention heads.
+        mlp_dim: int. Hidden size of the MLP.
+        causal: bool. Causal self-attention (for causal text towers).
+    """
+
+    def __init__(self, num_heads, mlp_dim, causal=False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.causal = causal
+
+    def build(self, input_shape):
+        self.norm1 = layer_norm("norm1", self.dtype_policy)
+        self.attention = MultiHeadAttention(
+            self.num_heads, causal=self.causal, name="attention", dtype=self.dtype_policy
+        )
+        self.norm2 = layer_norm("norm2", self.dtype_policy)
+        self.mlp = MlpBlock(self.mlp_dim, name="mlp", dtype=self.dtype_policy)
+        for layer in (self.norm1, self.attention, self.norm2, self.mlp):
+            layer.build(input_shape)
+
+    def call(self, x, key_mask=None):
+        x = x + self.attention(self.norm1(x), key_mask=key_mask)
+        return x + self.mlp(self.norm2(x))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_heads": self.num_heads, "mlp_dim": self.mlp_dim, "causal": self.causal})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_silc")
+class MAPHead(keras.layers.Layer):
+    """Multi-head attention pooling (big_vision's MAPHead).
+
+    A learned probe attends over the tokens; then LayerNorm + MLP as a residual.
+    `dense(tokens)` runs every token through the same value path on its own (value
+    and output projections, then the residual MLP), which gives per-patch features
+    in the pooled embedding's space: the paper's dense features for zero-shot
+    segmentation.
+
+    Args:
+        num_heads: int. Attention heads.
+        mlp_dim: int. Hidden size of the MLP.
+    """
+
+    def __init__(self, num_heads, mlp_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+
+    def build(self, tokens_shape):
+        width = tokens_shape[-1]
+        self.probe = self.add_weight(
+            shape=(1, 1, width), initializer="glorot_uniform", name="probe"
+        )
+        self.attention = MultiHeadAttention(
+            self.num_heads, name="attention", dtype=self.dtype_policy
+        )
+        self.attention.build((None, 1, width), tokens_shape)
+        self.norm = layer_norm("norm", self.dtype_policy)
+        self.norm.build((None, 1, width))
+        self.mlp = MlpBlock(self.mlp_dim, name="mlp", dtype=self.dtype_policy)
+        self.mlp.build((None, 1, width))
+
+    def _residual_mlp(self, x):
+        return x + self.mlp(self.norm(x))
+
+    def call(self, tokens):
+        n = ops.shape(tokens)[0]
+        probe = ops.broadcast_to(ops.cast(self.probe, tokens.dtype), (n, 1, ops.shape(tokens)[-1]))
+        pooled = self.attention(probe, tokens)
+        return self._residual_mlp(pooled)[:, 0]
+
+    def dense(self, tokens):
+        return self._residual_mlp(self.attention.value_path(tokens))
+
+    def compute_output_shape(self, tokens_shape):
+        return (tokens_shape[0], tokens_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_heads": self.num_heads, "mlp_dim": self.mlp_dim})
+        return config

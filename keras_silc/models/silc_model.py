@@ -1,0 +1,549 @@
+"""`SilcModel`: two towers, an EMA teacher, and SILC's objective in one place.
+
+Read `compute_losses` top to bottom for the method (paper Sec. 3): the full image and
+the global crops are aligned with the text by the contrastive loss, the teacher scores
+the global crops, the student scores the local crops, and the student is pulled toward
+the centered, sharpened teacher. `update_state_after_step` moves the teacher and the
+center. The backend plumbing (gradients, optimizer, stateless JAX) lives in
+`keras_silc/trainers/`.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_silc import losses
+from keras_silc.layers.distillation_head import l2_normalize
+from keras_silc.models.image_tower import ImageTower
+from keras_silc.models.presets import merge_config
+from keras_silc.models.presets import preset_config
+from keras_silc.models.text_encoder import TextEncoder
+from keras_silc.optimizers import paper_optimizer
+from keras_silc.trainers import SilcTrainer
+
+CONTRASTIVE_LOSSES = ("clip", "siglip")
+
+# The rows of the paper's Table 6 as constructor switches.
+TABLE6_ROWS = {
+    "clip": {"multi_view_contrastive": False, "ema_teacher": False, "self_distillation": False},
+    "clip+views": {
+        "multi_view_contrastive": True,
+        "ema_teacher": False,
+        "self_distillation": False,
+    },
+    "clip+views+ema": {
+        "multi_view_contrastive": True,
+        "ema_teacher": True,
+        "self_distillation": False,
+        "inference_tower": "teacher",
+    },
+    "silc": {
+        "multi_view_contrastive": True,
+        "ema_teacher": True,
+        "self_distillation": True,
+        "inference_tower": "teacher",
+    },
+}
+
+DEFAULT_RECIPE = {
+    "learning_rate": 1e-3,
+    "warmup_steps": 50_000,
+    "cooldown_steps": 50_000,
+    "total_steps": None,
+    "timescale": 10_000,
+    "weight_decay": 1e-4,
+    "beta_1": 0.9,
+    "beta_2": 0.95,
+    "global_clipnorm": 1.0,
+}
+
+IMAGE_KEYS = {
+    "image": "(B, S, S, 3)",
+    "global_crops": "(B, G, S, S, 3)",
+    "local_crops": "(B, L, s, s, 3)",
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_silc")
+class SilcModel(SilcTrainer, keras.Model):
+    """SILC: contrastive image-text pretraining with local-to-global self-distillation.
+
+    Train with `model.compile()` (the paper's recipe) and `model.fit(dataset)`, where
+    every batch is a dict:
+        image:        (B, S, S, 3) float in [0, 1], the full image resized to S;
+        global_crops: (B, G, S, S, 3) float in [0, 1];
+        local_crops:  (B, L, s, s, 3) float in [0, 1];
+        text:         (B, T) integer token ids, 0 for padding.
+    S and s may be any multiple of the patch size; `global_crops` is only needed with
+    `multi_view_contrastive` or `self_distillation`, `local_crops` only with
+    `self_distillation`.
+
+    Args:
+        vision: dict. `VisionEncoder` arguments (image_size, patch_size, width, ...).
+        text: dict. `TextEncoder` arguments.
+        head: dict. `DistillationHead` arguments (num_prototypes K, hidden_dim, ...).
+        contrastive_loss: "clip" (SILC-C) or "siglip" (SILC-S).
+        multi_view_contrastive: bool. Also align each global crop with the text, each
+            as its own B x B problem (the paper requires this for SILC).
+        ema_teacher: bool. Keep an EMA teacher of the image tower and head.
+        self_distillation: bool. Add the local-to-global distillation loss; needs
+            `ema_teacher`.
+        distillation_weight: float. Weight of the distillation loss. Defaults to 1.
+        student_temperature: float. tau_s. Defaults to 0.1.
+        teacher_temperature: float. tau_t. Defaults to 0.04.
+        teacher_momentum: float. lambda in `teacher = lambda teacher + (1 - lambda)
+            student`, fixed for the whole run. Defaults to 0.966.
+        center_momentum: float. m in `center = m center + (1 - m) mean(teacher)`.
+            Defaults to 0.9.
+        num_global_crops: int. G, used by `example_batch` and the data pipeline.
+        num_local_crops: int. L.
+        local_crop_size: int. s.
+        logit_scale_init: float or None. Initial multiplier t (CLIP: 1/0.07, SigLIP:
+            10 by default).
+        logit_bias_init: float or None. Initial SigLIP bias (-10 by default).
+        max_logit_scale: float or None. Clamp on t (CLIP: 100 by default; SigLIP:
+            none).
+        inference_tower: "student" or "teacher". The image tower that
+            `encode_image` and `dense_image_features` use.
+        recipe: dict. Defaults for `compile()`: learning_rate, warmup_steps,
+            cooldown_steps, total_steps, timescale, weight_decay, beta_1, beta_2,
+            global_clipnorm.
+    """
+
+    def __init__(
+        self,
+        vision,
+        text,
+        head,
+        contrastive_loss="clip",
+        multi_view_contrastive=True,
+        ema_teacher=True,
+        self_distillation=True,
+        distillation_weight=1.0,
+        student_temperature=0.1,
+        teacher_temperature=0.04,
+        teacher_momentum=0.966,
+        center_momentum=0.9,
+        num_global_crops=2,
+        num_local_crops=8,
+        local_crop_size=96,
+        logit_scale_init=None,
+        logit_bias_init=None,
+        max_logit_scale=None,
+        inference_tower="student",
+        recipe=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if contrastive_loss not in CONTRASTIVE_LOSSES:
+            raise ValueError(
+                f"contrastive_loss must be one of {CONTRASTIVE_LOSSES}, got {contrastive_loss!r}."
+            )
+        if self_distillation and not ema_teacher:
+            raise ValueError("self_distillation=True needs the EMA teacher: set ema_teacher=True.")
+        if inference_tower not in ("student", "teacher"):
+            raise ValueError(
+                f"inference_tower must be 'student' or 'teacher', got {inference_tower!r}."
+            )
+        if inference_tower == "teacher" and not ema_teacher:
+            raise ValueError("inference_tower='teacher' needs ema_teacher=True.")
+        patch = vision.get("patch_size", 16)
+        if local_crop_size % patch:
+            raise ValueError(
+                f"local_crop_size={local_crop_size} must be a multiple of the patch size {patch}."
+            )
+        if "output_dim" not in text:
+            # The text tower must land in the image tower's space.
+            text = {**text, "output_dim": vision.get("output_dim") or vision.get("width", 768)}
+
+        # Config.
+        self.vision_config = dict(vision)
+        self.text_config = dict(text)
+        self.head_config = dict(head)
+        self.contrastive_loss = contrastive_loss
+        self.multi_view_contrastive = multi_view_contrastive
+        self.ema_teacher = ema_teacher
+        self.self_distillation = self_distillation
+        self.distillation_weight = distillation_weight
+        self.student_temperature = student_temperature
+        self.teacher_temperature = teacher_temperature
+        self.teacher_momentum = teacher_momentum
+        self.center_momentum = center_momentum
+        self.num_global_crops = num_global_crops
+        self.num_local_crops = num_local_crops
+        self.local_crop_size = local_crop_size
+        siglip = contrastive_loss == "siglip"
+        self.logit_scale_init = logit_scale_init or (10.0 if siglip else 1.0 / 0.07)
+        self.logit_bias_init = logit_bias_init if logit_bias_init is not None else -10.0
+        self.max_logit_scale = max_logit_scale if max_logit_scale or siglip else 100.0
+        self.inference_tower = inference_tower
+        self.recipe = merge_config(DEFAULT_RECIPE, recipe or {})
+
+        # Layers and state.
+        dtype = self.dtype_policy
+        self.student = ImageTower(self.vision_config, self.head_config, name="student", dtype=dtype)
+        self.text_encoder = TextEncoder(**self.text_config, name="text_encoder", dtype=dtype)
+        self.text_encoder.build()
+        if self.student.encoder.embedding_dim != self.text_encoder.embedding_dim:
+            raise ValueError(
+                f"The image embedding size ({self.student.encoder.embedding_dim}) and the "
+                f"text embedding size ({self.text_encoder.embedding_dim}) differ; set "
+                "vision['output_dim'] and text['output_dim'] to the same J."
+            )
+        self.log_logit_scale = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(math.log(self.logit_scale_init)),
+            name="log_logit_scale",
+        )
+        self.logit_bias = (
+            self.add_weight(
+                shape=(),
+                initializer=keras.initializers.Constant(self.logit_bias_init),
+                name="logit_bias",
+            )
+            if siglip
+            else None
+        )
+        self.teacher = None
+        if ema_teacher:
+            self.teacher = ImageTower(
+                self.vision_config, self.head_config, name="teacher", dtype=dtype
+            )
+            self.teacher.trainable = False
+            for teacher_weight, student_weight in zip(self.teacher.weights, self.student.weights):
+                teacher_weight.assign(ops.copy(student_weight.value))
+        self.center = (
+            self.add_weight(
+                shape=(self.head_config["num_prototypes"],),
+                initializer="zeros",
+                trainable=False,
+                name="center",
+            )
+            if self_distillation
+            else None
+        )
+        metric_names = ["loss", "contrastive_loss", "temperature"]
+        if siglip:
+            metric_names.append("logit_bias")
+        if self_distillation:
+            metric_names += ["distillation_loss", "teacher_entropy", "student_teacher_kl"]
+        self.trackers = [keras.metrics.Mean(name=name) for name in metric_names]
+        self.built = True
+
+    # ----------------------------------------------------------------- presets
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """Builds a model from a named preset; keyword overrides merge into it.
+
+        Example: `SilcModel.from_preset("silc_b16", contrastive_loss="siglip",
+        head={"num_prototypes": 16384})`.
+        """
+        return cls(**preset_config(name, **overrides))
+
+    @property
+    def vision_encoder(self):
+        """The student's vision encoder: the image tower of the contrastive model."""
+        return self.student.encoder
+
+    @property
+    def metrics(self):
+        return self.trackers
+
+    # --------------------------------------------------------------- objective
+    def logit_scale(self):
+        log_scale = ops.cast(self.log_logit_scale, "float32")
+        if self.max_logit_scale:
+            log_scale = ops.minimum(log_scale, math.log(self.max_logit_scale))
+        return ops.exp(log_scale)
+
+    def _contrastive(self, image_embeddings, text_embeddings, logit_scale):
+        if self.contrastive_loss == "clip":
+            return losses.clip_loss(image_embeddings, text_embeddings, logit_scale)
+        return losses.siglip_loss(image_embeddings, text_embeddings, logit_scale, self.logit_bias)
+
+    def compute_losses(self, batch):
+        """SILC's objective on one batch. Returns (total_loss, aux dict).
+
+        aux holds the terms to log and `teacher_logits_mean`, the (K,) batch mean
+        of the teacher's logits that updates the center after the step.
+        """
+        images, token_ids = batch["image"], batch["text"]
+        logit_scale = self.logit_scale()
+        text_embeddings = l2_normalize(self.text_encoder(token_ids))
+
+        # Contrastive alignment: the full image and every global crop, each a B x B
+        # problem at the same batch size, averaged.
+        views = images[:, None]
+        if self.multi_view_contrastive:
+            views = ops.concatenate([views, ops.cast(batch["global_crops"], images.dtype)], axis=1)
+        num_views = views.shape[1]
+        flat_views = ops.reshape(views, (-1,) + tuple(views.shape[2:]))
+        image_embeddings = l2_normalize(self.student.encoder(flat_views))
+        image_embeddings = ops.reshape(
+            image_embeddings, (-1, num_views, image_embeddings.shape[-1])
+        )
+        contrastive = sum(
+            self._contrastive(image_embeddings[:, v], text_embeddings, logit_scale)
+            for v in range(num_views)
+        ) / float(num_views)
+
+        aux = {"contrastive_loss": contrastive, "temperature": 1.0 / logit_scale}
+        if self.logit_bias is not None:
+            aux["logit_bias"] = ops.cast(self.logit_bias, "float32")
+        total = contrastive
+        if self.self_distillation:
+            global_crops, local_crops = batch["global_crops"], batch["local_crops"]
+            num_global, num_local = global_crops.shape[1], local_crops.shape[1]
+            # Teacher on the global crops, no gradient.
+            teacher_logits = self.teacher(
+                ops.reshape(global_crops, (-1,) + tuple(global_crops.shape[2:]))
+            )
+            teacher_logits = ops.stop_gradient(
+                ops.reshape(
+                    ops.cast(teacher_logits, "float32"), (-1, num_global, teacher_logits.shape[-1])
+                )
+            )
+            # Student on the local crops.
+            student_logits = self.student(
+                ops.reshape(local_crops, (-1,) + tuple(local_crops.shape[2:]))
+            )
+            student_logits = ops.reshape(student_logits, (-1, num_local, student_logits.shape[-1]))
+            distillation, teacher_entropy = losses.distillation_terms(
+                student_logits,
+                teacher_logits,
+                self.center,
+                self.student_temperature,
+                self.teacher_temperature,
+            )
+            total = total + self.distillation_weight * distillation
+            aux.update(
+                distillation_loss=distillation,
+                teacher_entropy=teacher_entropy,
+                student_teacher_kl=distillation - teacher_entropy,
+                teacher_logits_mean=ops.mean(teacher_logits, axis=(0, 1)),
+            )
+        aux["loss"] = total
+        return total, aux
+
+    def update_state_after_step(self, aux):
+        """After the optimizer step: EMA teacher, center, metrics. Returns logs.
+
+        Reads the just-updated student; the center moves with the logits of the
+        teacher that computed the loss.
+        """
+        if self.teacher is not None:
+            m = self.teacher_momentum
+            for teacher_weight, student_weight in zip(self.teacher.weights, self.student.weights):
+                teacher_weight.assign(
+                    m * teacher_weight.value
+                    + (1.0 - m) * ops.cast(student_weight.value, teacher_weight.dtype)
+                )
+        if self.center is not None:
+            m = self.center_momentum
+            self.center.assign(m * self.center.value + (1.0 - m) * aux["teacher_logits_mean"])
+        return self.update_metrics(aux)
+
+    def update_metrics(self, aux):
+        for tracker in self.trackers:
+            tracker.update_state(aux[tracker.name])
+        return {tracker.name: tracker.result() for tracker in self.trackers}
+
+    # ------------------------------------------------------------- validation
+    def required_keys(self):
+        keys = ["image", "text"]
+        if self.multi_view_contrastive or self.self_distillation:
+            keys.append("global_crops")
+        if self.self_distillation:
+            keys.append("local_crops")
+        return keys
+
+    def _expected(self, key):
+        s, p = self.vision_config.get("image_size", 256), self.vision_config.get("patch_size", 16)
+        geometry = (
+            f"S={s}, G={self.num_global_crops}, s={self.local_crop_size}, L={self.num_local_crops}, "
+            f"T<={self.text_encoder.max_length}; S and s multiples of the patch size {p}"
+        )
+        shape = IMAGE_KEYS.get(key, "(B, T)")
+        return f"expected {shape} ({geometry})"
+
+    def validate_batch(self, batch):
+        """Checks keys, ranks, sizes and dtypes; raises ValueError naming the key.
+
+        Runs on static shapes when the step is traced, so it costs nothing per step.
+        """
+        if not hasattr(batch, "keys"):
+            raise ValueError(
+                "SilcModel expects each batch to be a dict with keys "
+                f"{self.required_keys()}; got {type(batch).__name__}. See the README's "
+                "'Training batch format'."
+            )
+        missing = [key for key in self.required_keys() if key not in batch]
+        if missing:
+            raise ValueError(
+                f"The batch is missing {missing}; it has {sorted(batch.keys())}. "
+                + "; ".join(f"'{key}' {self._expected(key)}" for key in missing)
+            )
+        patch = self.vision_config.get("patch_size", 16)
+        batch_sizes = set()
+        for key in self.required_keys():
+            value = batch[key]
+            shape = tuple(value.shape)
+            dtype = keras.backend.standardize_dtype(value.dtype)
+            if key == "text":
+                if len(shape) != 2:
+                    raise ValueError(f"batch['text'] has shape {shape}; {self._expected(key)}.")
+                if "int" not in dtype:
+                    raise ValueError(
+                        f"batch['text'] has dtype {dtype}; it must hold integer token ids "
+                        f"{self._expected(key)}. Tokenize captions first."
+                    )
+                if shape[1] is not None and shape[1] > self.text_encoder.max_length:
+                    raise ValueError(
+                        f"batch['text'] has length {shape[1]} > max_length "
+                        f"{self.text_encoder.max_length}; {self._expected(key)}."
+                    )
+            else:
+                rank = 4 if key == "image" else 5
+                if len(shape) != rank or shape[-1] != 3:
+                    raise ValueError(f"batch['{key}'] has shape {shape}; {self._expected(key)}.")
+                height, width = shape[-3], shape[-2]
+                if height is None or width is None or height % patch or width % patch:
+                    raise ValueError(
+                        f"batch['{key}'] has shape {shape}: crops of {height}x{width} are not "
+                        f"a multiple of the patch size {patch}; {self._expected(key)}."
+                    )
+                if "float" not in dtype:
+                    raise ValueError(
+                        f"batch['{key}'] has dtype {dtype}; images must be floats in [0, 1] "
+                        f"(divide uint8 images by 255). {self._expected(key)}."
+                    )
+            if shape[0] is not None:
+                batch_sizes.add(shape[0])
+        if self.multi_view_contrastive:
+            image_size = tuple(batch["image"].shape[1:3])
+            crop_size = tuple(batch["global_crops"].shape[2:4])
+            if image_size != crop_size:
+                raise ValueError(
+                    f"batch['global_crops'] are {crop_size} but batch['image'] is "
+                    f"{image_size}; with multi_view_contrastive they share the size S. "
+                    f"{self._expected('global_crops')}."
+                )
+        if len(batch_sizes) > 1:
+            raise ValueError(
+                f"The batch's entries disagree on the batch size: "
+                f"{ {key: tuple(batch[key].shape) for key in self.required_keys()} }."
+            )
+
+    # -------------------------------------------------------------- inference
+    def _inference_encoder(self):
+        tower = self.teacher if self.inference_tower == "teacher" else self.student
+        return tower.encoder
+
+    def encode_image(self, images):
+        """L2-normalised image embeddings (N, J) of float images in [0, 1]."""
+        images = ops.convert_to_tensor(images, dtype=self.compute_dtype)
+        return l2_normalize(self._inference_encoder()(images))
+
+    def encode_text(self, token_ids):
+        """L2-normalised text embeddings (N, J) of integer token ids (N, T)."""
+        token_ids = ops.convert_to_tensor(token_ids, dtype="int32")
+        return l2_normalize(self.text_encoder(token_ids))
+
+    def dense_image_features(self, images, source="map_values"):
+        """L2-normalised per-patch embeddings (N, h, w, J) in the shared space."""
+        images = ops.convert_to_tensor(images, dtype=self.compute_dtype)
+        return l2_normalize(self._inference_encoder().dense_features(images, source=source))
+
+    def call(self, inputs):
+        """`{"image": ..., "text": ...}` (either or both) -> normalised embeddings."""
+        outputs = {}
+        if "image" in inputs:
+            outputs["image_embeddings"] = l2_normalize(self._inference_encoder()(inputs["image"]))
+        if "text" in inputs:
+            outputs["text_embeddings"] = l2_normalize(self.text_encoder(inputs["text"]))
+        return outputs
+
+    # ----------------------------------------------------------- example data
+    def example_batch(self, batch_size=8, seed=0):
+        """A random numpy batch in the training format, for this model's geometry."""
+        rng = np.random.default_rng(seed)
+        s_global = self.vision_config.get("image_size", 256)
+        s_local = self.local_crop_size
+        vocabulary, length = self.text_encoder.vocabulary_size, self.text_encoder.max_length
+        text = rng.integers(1, vocabulary, size=(batch_size, length), dtype=np.int32)
+        lengths = rng.integers(1, length + 1, size=(batch_size, 1))
+        text = np.where(np.arange(length)[None, :] < lengths, text, 0).astype(np.int32)
+
+        def uniform(*shape):
+            return rng.random(shape, dtype=np.float32)
+
+        return {
+            "image": uniform(batch_size, s_global, s_global, 3),
+            "global_crops": uniform(batch_size, self.num_global_crops, s_global, s_global, 3),
+            "local_crops": uniform(batch_size, self.num_local_crops, s_local, s_local, 3),
+            "text": text,
+        }
+
+    # ---------------------------------------------------------------- compile
+    def compile(self, optimizer=None, **kwargs):
+        """Compiles with the paper's recipe unless an optimizer is given.
+
+        Keyword arguments named in `recipe` (learning_rate, warmup_steps,
+        cooldown_steps, total_steps, timescale, weight_decay, beta_1, beta_2,
+        global_clipnorm) override the model's recipe; the rest go to
+        `keras.Model.compile`. Only weight matrices ("kernel" variables) get weight
+        decay: not biases, norms, embeddings, the MAP probe or the temperature.
+        """
+        recipe_overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in DEFAULT_RECIPE}
+        if optimizer is None:
+            optimizer = paper_optimizer(**merge_config(self.recipe, recipe_overrides))
+        elif recipe_overrides:
+            raise ValueError(
+                f"{sorted(recipe_overrides)} configure the default optimizer; they cannot be "
+                "combined with an explicit optimizer."
+            )
+        if kwargs.get("loss") is not None:
+            raise ValueError("SilcModel computes its own losses; do not pass `loss` to compile().")
+        super().compile(optimizer=optimizer, **kwargs)
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        if not getattr(inner, "built", False) and getattr(inner, "weight_decay", None):
+            inner.exclude_from_weight_decay(
+                var_list=[v for v in self.trainable_variables if v.name != "kernel"]
+            )
+
+    def compile_from_config(self, config):
+        """Restores the compiled state on `keras.models.load_model`."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        self.optimizer.build(self.trainable_variables)
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vision": self.vision_config,
+                "text": self.text_config,
+                "head": self.head_config,
+                "contrastive_loss": self.contrastive_loss,
+                "multi_view_contrastive": self.multi_view_contrastive,
+                "ema_teacher": self.ema_teacher,
+                "self_distillation": self.self_distillation,
+                "distillation_weight": self.distillation_weight,
+                "student_temperature": self.student_temperature,
+                "teacher_temperature": self.teacher_temperature,
+                "teacher_momentum": self.teacher_momentum,
+                "center_momentum": self.center_momentum,
+                "num_global_crops": self.num_global_crops,
+                "num_local_crops": self.num_local_crops,
+                "local_crop_size": self.local_crop_size,
+                "logit_scale_init": self.logit_scale_init,
+                "logit_bias_init": self.logit_bias_init,
+                "max_logit_scale": self.max_logit_scale,
+                "inference_tower": self.inference_tower,
+                "recipe": self.recipe,
+            }
+        )
+        return config
