@@ -6,3 +6,14 @@ from keras_silc.layers.transformer import MAPHead
 from keras_silc.layers.transformer import MlpBlock
 from keras_silc.layers.transformer import MultiHeadAttention
 from keras_silc.layers.transformer import TransformerBlock
+
+__all__ = [
+    "DistillationHead",
+    "MAPHead",
+    "MlpBlock",
+    "MultiHeadAttention",
+    "PositionEmbedding2D",
+    "TransformerBlock",
+    "WeightNormalizedDense",
+    "l2_normalize",
+]

@@ -212,7 +212,9 @@ class SilcModel(SilcTrainer, keras.Model):
                 self.vision_config, self.head_config, name="teacher", dtype=dtype
             )
             self.teacher.trainable = False
-            for teacher_weight, student_weight in zip(self.teacher.weights, self.student.weights):
+            for teacher_weight, student_weight in zip(
+                self.teacher.weights, self.student.weights, strict=True
+            ):
                 teacher_weight.assign(ops.copy(student_weight.value))
         self.center = (
             self.add_weight(
@@ -335,7 +337,9 @@ class SilcModel(SilcTrainer, keras.Model):
         """
         if self.teacher is not None:
             m = self.teacher_momentum
-            for teacher_weight, student_weight in zip(self.teacher.weights, self.student.weights):
+            for teacher_weight, student_weight in zip(
+                self.teacher.weights, self.student.weights, strict=True
+            ):
                 teacher_weight.assign(
                     m * teacher_weight.value
                     + (1.0 - m) * ops.cast(student_weight.value, teacher_weight.dtype)

@@ -13,8 +13,8 @@ def _values(scope, variables):
 
 class JaxSilcTrainer:
     def _losses_stateless(self, trainable, non_trainable, batch):
-        mapping = list(zip(self.trainable_variables, trainable))
-        mapping += list(zip(self.non_trainable_variables, non_trainable))
+        mapping = list(zip(self.trainable_variables, trainable, strict=True))
+        mapping += list(zip(self.non_trainable_variables, non_trainable, strict=True))
         with keras.StatelessScope(state_mapping=mapping) as scope:
             loss, aux = self.compute_losses(batch)
         return loss, aux, _values(scope, self.non_trainable_variables)
@@ -26,7 +26,7 @@ class JaxSilcTrainer:
 
         def scaled_loss(trainable):
             loss, aux, new_non_trainable = self._losses_stateless(trainable, non_trainable, batch)
-            with keras.StatelessScope(zip(self.optimizer.variables, optimizer_values)):
+            with keras.StatelessScope(zip(self.optimizer.variables, optimizer_values, strict=True)):
                 scaled = self.optimizer.scale_loss(loss)
             return scaled, (aux, new_non_trainable)
 
@@ -34,9 +34,9 @@ class JaxSilcTrainer:
         trainable, optimizer_values = self.optimizer.stateless_apply(
             optimizer_values, grads, trainable
         )
-        mapping = list(zip(self.trainable_variables, trainable))
-        mapping += list(zip(self.non_trainable_variables, non_trainable))
-        mapping += list(zip(self.metrics_variables, metric_values))
+        mapping = list(zip(self.trainable_variables, trainable, strict=True))
+        mapping += list(zip(self.non_trainable_variables, non_trainable, strict=True))
+        mapping += list(zip(self.metrics_variables, metric_values, strict=True))
         with keras.StatelessScope(state_mapping=mapping) as scope:
             logs = self.update_state_after_step(aux)
         non_trainable = _values(scope, self.non_trainable_variables)
@@ -48,6 +48,6 @@ class JaxSilcTrainer:
         batch = unpack_batch(data)
         self.validate_batch(batch)
         _, aux, non_trainable = self._losses_stateless(trainable, non_trainable, batch)
-        with keras.StatelessScope(zip(self.metrics_variables, metric_values)) as scope:
+        with keras.StatelessScope(zip(self.metrics_variables, metric_values, strict=True)) as scope:
             logs = self.update_metrics(aux)
         return logs, (trainable, non_trainable, _values(scope, self.metrics_variables))
