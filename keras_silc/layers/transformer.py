@@ -189,13 +189,15 @@ class MAPHead(keras.layers.Layer):
     def _residual_mlp(self, x):
         return x + self.mlp(self.norm(x))
 
-    def call(self, tokens):
+    def call(self, tokens, key_mask=None):
         n = ops.shape(tokens)[0]
         probe = ops.broadcast_to(ops.cast(self.probe, tokens.dtype), (n, 1, ops.shape(tokens)[-1]))
-        pooled = self.attention(probe, tokens)
+        pooled = self.attention(probe, tokens, key_mask=key_mask)
         return self._residual_mlp(pooled)[:, 0]
 
     def dense(self, tokens):
+        if not self.built:
+            self.build(tokens.shape)
         return self._residual_mlp(self.attention.value_path(tokens))
 
     def compute_output_shape(self, tokens_shape):

@@ -131,7 +131,7 @@ class TextEncoder(keras.layers.Layer):
         if self.pooling == "first":
             return x[:, 0]
         if self.pooling == "map":
-            return self.map_head(x)
+            return self.map_head(x, key_mask=key_mask)
         if self.pooling == "mean":
             weights = ops.cast(key_mask, x.dtype)[..., None]
             return ops.sum(x * weights, axis=1) / ops.sum(weights, axis=1)

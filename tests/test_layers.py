@@ -1,0 +1,176 @@
+"""Building blocks against numpy references and a peer library (jax.image)."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+from keras_silc.layers import DistillationHead
+from keras_silc.layers import MAPHead
+from keras_silc.layers import MultiHeadAttention
+from keras_silc.layers import PositionEmbedding2D
+from keras_silc.layers import TransformerBlock
+from keras_silc.layers import WeightNormalizedDense
+from keras_silc.layers.position_embedding import bicubic_resize_matrix
+from keras_silc.models.text_encoder import TextEncoder
+from keras_silc.models.vision_encoder import VisionEncoder
+
+
+def _roundtrip(layer, *inputs):
+    """from_config(get_config()) rebuilds the layer; same weights give same outputs."""
+    expected = to_numpy(layer(*inputs))
+    clone = layer.__class__.from_config(layer.get_config())
+    if not clone.built:
+        clone.build(*[np.shape(x) for x in inputs])
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(to_numpy(clone(*inputs)), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("in_size,out_size", [(16, 6), (4, 2), (14, 16), (8, 12), (7, 7)])
+def test_resize_matrix_matches_jax_image_resize(in_size, out_size):
+    jax = pytest.importorskip("jax")
+    x = np.random.default_rng(0).normal(size=(in_size, in_size)).astype(np.float32)
+    reference = np.asarray(jax.image.resize(x, (out_size, out_size), "bicubic", antialias=True))
+    m = bicubic_resize_matrix(in_size, out_size)
+    np.testing.assert_allclose(m @ x @ m.T, reference, atol=2e-6)
+
+
+def test_position_embedding_resizes_to_any_grid():
+    layer = PositionEmbedding2D(4)
+    tokens = np.zeros((2, 16, 8), np.float32)
+    native = to_numpy(layer(tokens, grid=(4, 4)))
+    np.testing.assert_array_equal(native[0], to_numpy(layer.embeddings))
+    small = to_numpy(layer(np.zeros((1, 4, 8), np.float32), grid=(2, 2)))[0]
+    table = to_numpy(layer.embeddings).reshape(4, 4, 8)
+    m = bicubic_resize_matrix(4, 2)
+    expected = np.einsum("ih,jw,hwd->ijd", m, m, table).reshape(4, 8)
+    np.testing.assert_allclose(small, expected, atol=1e-6)
+
+
+def _softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(-1, keepdims=True)
+
+
+def _attention_numpy(layer, query, value, key_mask=None, causal=False):
+    def dense(sub, x):
+        return x @ to_numpy(sub.kernel) + to_numpy(sub.bias)
+
+    n, t, d = query.shape
+    h = layer.num_heads
+    q = dense(layer.query, query).reshape(n, t, h, d // h)
+    k = dense(layer.key, value).reshape(n, value.shape[1], h, d // h)
+    v = dense(layer.value, value).reshape(n, value.shape[1], h, d // h)
+    logits = np.einsum("nthd,nshd->nhts", q, k) / np.sqrt(d // h)
+    allowed = np.ones(logits.shape, bool)
+    if key_mask is not None:
+        allowed &= key_mask[:, None, None, :]
+    if causal:
+        allowed &= np.tril(np.ones((t, value.shape[1]), bool))[None, None]
+    logits = np.where(allowed, logits, -1e9)
+    out = np.einsum("nhts,nshd->nthd", _softmax(logits), v).reshape(n, t, d)
+    return dense(layer.output_dense, out)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_matches_numpy(causal):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 8)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    layer = MultiHeadAttention(2, causal=causal)
+    got = to_numpy(layer(x, key_mask=mask))
+    np.testing.assert_allclose(got, _attention_numpy(layer, x, x, mask, causal), atol=1e-5)
+
+
+def test_map_head_dense_path_equals_pooling_of_a_single_token():
+    # Attention over one token returns that token's value path, so the dense
+    # features of a token are exactly what pooling that token alone gives.
+    rng = np.random.default_rng(1)
+    tokens = rng.normal(size=(3, 4, 8)).astype(np.float32)
+    head = MAPHead(num_heads=2, mlp_dim=16)
+    dense = to_numpy(head.dense(tokens))
+    for i in range(4):
+        pooled = to_numpy(head(tokens[:, i : i + 1]))
+        np.testing.assert_allclose(dense[:, i], pooled, atol=1e-5)
+    _roundtrip(head, tokens)
+
+
+def test_transformer_block_roundtrip():
+    x = np.random.default_rng(2).normal(size=(2, 3, 8)).astype(np.float32)
+    _roundtrip(TransformerBlock(2, 16), x)
+
+
+def test_weight_normalized_dense_has_unit_columns():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    layer = WeightNormalizedDense(10)
+    got = to_numpy(layer(x))
+    v = to_numpy(layer.kernel)
+    np.testing.assert_allclose(got, x @ (v / np.linalg.norm(v, axis=0)), atol=1e-5)
+
+
+def test_distillation_head_logits_are_bounded():
+    x = np.random.default_rng(4).normal(size=(5, 12)).astype(np.float32) * 50
+    head = DistillationHead(32, hidden_dim=16, bottleneck_dim=8)
+    logits = to_numpy(head(x))
+    assert logits.shape == (5, 32)
+    assert np.abs(logits).max() <= 1.0 + 1e-5
+    assert len(head.mlp) == 3
+    _roundtrip(head, x)
+
+
+def test_vision_encoder_shapes_and_dense_features():
+    encoder = VisionEncoder(image_size=32, patch_size=8, width=16, depth=1, num_heads=2, output_dim=12)
+    images = np.random.default_rng(5).random((2, 32, 32, 3)).astype(np.float32)
+    assert tuple(encoder(images).shape) == (2, 12)
+    assert tuple(encoder(images[:, :16, :24]).shape) == (2, 12)  # any multiple of the patch
+    assert tuple(encoder.dense_features(images).shape) == (2, 4, 4, 12)
+    assert tuple(encoder.dense_features(images, source="tokens").shape) == (2, 4, 4, 12)
+    with pytest.raises(ValueError, match="multiples of the patch size 8"):
+        encoder(images[:, :20, :20])
+    _roundtrip(encoder, images)
+
+
+@pytest.mark.parametrize("pooling", ["eos", "mean", "map", "first"])
+def test_text_encoder_ignores_padding(pooling):
+    encoder = TextEncoder(
+        vocabulary_size=50, max_length=8, width=16, depth=2, num_heads=2, pooling=pooling
+    )
+    ids = np.array([[5, 9, 3, 7, 0, 0, 0, 0]], np.int32)
+    padded = to_numpy(encoder(ids))
+    trimmed = to_numpy(encoder(ids[:, :4]))
+    np.testing.assert_allclose(padded, trimmed, atol=1e-5)
+    _roundtrip(encoder, ids)
+
+
+def test_text_encoder_eos_pooling_reads_the_eos_token():
+    encoder = TextEncoder(
+        vocabulary_size=50, max_length=6, width=16, depth=1, num_heads=2, causal=True,
+        pooling="eos", eos_token_id=2,
+    )
+    ids = np.array([[5, 9, 2, 7, 4, 0]], np.int32)
+    # Causal attention: the EOS output depends only on tokens up to it.
+    np.testing.assert_allclose(
+        to_numpy(encoder(ids)), to_numpy(encoder(ids[:, :3])), atol=1e-5
+    )
+    changed = ids.copy()
+    changed[0, 1] = 11
+    assert np.abs(to_numpy(encoder(changed)) - to_numpy(encoder(ids))).max() > 1e-4
+
+
+def test_text_encoder_rejects_long_inputs():
+    encoder = TextEncoder(vocabulary_size=50, max_length=4, width=8, depth=1, num_heads=2)
+    with pytest.raises(ValueError, match="max_length=4"):
+        encoder(np.ones((1, 6), np.int32))
+
+
+def test_layers_follow_mixed_precision_policy():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        encoder = VisionEncoder(image_size=16, patch_size=8, width=16, depth=1, num_heads=2)
+        out = encoder(np.random.default_rng(0).random((1, 16, 16, 3)).astype(np.float32))
+        assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+        assert encoder.patch_embedding.kernel.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

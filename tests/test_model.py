@@ -1,0 +1,240 @@
+"""SilcModel: the EMA teacher, the center, training, presets, errors."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND
+from conftest import tiny_model
+from conftest import to_numpy
+from conftest import weights_numpy
+
+from keras_silc import PRESETS
+from keras_silc import TABLE6_ROWS
+from keras_silc import SilcModel
+
+
+def _fit_steps(model, batch, steps, **compile_kwargs):
+    if not model.compiled:
+        model.compile(**compile_kwargs)
+    size = len(batch["text"])
+    return model.fit(batch, batch_size=size, epochs=steps, shuffle=False, verbose=0).history
+
+
+def test_teacher_starts_as_a_copy_and_pairs_with_the_student(model):
+    assert len(model.teacher.weights) == len(model.student.weights) > 0
+    for t, s in zip(model.teacher.weights, model.student.weights, strict=True):
+        assert t.shape == s.shape
+        assert t.path.split("/", 2)[-1] == s.path.split("/", 2)[-1]
+        np.testing.assert_array_equal(to_numpy(t), to_numpy(s))
+        assert not t.trainable
+    trainable = {id(v) for v in model.trainable_variables}
+    assert not any(id(v) in trainable for v in model.teacher.weights)
+    assert id(model.center) not in trainable
+    images = model.example_batch(2)["image"]
+    logits = model.student(images)
+    assert tuple(logits.shape) == (2, model.head_config["num_prototypes"])
+    np.testing.assert_allclose(to_numpy(model.teacher(images)), to_numpy(logits), atol=1e-6)
+
+
+def test_one_step_follows_the_ema_and_center_rules(model, batch):
+    teacher_before = weights_numpy(model.teacher.weights)
+    flat_global = batch["global_crops"].reshape((-1,) + batch["global_crops"].shape[2:])
+    teacher_logits = to_numpy(model.teacher(flat_global))
+    student_before = weights_numpy(model.student.weights)
+    _fit_steps(model, batch, 1, warmup_steps=0)
+    student_after = weights_numpy(model.student.weights)
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(student_after, student_before, strict=True))
+    for t0, s1, t1 in zip(teacher_before, student_after, weights_numpy(model.teacher.weights), strict=True):
+        np.testing.assert_allclose(t1, 0.966 * t0 + 0.034 * s1, rtol=1e-6, atol=1e-7)
+    expected_center = 0.9 * 0.0 + 0.1 * teacher_logits.mean(axis=0)
+    np.testing.assert_allclose(to_numpy(model.center), expected_center, rtol=1e-5, atol=1e-7)
+
+
+def test_momentums_are_configurable():
+    model = tiny_model(teacher_momentum=0.5, center_momentum=0.0)
+    batch = model.example_batch(4, seed=1)
+    flat_global = batch["global_crops"].reshape((-1,) + batch["global_crops"].shape[2:])
+    teacher_logits = to_numpy(model.teacher(flat_global))
+    teacher_before = weights_numpy(model.teacher.weights)
+    _fit_steps(model, batch, 1, warmup_steps=0)
+    for t0, s1, t1 in zip(
+        teacher_before,
+        weights_numpy(model.student.weights),
+        weights_numpy(model.teacher.weights),
+        strict=True,
+    ):
+        np.testing.assert_allclose(t1, 0.5 * t0 + 0.5 * s1, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(to_numpy(model.center), teacher_logits.mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_short_fit_lowers_the_loss_and_logs_every_metric(model, batch):
+    history = _fit_steps(model, batch, 15, warmup_steps=2)
+    for name in (
+        "loss",
+        "contrastive_loss",
+        "distillation_loss",
+        "temperature",
+        "teacher_entropy",
+        "student_teacher_kl",
+    ):
+        assert name in history and np.all(np.isfinite(history[name])), name
+    assert history["loss"][-1] < 0.8 * history["loss"][0]
+    assert history["student_teacher_kl"][-1] < history["student_teacher_kl"][0]
+    np.testing.assert_allclose(history["temperature"][0], 0.07, rtol=1e-3)
+
+
+def test_jax_step_is_stateless_and_jit_compiled(model, batch):
+    if BACKEND != "jax":
+        pytest.skip("JAX-specific")
+    import jax
+
+    model.compile(warmup_steps=0)
+    model.optimizer.build(model.trainable_variables)
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in model.optimizer.variables],
+        [v.value for v in model.metrics_variables],
+    )
+    # Tracing under jit fails on any host sync or in-place state change.
+    logs, new_state = jax.jit(model.train_step)(state, batch)
+    assert np.isfinite(float(logs["loss"]))
+    # Nothing was written into the model's variables: the state came back instead.
+    for v, before in zip(model.trainable_variables, state[0], strict=True):
+        np.testing.assert_array_equal(np.asarray(v.value), np.asarray(before))
+    teacher_ids = [id(v) for v in model.teacher.weights]
+    positions = [i for i, v in enumerate(model.non_trainable_variables) if id(v) in teacher_ids]
+    assert any(
+        np.abs(np.asarray(new_state[1][i]) - np.asarray(state[1][i])).max() > 0 for i in positions
+    )
+    # The same step through fit() gives the same loss.
+    history = model.fit(batch, batch_size=4, epochs=1, shuffle=False, verbose=0).history
+    np.testing.assert_allclose(history["loss"][0], float(logs["loss"]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("row", sorted(TABLE6_ROWS))
+def test_every_table6_row_trains(row):
+    model = tiny_model(**TABLE6_ROWS[row])
+    batch = model.example_batch(4)
+    needed = set(model.required_keys())
+    history = _fit_steps(model, {k: v for k, v in batch.items() if k in needed}, 2)
+    assert np.isfinite(history["loss"][-1])
+    assert ("distillation_loss" in history) == (row == "silc")
+    assert (model.teacher is not None) == ("ema" in row or row == "silc")
+    if row == "clip":
+        assert needed == {"image", "text"}
+
+
+def test_ema_row_keeps_the_teacher_moving_without_distillation():
+    model = tiny_model(**TABLE6_ROWS["clip+views+ema"])
+    batch = model.example_batch(4)
+    before = weights_numpy(model.teacher.weights)
+    _fit_steps(model, batch, 1, warmup_steps=0)
+    for t0, s1, t1 in zip(
+        before, weights_numpy(model.student.weights), weights_numpy(model.teacher.weights), strict=True
+    ):
+        np.testing.assert_allclose(t1, 0.966 * t0 + 0.034 * s1, rtol=1e-6, atol=1e-7)
+
+
+def test_siglip_variant_trains_and_has_a_bias():
+    model = tiny_model(contrastive_loss="siglip")
+    assert model.max_logit_scale is None
+    np.testing.assert_allclose(float(to_numpy(model.logit_scale())), 10.0, rtol=1e-6)
+    history = _fit_steps(model, model.example_batch(4), 5, warmup_steps=0)
+    assert "logit_bias" in history
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_clip_logit_scale_is_clamped_at_100(model):
+    model.log_logit_scale.assign(np.log(500.0))
+    np.testing.assert_allclose(float(to_numpy(model.logit_scale())), 100.0, rtol=1e-6)
+
+
+def test_encoders_return_normalised_embeddings(model):
+    batch = model.example_batch(3)
+    image = to_numpy(model.encode_image(batch["image"]))
+    text = to_numpy(model.encode_text(batch["text"]))
+    dense = to_numpy(model.dense_image_features(batch["image"]))
+    assert image.shape == (3, 32) and text.shape == (3, 32)
+    assert dense.shape == (3, 4, 4, 32)
+    for x in (image, text, dense):
+        np.testing.assert_allclose(np.linalg.norm(x, axis=-1), 1.0, rtol=1e-5)
+    outputs = model.predict({"image": batch["image"], "text": batch["text"]}, verbose=0)
+    np.testing.assert_allclose(outputs["image_embeddings"], image, atol=1e-5)
+
+
+def test_example_batch_matches_the_documented_format(model):
+    batch = model.example_batch(5, seed=3)
+    assert batch["image"].shape == (5, 32, 32, 3)
+    assert batch["global_crops"].shape == (5, 2, 32, 32, 3)
+    assert batch["local_crops"].shape == (5, 4, 16, 16, 3)
+    assert batch["text"].shape == (5, 16) and batch["text"].dtype == np.int32
+    assert batch["image"].dtype == np.float32
+    np.testing.assert_array_equal(batch["text"], model.example_batch(5, seed=3)["text"])
+
+
+def test_compile_defaults_to_the_paper_recipe(model):
+    model.compile()
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    assert optimizer.global_clipnorm == 1.0
+    assert optimizer.weight_decay == 1e-4
+    for v in model.trainable_variables:
+        assert optimizer._use_weight_decay(v) == (v.name == "kernel"), v.path
+    names = {v.name for v in model.trainable_variables if not optimizer._use_weight_decay(v)}
+    assert {"bias", "gamma", "beta", "position_embedding", "probe", "log_logit_scale"} <= names
+
+
+def test_presets_have_the_paper_geometry():
+    for name in ("silc_s16", "silc_b16", "silc_l16"):
+        config = PRESETS[name]["config"]
+        assert config["vision"]["image_size"] == 256
+        assert config["vision"]["patch_size"] == 16
+        assert config["local_crop_size"] == 96
+        assert config["head"]["num_prototypes"] == 65536
+        assert config["num_global_crops"] == 2 and config["num_local_crops"] == 8
+        assert config["teacher_momentum"] == 0.966 and config["center_momentum"] == 0.9
+    widths = [PRESETS[n]["config"]["vision"]["width"] for n in ("silc_s16", "silc_b16", "silc_l16")]
+    assert widths == [384, 768, 1024]
+
+
+def test_from_preset_merges_nested_overrides():
+    model = SilcModel.from_preset("silc_tiny", head={"num_prototypes": 64}, num_local_crops=2)
+    assert model.head_config["num_prototypes"] == 64
+    assert model.head_config["hidden_dim"] == PRESETS["silc_tiny"]["config"]["head"]["hidden_dim"]
+    assert model.example_batch(2)["local_crops"].shape[1] == 2
+    with pytest.raises(ValueError, match="Unknown preset 'silc_xxl'"):
+        SilcModel.from_preset("silc_xxl")
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda b: b.pop("local_crops"), r"missing \['local_crops'\].*\(B, L, s, s, 3\)"),
+        (lambda b: b.update(image=b["image"][:, :, :, 0]), r"batch\['image'\].*\(B, S, S, 3\)"),
+        (
+            lambda b: b.update(local_crops=b["local_crops"][:, :, :12, :12]),
+            r"batch\['local_crops'\].*12x12.*patch size 8",
+        ),
+        (lambda b: b.update(text=b["text"].astype("float32")), r"batch\['text'\].*integer token ids"),
+        (lambda b: b.update(image=(b["image"] * 255).astype("uint8")), r"batch\['image'\].*divide uint8"),
+        (
+            lambda b: b.update(global_crops=b["global_crops"][:, :, :24, :24]),
+            r"batch\['global_crops'\].*share the size S",
+        ),
+    ],
+)
+def test_malformed_batches_get_clear_errors(model, batch, change, match):
+    model.compile()
+    change(batch)
+    with pytest.raises(ValueError, match=match):
+        model.fit(batch, batch_size=4, epochs=1, verbose=0)
+
+
+def test_constructor_rejects_inconsistent_switches():
+    with pytest.raises(ValueError, match="needs the EMA teacher"):
+        tiny_model(ema_teacher=False, self_distillation=True)
+    with pytest.raises(ValueError, match="contrastive_loss"):
+        tiny_model(contrastive_loss="triplet")
+    with pytest.raises(ValueError, match="local_crop_size=12"):
+        tiny_model(local_crop_size=12)
