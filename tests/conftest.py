@@ -12,6 +12,15 @@ from keras_silc import SilcModel  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
+if BACKEND == "jax":
+    # Tiny models compile to the same programs test after test: reuse them.
+    import tempfile
+
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "keras_silc_jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
 
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
