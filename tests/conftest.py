@@ -18,7 +18,9 @@ if BACKEND == "jax":
 
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "keras_silc_jax_cache"))
+    jax.config.update(
+        "jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "keras_silc_jax_cache")
+    )
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 

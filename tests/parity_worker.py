@@ -29,11 +29,15 @@ def training_run(workdir):
     history = model.fit(batch, batch_size=len(batch["text"]), epochs=2, shuffle=False, verbose=0)
     result = {f"history/{k}": np.asarray(v, np.float64) for k, v in history.history.items()}
     for weight in model.weights:
-        result[f"weight/{weight_key(model, weight)}"] = np.asarray(keras.ops.convert_to_numpy(weight))
+        result[f"weight/{weight_key(model, weight)}"] = np.asarray(
+            keras.ops.convert_to_numpy(weight)
+        )
     model.save(os.path.join(workdir, f"model_{keras.backend.backend()}.keras"))
     return result
 
 
 if __name__ == "__main__":
     workdir = sys.argv[1]
-    np.savez(os.path.join(workdir, f"result_{keras.backend.backend()}.npz"), **training_run(workdir))
+    np.savez(
+        os.path.join(workdir, f"result_{keras.backend.backend()}.npz"), **training_run(workdir)
+    )

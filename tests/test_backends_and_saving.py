@@ -56,7 +56,9 @@ def test_files_saved_on_any_backend_load_here(parity_runs):
         model = keras.models.load_model(os.path.join(workdir, f"model_{other}.keras"))
         for weight in model.weights:
             np.testing.assert_array_equal(
-                to_numpy(weight), results[other][f"weight/{weight_key(model, weight)}"], err_msg=weight.path
+                to_numpy(weight),
+                results[other][f"weight/{weight_key(model, weight)}"],
+                err_msg=weight.path,
             )
         assert int(to_numpy(model.optimizer.iterations)) == 2
         history = model.fit(
@@ -79,7 +81,9 @@ def test_save_and_load_round_trip_everything(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert np.abs(to_numpy(loaded.center)).max() > 0  # the center travelled
     np.testing.assert_allclose(
-        to_numpy(loaded.encode_image(batch["image"])), to_numpy(model.encode_image(batch["image"])), atol=1e-6
+        to_numpy(loaded.encode_image(batch["image"])),
+        to_numpy(model.encode_image(batch["image"])),
+        atol=1e-6,
     )
     # Both continue identically: optimizer state and schedule were restored.
     after_original = model.fit(batch, batch_size=4, epochs=1, shuffle=False, verbose=0).history

@@ -121,7 +121,9 @@ def test_distillation_head_logits_are_bounded():
 
 
 def test_vision_encoder_shapes_and_dense_features():
-    encoder = VisionEncoder(image_size=32, patch_size=8, width=16, depth=1, num_heads=2, output_dim=12)
+    encoder = VisionEncoder(
+        image_size=32, patch_size=8, width=16, depth=1, num_heads=2, output_dim=12
+    )
     images = np.random.default_rng(5).random((2, 32, 32, 3)).astype(np.float32)
     assert tuple(encoder(images).shape) == (2, 12)
     assert tuple(encoder(images[:, :16, :24]).shape) == (2, 12)  # any multiple of the patch
@@ -146,14 +148,18 @@ def test_text_encoder_ignores_padding(pooling):
 
 def test_text_encoder_eos_pooling_reads_the_eos_token():
     encoder = TextEncoder(
-        vocabulary_size=50, max_length=6, width=16, depth=1, num_heads=2, causal=True,
-        pooling="eos", eos_token_id=2,
+        vocabulary_size=50,
+        max_length=6,
+        width=16,
+        depth=1,
+        num_heads=2,
+        causal=True,
+        pooling="eos",
+        eos_token_id=2,
     )
     ids = np.array([[5, 9, 2, 7, 4, 0]], np.int32)
     # Causal attention: the EOS output depends only on tokens up to it.
-    np.testing.assert_allclose(
-        to_numpy(encoder(ids)), to_numpy(encoder(ids[:, :3])), atol=1e-5
-    )
+    np.testing.assert_allclose(to_numpy(encoder(ids)), to_numpy(encoder(ids[:, :3])), atol=1e-5)
     changed = ids.copy()
     changed[0, 1] = 11
     assert np.abs(to_numpy(encoder(changed)) - to_numpy(encoder(ids))).max() > 1e-4

@@ -44,7 +44,9 @@ def test_one_step_follows_the_ema_and_center_rules(model, batch):
     _fit_steps(model, batch, 1, warmup_steps=0)
     student_after = weights_numpy(model.student.weights)
     assert any(np.abs(a - b).max() > 0 for a, b in zip(student_after, student_before, strict=True))
-    for t0, s1, t1 in zip(teacher_before, student_after, weights_numpy(model.teacher.weights), strict=True):
+    for t0, s1, t1 in zip(
+        teacher_before, student_after, weights_numpy(model.teacher.weights), strict=True
+    ):
         np.testing.assert_allclose(t1, 0.966 * t0 + 0.034 * s1, rtol=1e-6, atol=1e-7)
     expected_center = 0.9 * 0.0 + 0.1 * teacher_logits.mean(axis=0)
     np.testing.assert_allclose(to_numpy(model.center), expected_center, rtol=1e-5, atol=1e-7)
@@ -131,7 +133,10 @@ def test_ema_row_keeps_the_teacher_moving_without_distillation():
     before = weights_numpy(model.teacher.weights)
     _fit_steps(model, batch, 1, warmup_steps=0)
     for t0, s1, t1 in zip(
-        before, weights_numpy(model.student.weights), weights_numpy(model.teacher.weights), strict=True
+        before,
+        weights_numpy(model.student.weights),
+        weights_numpy(model.teacher.weights),
+        strict=True,
     ):
         np.testing.assert_allclose(t1, 0.966 * t0 + 0.034 * s1, rtol=1e-6, atol=1e-7)
 
@@ -216,8 +221,14 @@ def test_from_preset_merges_nested_overrides():
             lambda b: b.update(local_crops=b["local_crops"][:, :, :12, :12]),
             r"batch\['local_crops'\].*12x12.*patch size 8",
         ),
-        (lambda b: b.update(text=b["text"].astype("float32")), r"batch\['text'\].*integer token ids"),
-        (lambda b: b.update(image=(b["image"] * 255).astype("uint8")), r"batch\['image'\].*divide uint8"),
+        (
+            lambda b: b.update(text=b["text"].astype("float32")),
+            r"batch\['text'\].*integer token ids",
+        ),
+        (
+            lambda b: b.update(image=(b["image"] * 255).astype("uint8")),
+            r"batch\['image'\].*divide uint8",
+        ),
         (
             lambda b: b.update(global_crops=b["global_crops"][:, :, :24, :24]),
             r"batch\['global_crops'\].*share the size S",
@@ -238,3 +249,26 @@ def test_constructor_rejects_inconsistent_switches():
         tiny_model(contrastive_loss="triplet")
     with pytest.raises(ValueError, match="local_crop_size=12"):
         tiny_model(local_crop_size=12)
+
+
+def test_fit_accepts_tf_data_and_torch_dataloaders(model):
+    import tensorflow as tf
+
+    batch = model.example_batch(8)
+    model.compile(warmup_steps=0)
+    dataset = tf.data.Dataset.from_tensor_slices(batch).batch(4, drop_remainder=True)
+    history = model.fit(dataset, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+
+    import torch
+
+    class Pairs(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {key: value[i] for key, value in batch.items()}
+
+    loader = torch.utils.data.DataLoader(Pairs(), batch_size=4, drop_last=True)
+    history = model.fit(loader, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])

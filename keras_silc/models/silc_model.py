@@ -520,6 +520,9 @@ class SilcModel(SilcTrainer, keras.Model):
     def compile_from_config(self, config):
         """Restores the compiled state on `keras.models.load_model`."""
         config = keras.saving.deserialize_keras_object(config)
+        # jit_compile is the saving backend's choice (True under JAX would turn on
+        # torch.compile under PyTorch): let the loading backend pick its default.
+        config.pop("jit_compile", None)
         self.compile(**config)
         self.optimizer.build(self.trainable_variables)
 
