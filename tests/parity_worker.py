@@ -25,7 +25,7 @@ def training_run(workdir):
     model = SilcModel.from_preset("silc_tiny")
     model.load_weights(os.path.join(workdir, "init.weights.h5"))
     batch = dict(np.load(os.path.join(workdir, "batch.npz")))
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, global_clipnorm=1.0))
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02, global_clipnorm=1.0))
     history = model.fit(batch, batch_size=len(batch["text"]), epochs=2, shuffle=False, verbose=0)
     result = {f"history/{k}": np.asarray(v, np.float64) for k, v in history.history.items()}
     for weight in model.weights:

@@ -269,6 +269,12 @@ def test_fit_accepts_tf_data_and_torch_dataloaders(model):
         def __getitem__(self, i):
             return {key: value[i] for key, value in batch.items()}
 
-    loader = torch.utils.data.DataLoader(Pairs(), batch_size=4, drop_last=True)
+    # Keras reads a DataLoader's batches as tuples: wrap the dict as `(batch,)`.
+    loader = torch.utils.data.DataLoader(
+        Pairs(),
+        batch_size=4,
+        drop_last=True,
+        collate_fn=lambda items: (torch.utils.data.default_collate(items),),
+    )
     history = model.fit(loader, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][0])

@@ -519,6 +519,14 @@ class SilcModel(SilcTrainer, keras.Model):
 
     def compile_from_config(self, config):
         """Restores the compiled state on `keras.models.load_model`."""
+        optimizer = config.get("optimizer")
+        if isinstance(optimizer, dict) and optimizer.get("module", "").startswith(
+            "keras.src.backend."
+        ):
+            # Keras records PyTorch's optimizers under their backend module; use the
+            # public class so that a file saved under torch trains under jax or tf.
+            config = {**config, "optimizer": {**optimizer, "module": "keras.optimizers"}}
+            config["optimizer"].pop("registered_name", None)
         config = keras.saving.deserialize_keras_object(config)
         # jit_compile is the saving backend's choice (True under JAX would turn on
         # torch.compile under PyTorch): let the loading backend pick its default.
