@@ -278,3 +278,14 @@ def test_fit_accepts_tf_data_and_torch_dataloaders(model):
     )
     history = model.fit(loader, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][0])
+
+
+def test_compile_without_total_steps_drops_only_the_cooldown():
+    config = {k: v for k, v in PRESETS["silc_tiny"]["config"].items() if k != "recipe"}
+    model = SilcModel(**config)  # default recipe: 50k warm-up and cool-down, no total
+    with pytest.warns(UserWarning, match="without its cool-down"):
+        model.compile()
+    schedule = model.optimizer._learning_rate.get_config()
+    assert schedule["cooldown_steps"] == 0 and schedule["warmup_steps"] == 50_000
+    model.compile(total_steps=200_000)
+    assert model.optimizer._learning_rate.get_config()["cooldown_steps"] == 50_000

@@ -9,6 +9,7 @@ center. The backend plumbing (gradients, optimizer, stateless JAX) lives in
 """
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -502,7 +503,15 @@ class SilcModel(SilcTrainer, keras.Model):
         """
         recipe_overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in DEFAULT_RECIPE}
         if optimizer is None:
-            optimizer = paper_optimizer(**merge_config(self.recipe, recipe_overrides))
+            recipe = merge_config(self.recipe, recipe_overrides)
+            if recipe["cooldown_steps"] and not recipe["total_steps"]:
+                warnings.warn(
+                    "No total_steps in the recipe, so the rsqrt schedule runs without its "
+                    "cool-down; pass compile(total_steps=...) for the paper's cool-down.",
+                    stacklevel=2,
+                )
+                recipe["cooldown_steps"] = 0
+            optimizer = paper_optimizer(**recipe)
         elif recipe_overrides:
             raise ValueError(
                 f"{sorted(recipe_overrides)} configure the default optimizer; they cannot be "
