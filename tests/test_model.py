@@ -20,6 +20,17 @@ def _fit_steps(model, batch, steps, **compile_kwargs):
     return model.fit(batch, batch_size=size, epochs=steps, shuffle=False, verbose=0).history
 
 
+def assert_teacher_followed_ema(model, teacher_before, momentum):
+    """teacher_after == momentum * teacher_before + (1 - momentum) * student_after."""
+    for t0, s1, t1 in zip(
+        teacher_before,
+        weights_numpy(model.student.weights),
+        weights_numpy(model.teacher.weights),
+        strict=True,
+    ):
+        np.testing.assert_allclose(t1, momentum * t0 + (1 - momentum) * s1, rtol=1e-6, atol=1e-7)
+
+
 def test_teacher_starts_as_a_copy_and_pairs_with_the_student(model):
     assert len(model.teacher.weights) == len(model.student.weights) > 0
     for t, s in zip(model.teacher.weights, model.student.weights, strict=True):
@@ -44,10 +55,7 @@ def test_one_step_follows_the_ema_and_center_rules(model, batch):
     _fit_steps(model, batch, 1, warmup_steps=0)
     student_after = weights_numpy(model.student.weights)
     assert any(np.abs(a - b).max() > 0 for a, b in zip(student_after, student_before, strict=True))
-    for t0, s1, t1 in zip(
-        teacher_before, student_after, weights_numpy(model.teacher.weights), strict=True
-    ):
-        np.testing.assert_allclose(t1, 0.966 * t0 + 0.034 * s1, rtol=1e-6, atol=1e-7)
+    assert_teacher_followed_ema(model, teacher_before, 0.966)
     expected_center = 0.9 * 0.0 + 0.1 * teacher_logits.mean(axis=0)
     np.testing.assert_allclose(to_numpy(model.center), expected_center, rtol=1e-5, atol=1e-7)
 
@@ -59,13 +67,7 @@ def test_momentums_are_configurable():
     teacher_logits = to_numpy(model.teacher(flat_global))
     teacher_before = weights_numpy(model.teacher.weights)
     _fit_steps(model, batch, 1, warmup_steps=0)
-    for t0, s1, t1 in zip(
-        teacher_before,
-        weights_numpy(model.student.weights),
-        weights_numpy(model.teacher.weights),
-        strict=True,
-    ):
-        np.testing.assert_allclose(t1, 0.5 * t0 + 0.5 * s1, rtol=1e-6, atol=1e-7)
+    assert_teacher_followed_ema(model, teacher_before, 0.5)
     np.testing.assert_allclose(to_numpy(model.center), teacher_logits.mean(0), rtol=1e-5, atol=1e-7)
 
 
@@ -132,13 +134,7 @@ def test_ema_row_keeps_the_teacher_moving_without_distillation():
     batch = model.example_batch(4)
     before = weights_numpy(model.teacher.weights)
     _fit_steps(model, batch, 1, warmup_steps=0)
-    for t0, s1, t1 in zip(
-        before,
-        weights_numpy(model.student.weights),
-        weights_numpy(model.teacher.weights),
-        strict=True,
-    ):
-        np.testing.assert_allclose(t1, 0.966 * t0 + 0.034 * s1, rtol=1e-6, atol=1e-7)
+    assert_teacher_followed_ema(model, before, 0.966)
 
 
 def test_siglip_variant_trains_and_has_a_bias():

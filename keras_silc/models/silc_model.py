@@ -178,7 +178,7 @@ class SilcModel(SilcTrainer, keras.Model):
         siglip = contrastive_loss == "siglip"
         self.logit_scale_init = logit_scale_init or (10.0 if siglip else 1.0 / 0.07)
         self.logit_bias_init = logit_bias_init if logit_bias_init is not None else -10.0
-        self.max_logit_scale = max_logit_scale if max_logit_scale or siglip else 100.0
+        self.max_logit_scale = max_logit_scale or (None if siglip else 100.0)
         self.inference_tower = inference_tower
         self.recipe = merge_config(DEFAULT_RECIPE, recipe or {})
 
