@@ -1,0 +1,179 @@
+"""From image-text pairs to SILC training batches (the batch format of `SilcModel`)."""
+
+import random
+
+import tensorflow as tf
+
+from keras_silc.data.augment import MultiCropConfig
+from keras_silc.data.augment import multi_crop_views
+from keras_silc.data.stats import DataStats
+
+
+def decode_image(element):
+    """(H, W, 3) float32 in [0, 1] from encoded bytes, a file path or a uint8/float array."""
+    if "image_path" in element:
+        image = tf.io.read_file(element["image_path"])
+    else:
+        image = element["image"]
+    if image.dtype == tf.string:
+        image = tf.io.decode_image(image, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+    if image.shape.rank == 2:
+        image = image[..., None]
+    if image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    if image.dtype == tf.uint8:
+        return tf.image.convert_image_dtype(image, tf.float32)
+    return tf.cast(image, tf.float32)
+
+
+def _pick_caption(captions, seed):
+    """One non-empty caption per example, uniformly among its captions ("" if none)."""
+    captions = tf.reshape(captions, [-1])
+    captions = tf.boolean_mask(captions, tf.strings.length(tf.strings.strip(captions)) > 0)
+    count = tf.shape(captions)[0]
+    index = tf.random.stateless_uniform([], seed, maxval=tf.maximum(count, 1), dtype=tf.int32)
+    return tf.cond(count > 0, lambda: captions[index], lambda: tf.constant(""))
+
+
+def _has_caption(element):
+    captions = tf.reshape(element["caption"], [-1])
+    return tf.reduce_any(tf.strings.length(tf.strings.strip(captions)) > 0)
+
+
+def _resolve_tokenizer(model, tokenizer):
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(
+            "No tokenizer: pass tokenizer= (a keras_silc.data.SilcTokenizer, e.g. "
+            "SilcTokenizer.train(captions, ...)) or build the model with tokenizer=."
+        )
+    text = model.text_encoder
+    vocabulary_size = getattr(tokenizer, "vocabulary_size", None)
+    if vocabulary_size is not None and vocabulary_size > text.vocabulary_size:
+        raise ValueError(
+            f"The tokenizer has {vocabulary_size} tokens but the text tower embeds only "
+            f"{text.vocabulary_size}; build the model with text={{'vocabulary_size': "
+            f"{vocabulary_size}}}."
+        )
+    length = getattr(tokenizer, "sequence_length", None)
+    if length is not None and length > text.max_length:
+        raise ValueError(
+            f"The tokenizer pads to {length} tokens but the text tower's max_length is "
+            f"{text.max_length}; use SilcTokenizer(..., sequence_length={text.max_length})."
+        )
+    return tokenizer
+
+
+def training_dataset(
+    pairs,
+    model,
+    batch_size,
+    tokenizer=None,
+    augmentation=None,
+    shuffle_buffer=10_000,
+    seed=None,
+    deterministic=False,
+    repeat=True,
+    drop_remainder=True,
+    image_dtype="float32",
+):
+    """Training batches for `model.fit` from a dataset of image-text pairs.
+
+    Args:
+        pairs: a `tf.data.Dataset` of {"image", "caption"} from `keras_silc.data.from_*`.
+        model: the `SilcModel`: sizes, crop counts and which views are needed come from it.
+        batch_size: int, the global batch size.
+        tokenizer: text -> (T,) int ids; default `model.tokenizer`.
+        augmentation: a `MultiCropConfig` or a dict of overrides of
+            `MultiCropConfig.from_model(model)`.
+        shuffle_buffer: examples in the shuffle buffer (0 to keep the source order).
+        seed: int. Seeds shuffling and augmentation; with `deterministic=True` the same seed
+            gives the same batches.
+        deterministic: keep element order fixed through parallel stages (a little slower).
+        repeat: loop forever (use `steps_per_epoch` in `fit`).
+        image_dtype: "float32", or "bfloat16" / "float16" to halve host-to-device traffic.
+
+    Returns:
+        A batched, prefetched `tf.data.Dataset` of dicts with "image", "global_crops" (when
+        the model uses them), "local_crops" (with self-distillation) and "text", with the
+        skip counters as `dataset.stats` (see `DataStatsCallback`).
+    """
+    if not isinstance(pairs, tf.data.Dataset):
+        raise TypeError(
+            f"pairs must be a tf.data.Dataset of image-text pairs (from keras_silc.data.from_*), "
+            f"got {type(pairs).__name__}."
+        )
+    spec = pairs.element_spec
+    if (
+        not isinstance(spec, dict)
+        or "caption" not in spec
+        or not ("image" in spec or "image_path" in spec)
+    ):
+        raise ValueError(
+            "pairs must yield dicts with 'image' (or 'image_path') and 'caption'; got "
+            f"{spec}. Use keras_silc.data.from_arrays / from_webdataset / ... to make them."
+        )
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    tokenizer = _resolve_tokenizer(model, tokenizer)
+    if augmentation is None or isinstance(augmentation, dict):
+        augmentation = MultiCropConfig.from_model(model, **(augmentation or {}))
+    stats = getattr(pairs, "stats", None) or DataStats()
+    seed = 0 if seed is None and deterministic else seed
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+        shuffle_seed = None
+    else:
+        shuffle_seed = seed
+    base_seed = tf.constant([seed, 0], dtype=tf.int64)
+
+    def count_empty(element):
+        keep = _has_caption(element)
+        return tf.cond(
+            keep,
+            lambda: keep,
+            lambda: tf.logical_and(keep, stats.count_empty_caption() < 0),
+        )
+
+    def decode(index, element):
+        return index, {"image": decode_image(element), "caption": element["caption"]}
+
+    def make_views(index, element):
+        # Seeds follow the example's position in the stream: the same seed and order give
+        # the same views whatever the parallelism.
+        seed_pair = tf.random.experimental.stateless_fold_in(base_seed, index)
+        caption_seed, view_seed = tf.unstack(tf.random.experimental.stateless_split(seed_pair, 2))
+        caption = _pick_caption(element["caption"], caption_seed)
+        views = multi_crop_views(element["image"], caption, augmentation, view_seed)
+        for key in ("image", "global_crops", "local_crops"):
+            if key in views:
+                views[key] = tf.cast(views[key], image_dtype)
+        return views
+
+    def tokenize(batch):
+        batch = dict(batch)
+        batch["text"] = tf.cast(tokenizer(batch.pop("caption")), tf.int32)
+        return batch
+
+    dataset = pairs.filter(count_empty)
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    # Only decoding may fail: an image that does not read or decode drops its example,
+    # logged and counted (as a gap in the example numbers, so this stage keeps order).
+    # Errors in the augmentation below are bugs and stop the run.
+    dataset = dataset.enumerate().map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    dataset = dataset.ignore_errors(log_warning=True).map(stats.count_decoded)
+    dataset = dataset.map(make_views, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_optimization.map_parallelization = True
+    dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    dataset.stats = stats
+    return dataset

@@ -1,0 +1,413 @@
+"""Multi-crop views, the readers, skip counting and the training pipeline."""
+
+import io
+import json
+import os
+import tarfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_model
+
+from keras_silc import PRESETS
+from keras_silc import data
+from keras_silc.data import augment
+
+CAPTIONS = [
+    "a red bag on the left",
+    "a blue sneaker on the right",
+    "a white dress at the top left",
+    "a green coat at the bottom right",
+]
+
+
+def hash_tokenizer(length=16, vocabulary=256):
+    """A stand-in tokenizer: words hashed to ids 1..vocabulary-1, padded with 0."""
+
+    def tokenize(captions):
+        words = tf.strings.split(captions).to_tensor("", shape=[None, length])
+        ids = tf.strings.to_hash_bucket_fast(words, vocabulary - 1) + 1
+        return tf.where(words == "", tf.zeros_like(ids), ids)
+
+    return tokenize
+
+
+def _images(count, height=40, width=48, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+
+
+def _jpeg(image):
+    return tf.io.encode_jpeg(image).numpy()
+
+
+def _seed(i):
+    return tf.constant([i, 7], tf.int64)
+
+
+# ------------------------------------------------------------------------ views
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_views_match_the_batch_format_of_every_preset(preset):
+    config = data.MultiCropConfig.from_preset(preset)
+    image = tf.random.stateless_uniform([300, 280, 3], [1, 2])
+    views = data.multi_crop_views(image, tf.constant("a caption"), config, _seed(0))
+    s, g, ls, ln = (
+        config.image_size,
+        config.num_global_crops,
+        config.local_crop_size,
+        config.num_local_crops,
+    )
+    assert views["image"].shape == (s, s, 3)
+    assert views["global_crops"].shape == (g, s, s, 3)
+    assert views["local_crops"].shape == (ln, ls, ls, 3)
+    for key in ("image", "global_crops", "local_crops"):
+        assert views[key].dtype == tf.float32
+        assert 0.0 <= float(tf.reduce_min(views[key])) <= float(tf.reduce_max(views[key])) <= 1.0
+
+
+@pytest.mark.parametrize("scale", [(0.4, 1.0), (0.05, 0.4)])
+def test_crop_areas_and_ratios_fall_in_their_ranges(scale):
+    height, width = 120, 100
+    areas, ratios = [], []
+    for i in range(400):
+        y, x, h, w = (
+            int(v) for v in augment.sample_crop_box((height, width), scale, (0.75, 4 / 3), _seed(i))
+        )
+        assert 0 <= y and 0 <= x and y + h <= height and x + w <= width
+        areas.append(h * w / (height * width))
+        ratios.append(w / h)
+    areas, ratios = np.array(areas), np.array(ratios)
+    # Rounding to whole pixels moves the area by a pixel row or column at most.
+    slack = 2.5 / min(height, width)
+    assert areas.min() >= scale[0] - slack and areas.max() <= scale[1] + slack
+    assert ratios.min() >= 0.75 - 0.05 and ratios.max() <= 4 / 3 + 0.05
+    # The whole range is used. (Large crops whose ratio does not fit the image are redrawn,
+    # as in torchvision, which moves the mean of global crops below the middle.)
+    span = scale[1] - scale[0]
+    assert areas.min() < scale[0] + 0.1 * span and areas.max() > scale[1] - 0.1 * span
+    if scale[1] <= 0.5:
+        np.testing.assert_allclose(areas.mean(), sum(scale) / 2, atol=0.08 * span)
+
+
+def test_swap_left_right_swaps_whole_words_only():
+    out = augment.swap_left_right(
+        tf.constant(["a bag on the left, a Right shoe", "leftover bright stuff", "top right"])
+    )
+    assert [s.decode() for s in out.numpy()] == [
+        "a bag on the right, a Left shoe",
+        "leftover bright stuff",
+        "top left",
+    ]
+
+
+def test_captioned_views_flip_together_with_the_caption():
+    # The left half is black, the right half white: a flip is visible in the mean of a side.
+    image = tf.concat([tf.zeros([32, 16, 3]), tf.ones([32, 16, 3])], axis=1)
+    config = data.MultiCropConfig(
+        image_size=32,
+        num_global_crops=2,
+        local_crop_size=16,
+        num_local_crops=2,
+        global_scale=(1.0, 1.0),
+        aspect_ratio=(1.0, 1.0),
+        color_jitter_probability=0.0,
+        grayscale_probability=0.0,
+        global_blur_probabilities=(0.0,),
+        local_blur_probability=0.0,
+        solarize_probabilities=(0.0,),
+    )
+    flips = []
+    for i in range(16):
+        views = data.multi_crop_views(image, tf.constant("shoe on the left"), config, _seed(i))
+        flipped = views["caption"].numpy().decode() == "shoe on the right"
+        flips.append(flipped)
+        for view in [views["image"], *tf.unstack(views["global_crops"])]:
+            left_is_bright = float(tf.reduce_mean(view[:, :16])) > 0.5
+            assert left_is_bright == flipped
+    assert 0 < sum(flips) < len(flips)
+
+
+def test_photometric_ops_follow_their_formulas():
+    image = tf.random.stateless_uniform([24, 24, 3], [3, 4])
+    np.testing.assert_allclose(
+        augment.solarize(image).numpy(), np.where(image >= 0.5, 1 - image, image)
+    )
+    gray = augment.grayscale(image).numpy()
+    np.testing.assert_allclose(gray[..., 0], gray[..., 2])
+    blurred = augment.gaussian_blur(image, 1.5, 2.0).numpy()
+    assert blurred.std() < image.numpy().std()
+    np.testing.assert_allclose(blurred.mean(), image.numpy().mean(), atol=0.02)
+    # A constant image is a fixed point of the blur (reflect padding, normalised kernel).
+    np.testing.assert_allclose(
+        augment.gaussian_blur(tf.fill([16, 16, 3], 0.3), 1.0, 2.0), 0.3, atol=1e-6
+    )
+
+
+def test_bad_augmentation_arguments_are_refused():
+    with pytest.raises(ValueError, match="local_scale"):
+        data.MultiCropConfig(local_scale=(0.5, 0.1))
+    with pytest.raises(ValueError, match="flip"):
+        data.MultiCropConfig(flip="sometimes")
+
+
+# --------------------------------------------------------------------- pipeline
+def _pipeline(model, pairs, **kwargs):
+    kwargs.setdefault("seed", 3)
+    kwargs.setdefault("deterministic", True)
+    return data.training_dataset(pairs, model, 4, tokenizer=hash_tokenizer(), **kwargs)
+
+
+def test_training_batches_have_the_models_format_and_repeat_with_a_seed():
+    model = tiny_model()
+    pairs = data.from_arrays(_images(12), (CAPTIONS * 3)[:12])
+    first = [b for b in _pipeline(model, pairs).take(3)]
+    again = [b for b in _pipeline(model, pairs).take(3)]
+    other = [b for b in _pipeline(model, pairs, seed=4).take(3)]
+    batch = first[0]
+    assert set(batch) == {"image", "global_crops", "local_crops", "text"}
+    assert batch["image"].shape == (4, 32, 32, 3)
+    assert batch["global_crops"].shape == (4, 2, 32, 32, 3)
+    assert batch["local_crops"].shape == (4, 4, 16, 16, 3)
+    assert batch["text"].shape == (4, 16) and batch["text"].dtype == tf.int32
+    model.validate_batch({k: v.numpy() for k, v in batch.items()})
+    for a, b in zip(first, again, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+    assert not np.array_equal(first[0]["local_crops"].numpy(), other[0]["local_crops"].numpy())
+
+
+def test_only_the_views_the_model_uses_are_made():
+    clip = tiny_model(multi_view_contrastive=False, ema_teacher=False, self_distillation=False)
+    batch = next(iter(_pipeline(clip, data.from_arrays(_images(4), CAPTIONS))))
+    assert set(batch) == {"image", "text"}
+
+
+def test_pipeline_errors_say_what_is_wrong():
+    model = tiny_model()
+    pairs = data.from_arrays(_images(4), CAPTIONS)
+    with pytest.raises(ValueError, match="tokenizer"):
+        data.training_dataset(pairs, model, 4)
+    with pytest.raises(TypeError, match="tf.data.Dataset"):
+        data.training_dataset({"image": _images(4)}, model, 4, tokenizer=hash_tokenizer())
+    with pytest.raises(ValueError, match="'caption'"):
+        data.training_dataset(
+            tf.data.Dataset.from_tensor_slices({"image": _images(4)}),
+            model,
+            4,
+            tokenizer=hash_tokenizer(),
+        )
+
+
+# ---------------------------------------------------------------------- readers
+def _write_tar(path, samples, truncate=False):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for key, members in samples:
+            for extension, payload in members.items():
+                info = tarfile.TarInfo(f"{key}.{extension}")
+                info.size = len(payload)
+                archive.addfile(info, io.BytesIO(payload))
+    payload = buffer.getvalue()
+    if truncate:
+        payload = payload[: len(payload) // 2 + 100]
+    with open(path, "wb") as handle:
+        handle.write(payload)
+    return path
+
+
+def _webdataset_fixture(folder):
+    images = _images(6)
+    good = [
+        (f"{i:04d}", {"jpg": _jpeg(images[i]), "txt": CAPTIONS[i % 4].encode()}) for i in range(4)
+    ]
+    bad = [
+        ("0100", {"jpg": b"this is not an image", "txt": b"a corrupt image"}),
+        ("0101", {"jpg": _jpeg(images[4]), "txt": b"   "}),  # empty caption
+        ("0102", {"jpg": _jpeg(images[5])}),  # no caption
+        (
+            "0103",
+            {
+                "png": tf.io.encode_png(images[5]).numpy(),
+                "json": json.dumps({"caption": ["first caption", "second caption"]}).encode(),
+            },
+        ),
+    ]
+    _write_tar(os.path.join(folder, "shard-00000.tar"), good)
+    _write_tar(os.path.join(folder, "shard-00001.tar"), bad)
+    # A long shard cut in half: the samples before the cut are kept.
+    many = [
+        (f"2{i:03d}", {"jpg": _jpeg(_images(1, seed=i)[0]), "txt": b"a blue bag"}) for i in range(8)
+    ]
+    _write_tar(os.path.join(folder, "shard-00002.tar"), many, truncate=True)
+    return os.path.join(folder, "shard-{00000..00002}.tar")
+
+
+def _drain(pairs_or_batches, limit=1000):
+    return list(pairs_or_batches.take(limit).as_numpy_iterator())
+
+
+def test_webdataset_reader_skips_and_counts_bad_samples(tmp_path):
+    pattern = _webdataset_fixture(str(tmp_path))
+    pairs = data.from_webdataset(pattern, max_captions=2, shuffle_shards=False)
+    samples = _drain(pairs)
+    counts = pairs.stats.as_dict()
+    assert counts["incomplete_samples"] == 1
+    assert counts["truncated_shards"] == 1
+    captions = [list(map(bytes.decode, s["caption"])) for s in samples]
+    assert ["first caption", "second caption"] in captions
+    assert ["a red bag on the left", ""] in captions
+    kept_from_truncated = sum(c[0] == "a blue bag" for c in captions)
+    assert 0 < kept_from_truncated < 8
+    # The pipeline then drops the corrupt image and the empty caption, and counts them.
+    model = tiny_model()
+    batches = _drain(_pipeline(model, pairs, repeat=False, shuffle_buffer=0))
+    stats = pairs.stats.as_dict()
+    assert stats["undecodable_images"] == 1
+    assert stats["empty_captions"] == 1
+    assert stats["examples_decoded"] == len(samples) - 2
+    assert len(batches) == (len(samples) - 2) // 4
+
+
+def test_webdataset_shards_split_across_hosts(tmp_path):
+    pattern = _webdataset_fixture(str(tmp_path))
+    parts = [
+        {
+            c[0]
+            for c in (
+                s["caption"]
+                for s in _drain(
+                    data.from_webdataset(pattern, shard_index=i, num_shards=2, shuffle_shards=False)
+                )
+            )
+        }
+        for i in range(2)
+    ]
+    assert parts[0] and parts[1] and not parts[0] & parts[1]
+    with pytest.raises(ValueError, match="cannot be split over 4 hosts"):
+        data.from_webdataset(pattern, shard_index=0, num_shards=4)
+
+
+def test_missing_files_fail_at_once_and_say_what_was_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No WebDataset shards match"):
+        data.from_webdataset(str(tmp_path / "*.tar"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.from_tfrecord(str(tmp_path / "missing.tfrecord"))
+    with pytest.raises(FileNotFoundError, match="caption table"):
+        data.from_csv(str(tmp_path / "missing.csv"))
+
+
+def _example(image_bytes, captions):
+    feature = {
+        "jpeg": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes])),
+        "texts": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[c.encode() for c in captions])
+        ),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_tfrecord_reader_with_field_names_and_a_corrupt_image(tmp_path):
+    path = str(tmp_path / "pairs.tfrecord")
+    images = _images(5)
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(4):
+            writer.write(_example(_jpeg(images[i]), [CAPTIONS[i], "another"]))
+            if i == 1:
+                writer.write(_example(b"garbage", ["corrupt"]))
+    with pytest.raises(KeyError, match=r"'image'.*features are \['jpeg', 'texts'\]"):
+        data.from_tfrecord(path)
+    pairs = data.from_tfrecord(path, image_key="jpeg", caption_key="texts", max_captions=2)
+    samples = _drain(pairs)
+    assert len(samples) == 5 and samples[0]["caption"].shape == (2,)
+    batches = _drain(_pipeline(tiny_model(), pairs, repeat=False, shuffle_buffer=0))
+    assert len(batches) == 1 and pairs.stats.as_dict()["undecodable_images"] == 1
+
+
+def test_csv_and_jsonl_readers_group_captions_and_count_missing_images(tmp_path):
+    images = _images(3)
+    for i, image in enumerate(images):
+        (tmp_path / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    rows = [
+        ("0.png", "a red bag"),
+        ("0.png", "a bag in red"),
+        ("gone.png", "a missing image"),
+        ("1.png", "a blue shoe"),
+        ("2.png", "a white dress"),
+    ]
+    table = tmp_path / "pairs.csv"
+    table.write_text("file,text\n" + "\n".join(f"{a},{b}" for a, b in rows) + "\n")
+    with pytest.raises(KeyError, match=r"Column 'image' not found.*\['file', 'text'\]"):
+        data.from_csv(str(table))
+    pairs = data.from_csv(str(table), image_column="file", caption_column="text")
+    samples = _drain(pairs)
+    assert len(samples) == 4
+    assert [c.decode() for c in samples[0]["caption"]] == ["a red bag", "a bag in red"]
+    batches = _drain(
+        data.training_dataset(
+            pairs, tiny_model(), 3, tokenizer=hash_tokenizer(), repeat=False, shuffle_buffer=0
+        )
+    )
+    assert len(batches) == 1 and pairs.stats.as_dict()["undecodable_images"] == 1
+
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text(
+        "\n".join(
+            json.dumps({"image": f"{i}.png", "caption": [CAPTIONS[i], "x"]}) for i in range(3)
+        )
+    )
+    samples = _drain(data.from_csv(str(jsonl)))
+    assert [c.decode() for c in samples[2]["caption"]] == [CAPTIONS[2], "x"]
+
+
+def test_tfds_reader_maps_fields(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+        with pytest.raises(KeyError, match="Field 'caption' not found"):
+            data.from_tfds("coco_captions", caption_key="caption")
+        pairs = data.from_tfds("coco_captions", split="train", max_captions=5)
+        samples = _drain(pairs)
+    assert len(samples) == 6
+    assert samples[0]["image"].ndim == 3 and samples[0]["caption"].shape == (5,)
+
+
+def test_arrays_reader_accepts_several_captions_and_grayscale():
+    pairs = data.from_arrays(_images(4)[..., 0], [[c, c + " again"] for c in CAPTIONS])
+    samples = _drain(pairs)
+    assert samples[0]["image"].shape == (40, 48, 3) and samples[0]["caption"].shape == (2,)
+    with pytest.raises(ValueError, match="4 images but 3 captions"):
+        data.from_arrays(_images(4), CAPTIONS[:3])
+
+
+def test_fit_from_every_source(tmp_path):
+    model = tiny_model()
+    model.compile()
+    images = _images(8)
+    wds = data.write_webdataset(
+        str(tmp_path / "wds" / "{}.tar"), images, CAPTIONS * 2, samples_per_shard=4
+    )
+    record = str(tmp_path / "pairs.tfrecord")
+    with tf.io.TFRecordWriter(record) as writer:
+        for image, caption in zip(images, CAPTIONS * 2, strict=True):
+            writer.write(_example(_jpeg(image), [caption]))
+    for i, image in enumerate(images):
+        (tmp_path / f"{i}.jpg").write_bytes(_jpeg(image))
+    (tmp_path / "pairs.csv").write_text(
+        "image,caption\n" + "\n".join(f"{i}.jpg,{CAPTIONS[i % 4]}" for i in range(8))
+    )
+    sources = {
+        "webdataset": data.from_webdataset(wds),
+        "tfrecord": data.from_tfrecord(record, image_key="jpeg", caption_key="texts"),
+        "csv": data.from_csv(str(tmp_path / "pairs.csv")),
+        "arrays": data.from_arrays(images, CAPTIONS * 2),
+    }
+    for name, pairs in sources.items():
+        dataset = _pipeline(model, pairs)
+        history = model.fit(
+            dataset,
+            steps_per_epoch=2,
+            epochs=1,
+            verbose=0,
+            callbacks=[data.DataStatsCallback(dataset.stats)],
+        ).history
+        assert np.isfinite(history["loss"][-1]), name
+        assert history["data/undecodable_images"] == [0.0], name
