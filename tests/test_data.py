@@ -411,3 +411,15 @@ def test_fit_from_every_source(tmp_path):
         ).history
         assert np.isfinite(history["loss"][-1]), name
         assert history["data/undecodable_images"] == [0.0], name
+
+
+def test_a_resumed_stream_continues_where_the_run_stopped():
+    model = tiny_model()
+    pairs = data.from_arrays(_images(10), (CAPTIONS * 3)[:10])
+    whole = [b for b in _pipeline(model, pairs, shuffle_buffer=10).take(5)]
+    resumed = [b for b in _pipeline(model, pairs, shuffle_buffer=10, start_example=8).take(3)]
+    for a, b in zip(whole[2:], resumed, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+    with pytest.raises(ValueError, match="needs a seed"):
+        data.training_dataset(pairs, model, 4, tokenizer=hash_tokenizer(), start_example=8)

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_silc.data.augment import MultiCropConfig
 from keras_silc.data.augment import multi_crop_views
+from keras_silc.data.sources import independent_of_global_seed
 from keras_silc.data.stats import DataStats
 
 
@@ -77,6 +78,7 @@ def training_dataset(
     repeat=True,
     drop_remainder=True,
     image_dtype="float32",
+    start_example=0,
 ):
     """Training batches for `model.fit` from a dataset of image-text pairs.
 
@@ -93,6 +95,10 @@ def training_dataset(
         deterministic: keep element order fixed through parallel stages (a little slower).
         repeat: loop forever (use `steps_per_epoch` in `fit`).
         image_dtype: "float32", or "bfloat16" / "float16" to halve host-to-device traffic.
+        start_example: resume the stream at this example (step x batch size): with a seed,
+            the batches from there on are those an uninterrupted run sees (exactly so when no
+            image before it failed to decode). Skipping happens before decoding, so it is
+            cheap.
 
     Returns:
         A batched, prefetched `tf.data.Dataset` of dicts with "image", "global_crops" (when
@@ -158,13 +164,20 @@ def training_dataset(
 
     dataset = pairs.filter(count_empty)
     if shuffle_buffer:
-        dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        with independent_of_global_seed():
+            dataset = dataset.shuffle(
+                shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True
+            )
     if repeat:
         dataset = dataset.repeat()
+    if start_example:
+        if shuffle_seed is None:
+            raise ValueError("start_example needs a seed, or the resumed stream differs.")
+        dataset = dataset.skip(start_example)
     # Only decoding may fail: an image that does not read or decode drops its example,
     # logged and counted (as a gap in the example numbers, so this stage keeps order).
     # Errors in the augmentation below are bugs and stop the run.
-    dataset = dataset.enumerate().map(
+    dataset = dataset.enumerate(start=start_example).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     dataset = dataset.ignore_errors(log_warning=True).map(stats.count_decoded)

@@ -12,6 +12,7 @@ Wrong arguments fail at once: a path that does not exist, a glob that matches no
 name the data does not have.
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -28,6 +29,21 @@ from keras_silc.data.stats import DataStats
 logger = logging.getLogger("keras_silc.data")
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif")
+
+
+@contextlib.contextmanager
+def independent_of_global_seed():
+    """`Dataset.shuffle(seed=s)` mixes `s` with TF's global seed, which
+    `keras.utils.set_random_seed` sets: clear it while the op is made, so the order depends
+    on our seed only (a resumed run that skips model initialisation sees the same order)."""
+    from tensorflow.python.eager import context
+
+    previous = context.global_seed()
+    context.set_global_seed(None)
+    try:
+        yield
+    finally:
+        context.set_global_seed(previous)
 
 
 def _with_stats(dataset, stats):
@@ -103,7 +119,8 @@ def _shard_files(files, shard_index, num_shards):
 def _file_dataset(files, shuffle_files, seed):
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        with independent_of_global_seed():
+            dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     return dataset
 
 
