@@ -139,13 +139,15 @@ def fit_with_checkpoints(
         return model, {}, initial_epoch
     dataset = build_dataset(initial_epoch * steps_per_epoch * _batch_size_of(build_dataset))
 
+    # The guard raises at the end of a batch, so it stops the run before the epoch's
+    # checkpoint is written, whatever its place in the list.
     all_callbacks = [
+        *callbacks,
         DivergenceGuard(max_loss),
         keras.callbacks.ModelCheckpoint(os.path.join(checkpoint_dir, CHECKPOINT_PATTERN)),
         _PruneCheckpoints(checkpoint_dir, keep_checkpoints),
         keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), write_graph=False),
-        *callbacks,
     ]
     history = model.fit(
         dataset,

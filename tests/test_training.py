@@ -1,0 +1,109 @@
+"""Checkpoints, exact resume after a fault, and the divergence guard, on every backend."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_model
+from conftest import weights_numpy
+from test_data import CAPTIONS
+from test_data import _images
+from test_data import hash_tokenizer
+
+from keras_silc import data
+from keras_silc import training
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfter(keras.callbacks.Callback):
+    """Simulates a killed job: dies after `epochs` epochs (checkpoints written)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epochs:
+            raise Crash()
+
+
+def _run(output, callbacks=(), total_steps=8, max_loss=1e4):
+    geometry = tiny_model()
+    pairs = data.from_arrays(_images(12), (CAPTIONS * 3)[:12])
+
+    def build_model():
+        model = tiny_model()
+        model.compile(warmup_steps=2)
+        return model
+
+    def build_dataset(start_example):
+        return data.training_dataset(
+            pairs,
+            geometry,
+            4,
+            tokenizer=hash_tokenizer(),
+            seed=5,
+            deterministic=True,
+            start_example=start_example,
+        )
+
+    return training.fit_with_checkpoints(
+        build_model,
+        training.DatasetBuilder(build_dataset, batch_size=4),
+        total_steps=total_steps,
+        steps_per_epoch=2,
+        output_dir=str(output),
+        run_config={"preset": "silc_tiny", "seed": 5},
+        callbacks=list(callbacks),
+        verbose=0,
+        max_loss=max_loss,
+    )
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    model, history, start = _run(tmp_path / "whole")
+    assert start == 0 and len(history["loss"]) == 4
+    expected = weights_numpy(model.weights)
+
+    with pytest.raises(Crash):
+        _run(tmp_path / "killed", callbacks=[CrashAfter(2)])
+    path, epoch = training.latest_checkpoint(str(tmp_path / "killed" / "checkpoints"))
+    assert epoch == 2 and path.endswith("epoch-00002.keras")
+    resumed, history, start = _run(tmp_path / "killed")
+    assert start == 2 and len(history["loss"]) == 2
+    for a, b in zip(expected, weights_numpy(resumed.weights), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    # A finished run started again does nothing.
+    _, history, start = _run(tmp_path / "killed")
+    assert start == 4 and history == {}
+    assert os.path.exists(tmp_path / "killed" / "history.csv")
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    class PoisonLoss(keras.callbacks.Callback):
+        """Reports a NaN loss in the second epoch, as a diverging run would."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1:
+                logs["loss"] = float("nan")
+
+    with pytest.raises(training.TrainingDiverged, match="last good checkpoint is intact"):
+        _run(tmp_path, callbacks=[PoisonLoss()])
+    _, epoch = training.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert epoch == 1
+    with pytest.raises(training.TrainingDiverged, match="exploded"):
+        _run(tmp_path, max_loss=1e-3)
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    (tmp_path / "run_config.json").write_text(json.dumps({"preset": "silc_b16", "seed": 5}))
+    with pytest.raises(ValueError, match=r"different run.*\['preset'\]"):
+        _run(tmp_path)
