@@ -2,6 +2,10 @@
 
 from keras_silc.data.augment import MultiCropConfig
 from keras_silc.data.augment import multi_crop_views
+from keras_silc.data.fashion_scenes import FASHION_CLASSES
+from keras_silc.data.fashion_scenes import fashion_items
+from keras_silc.data.fashion_scenes import fashion_scenes
+from keras_silc.data.fashion_scenes import load_fashion_mnist
 from keras_silc.data.pipeline import decode_image
 from keras_silc.data.pipeline import training_dataset
 from keras_silc.data.sources import from_arrays
@@ -13,8 +17,14 @@ from keras_silc.data.sources import list_files
 from keras_silc.data.sources import write_webdataset
 from keras_silc.data.stats import DataStats
 from keras_silc.data.stats import DataStatsCallback
+from keras_silc.data.tokenizer import SilcTokenizer
 
 __all__ = [
+    "FASHION_CLASSES",
+    "SilcTokenizer",
+    "fashion_items",
+    "fashion_scenes",
+    "load_fashion_mnist",
     "DataStats",
     "DataStatsCallback",
     "MultiCropConfig",

@@ -34,16 +34,21 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif")
 @contextlib.contextmanager
 def independent_of_global_seed():
     """`Dataset.shuffle(seed=s)` mixes `s` with TF's global seed, which
-    `keras.utils.set_random_seed` sets: clear it while the op is made, so the order depends
-    on our seed only (a resumed run that skips model initialisation sees the same order)."""
+    `keras.utils.set_random_seed` sets: hide it while the op is made, so the order depends
+    on our seed only (a resumed run that skips model initialisation sees the same order).
+
+    `tf.random.set_seed` would also clear TF's kernel cache, which destroys tf-text's
+    SentencePiece resources; so the seed attribute is swapped directly.
+    """
     from tensorflow.python.eager import context
 
-    previous = context.global_seed()
-    context.set_global_seed(None)
+    ctx = context.context()
+    previous = ctx._seed
+    ctx._seed = None
     try:
         yield
     finally:
-        context.set_global_seed(previous)
+        ctx._seed = previous
 
 
 def _with_stats(dataset, stats):

@@ -111,6 +111,8 @@ class SilcModel(SilcTrainer, keras.Model):
         recipe: dict. Defaults for `compile()`: learning_rate, warmup_steps,
             cooldown_steps, total_steps, timescale, weight_decay, beta_1, beta_2,
             global_clipnorm.
+        tokenizer: a `keras_silc.data.SilcTokenizer` (or None). Saved with the model, so
+            a reloaded model tokenizes exactly as before; `model.tokenize(texts)` uses it.
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class SilcModel(SilcTrainer, keras.Model):
         max_logit_scale=None,
         inference_tower="student",
         recipe=None,
+        tokenizer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -181,6 +184,9 @@ class SilcModel(SilcTrainer, keras.Model):
         self.max_logit_scale = max_logit_scale or (None if siglip else 100.0)
         self.inference_tower = inference_tower
         self.recipe = merge_config(DEFAULT_RECIPE, recipe or {})
+        if isinstance(tokenizer, dict):
+            tokenizer = keras.saving.deserialize_keras_object(tokenizer)
+        self.tokenizer = tokenizer
 
         # Layers and state.
         dtype = self.dtype_policy
@@ -227,6 +233,8 @@ class SilcModel(SilcTrainer, keras.Model):
             if self_distillation
             else None
         )
+        if tokenizer is not None:
+            self._check_tokenizer(tokenizer)
         metric_names = ["loss", "contrastive_loss", "temperature"]
         if siglip:
             metric_names.append("logit_bias")
@@ -234,6 +242,41 @@ class SilcModel(SilcTrainer, keras.Model):
             metric_names += ["distillation_loss", "teacher_entropy", "student_teacher_kl"]
         self.trackers = [keras.metrics.Mean(name=name) for name in metric_names]
         self.built = True
+
+    def _check_tokenizer(self, tokenizer):
+        ready = getattr(tokenizer, "_vocabulary_ready", None)
+        if ready is not None and not ready():
+            return  # a model being loaded: the vocabulary arrives with the assets
+        text = self.text_encoder
+        size = getattr(tokenizer, "vocabulary_size", None)
+        if size is not None and size > text.vocabulary_size:
+            raise ValueError(
+                f"The tokenizer has {size} tokens but the text tower embeds "
+                f"{text.vocabulary_size}; build the model with text={{'vocabulary_size': {size}}}."
+            )
+        length = getattr(tokenizer, "sequence_length", None)
+        if length is not None and length > text.max_length:
+            raise ValueError(
+                f"The tokenizer pads to {length} tokens but the text tower's max_length is "
+                f"{text.max_length}; set text={{'max_length': {length}}} or shorten the tokenizer."
+            )
+        # With "last" pooling (the presets') any end token works: pads come last and the
+        # final position attends to the whole caption. "eos" pooling must find the end token.
+        end = getattr(tokenizer, "end_token_id", None)
+        if text.pooling == "eos" and text.eos_token_id is not None and end != text.eos_token_id:
+            raise ValueError(
+                f"The text tower pools at eos_token_id={text.eos_token_id} but the tokenizer ends "
+                f"captions with id {end}; set text={{'eos_token_id': {end}}}."
+            )
+
+    def tokenize(self, texts):
+        """Token ids (N, T) of captions with the model's tokenizer."""
+        if self.tokenizer is None:
+            raise ValueError(
+                "This model has no tokenizer: build it with tokenizer=SilcTokenizer(...) (e.g. "
+                "keras_silc.data.SilcTokenizer.train(captions, ...)) or set model.tokenizer."
+            )
+        return self.tokenizer(texts)
 
     # ----------------------------------------------------------------- presets
     @classmethod
@@ -243,7 +286,8 @@ class SilcModel(SilcTrainer, keras.Model):
         Example: `SilcModel.from_preset("silc_b16", contrastive_loss="siglip",
         head={"num_prototypes": 16384})`.
         """
-        return cls(**preset_config(name, **overrides))
+        tokenizer = overrides.pop("tokenizer", None)  # a layer: not merged or copied
+        return cls(**preset_config(name, **overrides), tokenizer=tokenizer)
 
     @property
     def vision_encoder(self):
@@ -568,6 +612,11 @@ class SilcModel(SilcTrainer, keras.Model):
                 "max_logit_scale": self.max_logit_scale,
                 "inference_tower": self.inference_tower,
                 "recipe": self.recipe,
+                "tokenizer": (
+                    keras.saving.serialize_keras_object(self.tokenizer)
+                    if self.tokenizer is not None
+                    else None
+                ),
             }
         )
         return config
