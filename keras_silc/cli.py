@@ -1,18 +1,20 @@
 """`keras-silc`: a thin command line over the library.
 
+    keras-silc demo                       # train on Fashion-MNIST scenes, evaluate, report
+    keras-silc train --preset silc_tiny --steps 200 --set head.num_prototypes=512
+    keras-silc train --data webdataset --data-path "shards/{00000..00099}.tar"
+    keras-silc evaluate runs/demo/model.keras
     keras-silc presets
-    keras-silc train --preset silc_tiny --steps 40 --set head.num_prototypes=512
 
-The backend comes from KERAS_BACKEND. Until the data pipeline lands, `train` runs
-on `SilcModel.example_batch` data (random images and token ids): a smoke run that
-shows the whole loop works (fit, checkpoint, reload, embed), not a benchmark.
+The backend comes from KERAS_BACKEND. `train` and `demo` checkpoint every
+--checkpoint-every steps and resume from the newest checkpoint when run again with the
+same command.
 """
 
 import argparse
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -42,89 +44,185 @@ def parse_overrides(pairs):
     return overrides
 
 
-def build_model(preset, overrides):
+def _load_config_file(path):
+    if not path:
+        return {}
+    if not os.path.exists(path):
+        raise ValueError(f"The config file {path!r} does not exist.")
+    with open(path) as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"The config file {path!r} is not valid JSON: {error}") from None
+
+
+def _tokenizer_for(args, captions, sequence_length):
+    from keras_silc.data import SilcTokenizer
+
+    if args.tokenizer:
+        return SilcTokenizer.from_file(args.tokenizer, sequence_length)
+    return SilcTokenizer.from_captions(
+        captions, args.vocabulary_size, sequence_length, model_type="wordpiece"
+    )
+
+
+def train(args, demo_overrides=None):
+    import keras
+
+    from keras_silc import demo
+    from keras_silc import training
+    from keras_silc.data import training_dataset
+    from keras_silc.models.presets import merge_config
+    from keras_silc.models.presets import preset_config
+
+    overrides = merge_config(demo_overrides or {}, _load_config_file(args.config))
+    overrides = merge_config(overrides, parse_overrides(args.set))
+    preset_config(args.preset)  # fails early on an unknown preset
+    output = args.output
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"Cannot create the output folder {output!r}: {error}") from None
+    if not os.access(output, os.W_OK):
+        raise ValueError(f"The output folder {output!r} is not writable; choose another --output.")
+
+    keras.utils.set_random_seed(args.seed)
+    pairs, captions = demo.make_pairs(
+        args.data, args.data_path, args.image_key, args.caption_key, args.num_scenes, args.seed
+    )
+    text_length = merge_config(preset_config(args.preset), overrides)["text"]["max_length"]
+    tokenizer = _tokenizer_for(args, captions, text_length)
+    overrides = merge_config(
+        {"text": {"vocabulary_size": max(tokenizer.vocabulary_size, 8)}}, overrides
+    )
+    steps_per_epoch = min(args.checkpoint_every, args.steps)
+    recipe = {
+        "warmup_steps": max(1, args.steps // 10),
+        "cooldown_steps": max(1, args.steps // 5),
+        "total_steps": args.steps,
+    }
+    overrides = merge_config({"recipe": recipe}, overrides)
+    run_config = {
+        "preset": args.preset,
+        "overrides": overrides,
+        "data": args.data,
+        "data_path": args.data_path,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "checkpoint_every": steps_per_epoch,
+        "seed": args.seed,
+    }
+
+    def build_model():
+        keras.utils.set_random_seed(args.seed)
+        model = build_model_from(args.preset, overrides, tokenizer)
+        model.compile()
+        return model
+
+    def build_dataset(start_example, model):
+        augmentation = demo.FASHION_AUGMENTATION if args.data == "fashion_scenes" else None
+        return training_dataset(
+            pairs,
+            model,
+            args.batch_size,
+            augmentation=augmentation,
+            seed=args.seed,
+            start_example=start_example,
+        )
+
+    print(
+        f"Training {args.preset} on {keras.backend.backend()} for {args.steps} steps of "
+        f"{args.batch_size} on {args.data} (checkpoints every {steps_per_epoch} steps in "
+        f"{output})."
+    )
+    (model, history, resumed), seconds = demo.timed(
+        lambda: training.fit_with_checkpoints(
+            build_model,
+            training.DatasetBuilder(build_dataset, args.batch_size),
+            total_steps=args.steps,
+            steps_per_epoch=steps_per_epoch,
+            output_dir=output,
+            run_config=run_config,
+            verbose=2 if args.quiet else "auto",
+        )
+    )
+    model.save(os.path.join(output, "model.keras"))
+    summary = {"steps": args.steps, "resumed_from_step": resumed * steps_per_epoch}
+    if history:
+        summary.update(first_loss=history["loss"][0], final_loss=history["loss"][-1])
+    if args.skip_evaluation:
+        print(json.dumps(summary))
+        return model, summary
+    results = demo.evaluate_fashion(model, num_items=args.eval_items, num_scenes=args.eval_scenes)
+    full_history = _read_history(output)
+    demo.write_report(
+        model,
+        results,
+        full_history,
+        output,
+        seconds=seconds,
+        extra={"preset": args.preset, "backend": keras.backend.backend(), **summary},
+    )
+    print("\nEvaluation on the Fashion-MNIST test split (chance: zero-shot 0.10):")
+    demo.print_table(results)
+    print(f"\nReport: {os.path.join(output, 'report.md')}")
+    return model, {**summary, **results}
+
+
+def _read_history(output):
+    import csv
+
+    path = os.path.join(output, "history.csv")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    history = {}
+    for row in rows:
+        for key, value in row.items():
+            if key != "epoch":
+                try:
+                    history.setdefault(key, []).append(float(value))
+                except (TypeError, ValueError):
+                    pass
+    return history
+
+
+def build_model_from(preset, overrides, tokenizer=None):
     from keras_silc import SilcModel
 
     try:
-        return SilcModel.from_preset(preset, **overrides)
+        return SilcModel.from_preset(preset, tokenizer=tokenizer, **overrides)
     except TypeError as error:
         raise ValueError(f"Bad override for preset {preset!r}: {error}") from None
 
 
-def _example_dataset(model, batch_size, steps, seed):
+def evaluate(args):
     import keras
 
-    class ExampleBatches(keras.utils.PyDataset):
-        def __len__(self):
-            return steps
+    import keras_silc  # noqa: F401  (registers the classes for loading)
+    from keras_silc import demo
 
-        def __getitem__(self, index):
-            return model.example_batch(batch_size, seed=seed * 1_000_003 + index)
-
-    return ExampleBatches()
-
-
-def _in_batch_retrieval(model, batch):
-    """Image-to-text recall@1 within one batch: a sanity check of the towers."""
-    import numpy as np
-    from keras import ops
-
-    image = ops.convert_to_numpy(model.encode_image(batch["image"]))
-    text = ops.convert_to_numpy(model.encode_text(batch["text"]))
-    predictions = np.argmax(image @ text.T, axis=1)
-    return float(np.mean(predictions == np.arange(len(image))))
-
-
-def train(args):
-    overrides = parse_overrides(args.set)
-    os.makedirs(args.output, exist_ok=True)
-    if not os.access(args.output, os.W_OK):
+    if not os.path.exists(args.model):
+        raise ValueError(f"No saved model at {args.model!r}.")
+    model = keras.models.load_model(args.model)
+    if model.tokenizer is None:
         raise ValueError(
-            f"The output folder {args.output!r} is not writable; choose another --output."
+            f"{args.model!r} has no tokenizer: save the model with tokenizer= to evaluate it."
         )
+    results = demo.evaluate_fashion(model, num_items=args.eval_items, num_scenes=args.eval_scenes)
+    demo.print_table(results)
+    if args.output:
+        os.makedirs(args.output, exist_ok=True)
+        demo.write_report(model, results, None, args.output, extra={"model": args.model})
+    return results
 
-    import keras
 
-    keras.utils.set_random_seed(args.seed)
-    model = build_model(args.preset, overrides)
-    recipe = {"warmup_steps": min(model.recipe["warmup_steps"], max(args.steps // 10, 1))}
-    if model.recipe["cooldown_steps"]:
-        recipe.update(total_steps=args.steps, cooldown_steps=max(args.steps // 10, 1))
-    model.compile(**recipe)
-    # The whole run cycles over a few fixed batches, so that the loss can fall.
-    data = _example_dataset(model, args.batch_size, args.steps_per_epoch, args.seed)
-    epochs = max(1, args.steps // args.steps_per_epoch)
-    checkpoint = os.path.join(args.output, "model.keras")
-    print(
-        f"Training {args.preset} on {keras.backend.backend()} for {epochs * args.steps_per_epoch} "
-        f"steps of {args.batch_size} (example data)."
-    )
-    start = time.time()
-    history = model.fit(
-        data,
-        epochs=epochs,
-        verbose=2 if args.quiet else 1,
-        callbacks=[keras.callbacks.ModelCheckpoint(checkpoint), keras.callbacks.TerminateOnNaN()],
-    )
-    seconds = time.time() - start
-    reloaded = keras.models.load_model(checkpoint)
-    summary = {
-        "preset": args.preset,
-        "backend": keras.backend.backend(),
-        "steps": epochs * args.steps_per_epoch,
-        "seconds": round(seconds, 1),
-        "first_loss": float(history.history["loss"][0]),
-        "final_loss": float(history.history["loss"][-1]),
-        "in_batch_recall_at_1": _in_batch_retrieval(reloaded, data[0]),
-        "chance_recall_at_1": 1.0 / args.batch_size,
-        "checkpoint": checkpoint,
-    }
-    with open(os.path.join(args.output, "summary.json"), "w") as f:
-        json.dump({"summary": summary, "history": history.history}, f, indent=2, default=float)
-    width = max(len(k) for k in summary)
-    for key, value in summary.items():
-        print(f"{key:<{width}}  {value}")
-    return summary
+def run_demo(args):
+    from keras_silc import demo
+
+    args.preset = "silc_tiny"
+    return train(args, demo_overrides=demo.DEMO_OVERRIDES)
 
 
 def list_presets(args):
@@ -134,6 +232,37 @@ def list_presets(args):
         print(f"{name:<10} {preset['description']}")
 
 
+def _add_training_arguments(parser, steps, batch_size, output):
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a config entry, e.g. --set vision.depth=4 (repeatable).",
+    )
+    parser.add_argument("--config", help="A JSON file of overrides (applied before --set).")
+    parser.add_argument(
+        "--data",
+        default="fashion_scenes",
+        help="fashion_scenes (offline, default), webdataset, tfrecord, csv or tfds.",
+    )
+    parser.add_argument("--data-path", help="Shards, files, table or TFDS name of --data.")
+    parser.add_argument("--image-key", help="Image field or column of --data.")
+    parser.add_argument("--caption-key", help="Caption field or column of --data.")
+    parser.add_argument("--num-scenes", type=int, default=20_000, help="Fashion training scenes.")
+    parser.add_argument("--tokenizer", help="A SentencePiece .model or WordPiece .txt file.")
+    parser.add_argument("--vocabulary-size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--checkpoint-every", type=int, default=50, help="Steps per checkpoint.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=output)
+    parser.add_argument("--eval-items", type=int, default=2000)
+    parser.add_argument("--eval-scenes", type=int, default=500)
+    parser.add_argument("--skip-evaluation", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="One log line per epoch.")
+
+
 def make_parser():
     parser = argparse.ArgumentParser(
         prog="keras-silc",
@@ -141,22 +270,27 @@ def make_parser():
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train_parser = commands.add_parser("train", help="Train a preset (example data for now).")
-    train_parser.add_argument("--preset", default="silc_tiny")
-    train_parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a config entry, e.g. --set vision.depth=4 (repeatable).",
+    train_parser = commands.add_parser(
+        "train", help="Train a preset; resumes from the newest checkpoint in --output."
     )
-    train_parser.add_argument("--steps", type=int, default=60)
-    train_parser.add_argument("--steps-per-epoch", type=int, default=4)
-    train_parser.add_argument("--batch-size", type=int, default=16)
-    train_parser.add_argument("--seed", type=int, default=0)
-    train_parser.add_argument("--output", default="runs/silc")
-    train_parser.add_argument("--quiet", action="store_true", help="One log line per epoch.")
+    train_parser.add_argument("--preset", default="silc_tiny")
+    _add_training_arguments(train_parser, 200, 32, "runs/silc")
     train_parser.set_defaults(func=train)
+
+    demo_parser = commands.add_parser(
+        "demo", help="Train a small SILC on Fashion-MNIST scenes, evaluate, write a report."
+    )
+    _add_training_arguments(demo_parser, 400, 64, "runs/demo")
+    demo_parser.set_defaults(func=run_demo)
+
+    evaluate_parser = commands.add_parser(
+        "evaluate", help="Zero-shot, few-shot, retrieval and segmentation of a saved model."
+    )
+    evaluate_parser.add_argument("model", help="A .keras file saved with a tokenizer.")
+    evaluate_parser.add_argument("--output", help="Write report.json / report.md here.")
+    evaluate_parser.add_argument("--eval-items", type=int, default=2000)
+    evaluate_parser.add_argument("--eval-scenes", type=int, default=500)
+    evaluate_parser.set_defaults(func=evaluate)
 
     presets_parser = commands.add_parser("presets", help="List the model presets.")
     presets_parser.set_defaults(func=list_presets)
@@ -167,9 +301,12 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, KeyError) as error:
         print(f"keras-silc: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:  # TrainingDiverged and friends
+        print(f"keras-silc: stopped: {error}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -104,8 +104,10 @@ def fit_with_checkpoints(
 
     Args:
         build_model: `() -> compiled SilcModel`, called for a fresh run only.
-        build_dataset: `(start_example) -> dataset` of batches; a resumed run asks for the
-            stream from its first unseen example (see `training_dataset(start_example=)`).
+        build_dataset: `(start_example, model) -> dataset` of batches with a `batch_size`
+            attribute (see `DatasetBuilder`); a resumed run asks for the stream from its first
+            unseen example (see `training_dataset(start_example=)`), and gets the loaded
+            model (with its tokenizer).
         total_steps, steps_per_epoch: ints; an epoch is one checkpoint interval.
         output_dir: where `checkpoints/`, `history.csv`, `tensorboard/` and
             `run_config.json` go.
@@ -137,7 +139,8 @@ def fit_with_checkpoints(
         print(f"Resuming from {path} (step {initial_epoch * steps_per_epoch}).")
     if initial_epoch >= epochs:
         return model, {}, initial_epoch
-    dataset = build_dataset(initial_epoch * steps_per_epoch * _batch_size_of(build_dataset))
+    start_example = initial_epoch * steps_per_epoch * _batch_size_of(build_dataset)
+    dataset = build_dataset(start_example, model)
 
     # The guard raises at the end of a batch, so it stops the run before the epoch's
     # checkpoint is written, whatever its place in the list.
@@ -171,14 +174,14 @@ def _batch_size_of(build_dataset):
 
 
 class DatasetBuilder:
-    """`(start_example) -> dataset` with its batch size, for `fit_with_checkpoints`."""
+    """`(start_example, model) -> dataset` with its batch size, for `fit_with_checkpoints`."""
 
     def __init__(self, fn, batch_size):
         self.fn = fn
         self.batch_size = batch_size
 
-    def __call__(self, start_example):
-        return self.fn(start_example)
+    def __call__(self, start_example, model):
+        return self.fn(start_example, model)
 
 
 class _PruneCheckpoints(keras.callbacks.Callback):

@@ -23,7 +23,7 @@ def scenes():
 
 @pytest.fixture(scope="module", params=["wordpiece", "unigram"])
 def tokenizer(request, scenes):
-    return data.SilcTokenizer.train(
+    return data.SilcTokenizer.from_captions(
         list(scenes["caption"].ravel()), 200, 16, model_type=request.param
     )
 

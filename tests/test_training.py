@@ -41,7 +41,7 @@ def _run(output, callbacks=(), total_steps=8, max_loss=1e4):
         model.compile(warmup_steps=2)
         return model
 
-    def build_dataset(start_example):
+    def build_dataset(start_example, model):
         return data.training_dataset(
             pairs,
             geometry,

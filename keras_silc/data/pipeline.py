@@ -47,7 +47,7 @@ def _resolve_tokenizer(model, tokenizer):
     if tokenizer is None:
         raise ValueError(
             "No tokenizer: pass tokenizer= (a keras_silc.data.SilcTokenizer, e.g. "
-            "SilcTokenizer.train(captions, ...)) or build the model with tokenizer=."
+            "SilcTokenizer.from_captions(captions, ...)) or build the model with tokenizer=."
         )
     text = model.text_encoder
     vocabulary_size = getattr(tokenizer, "vocabulary_size", None)

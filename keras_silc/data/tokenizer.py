@@ -1,21 +1,20 @@
-"""`SilcTokenizer`: captions to the text tower's token ids, with keras-hub's tokenizers.
+"""`SilcTokenizer`: captions -> the model's `text` input, (N, T) int32 ids, 0 for padding.
 
-Token ids are int32 (N, T): the caption's pieces, an end-of-sequence token, then padding with
-id 0 (the text tower's `pad_token_id`). A caption longer than T keeps its first T - 1 pieces and
-the end token, so the last real token is always the end token. The text tower's default
-pooling ("last", as big_vision's SigLIP) reads the final position, which attends to the whole
-caption; "eos" pooling needs the tower's `eos_token_id` to equal `end_token_id`.
+A keras-hub SentencePiece or WordPiece tokenizer does the subword split; this layer adds
+what the SILC text tower expects: optional lower-casing, an end-of-sequence token after
+the text (kept as the last real token when a caption is truncated), padding with id 0 to
+`sequence_length`. It runs in a `tf.data` pipeline (graph mode, tf tensors in and out)
+under every Keras backend, and eagerly on Python strings (numpy out).
 
-SentencePiece vocabularies live in a tf-text resource that `tf.random.set_seed` (called by
-`keras.utils.set_random_seed`) destroys: eager calls rebuild it, but seed before building a
-`tf.data` pipeline that tokenizes with SentencePiece (WordPiece has no such trap).
-
-The tokenizer is a Keras layer: passed to `SilcModel(tokenizer=...)` it is saved inside the
-`.keras` file with its vocabulary, so a reloaded model encodes text exactly as before. It runs
-inside `tf.data` (graph mode, tf tensors) and eagerly (numpy out) under every backend.
+    tokenizer = SilcTokenizer.from_captions(captions, vocabulary_size=2000, sequence_length=16)
+    tokenizer(["a red bag on the right"])  # (1, 16) int32 numpy array
+    model = SilcModel.from_preset(
+        "silc_tiny", text={"vocabulary_size": tokenizer.vocabulary_size}, tokenizer=tokenizer
+    )
 """
 
 import io
+import json
 import os
 
 import keras
@@ -23,249 +22,528 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-PAD, UNK, EOS = "<pad>", "<unk>", "</s>"
-WORDPIECE_RESERVED = ["[PAD]", "[UNK]", "[EOS]"]
+SENTENCE_PIECE_EXTENSIONS = (".model", ".spm")
+WORD_PIECE_EXTENSIONS = (".txt",)
+MODEL_TYPES = ("unigram", "bpe", "wordpiece")
+# WordPiece vocabularies name their special tokens; these are the usual spellings.
+WORD_PIECE_PAD_TOKENS = ("[PAD]", "<pad>")
+WORD_PIECE_END_TOKENS = ("[EOS]", "[SEP]", "</s>", "<eos>")
+# `save_to_directory` layout, as keras-hub's presets: a config file and an asset folder.
+CONFIG_FILE = "tokenizer.json"
+ASSET_DIR = os.path.join("assets", "tokenizer")
 
 
-def _as_strings(texts):
-    if isinstance(texts, tf.data.Dataset):
-        return [t.decode("utf-8") for t in texts.as_numpy_iterator()]
-    return [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts]
+def _is_sentence_piece(tokenizer):
+    return isinstance(tokenizer, keras_hub.tokenizers.SentencePieceTokenizer)
+
+
+def _python_strings(texts):
+    """(list of str, is_single) from a str, bytes, list, numpy array or eager tf tensor."""
+
+    def as_str(text):
+        if isinstance(text, bytes):
+            return text.decode("utf-8")
+        if isinstance(text, str):
+            return text
+        raise TypeError(f"Expected captions as str or bytes, got {type(text).__name__}: {text!r}.")
+
+    if isinstance(texts, (str, bytes)):
+        return [as_str(texts)], True
+    if isinstance(texts, tf.Tensor):
+        texts = texts.numpy()
+    if isinstance(texts, np.ndarray):
+        if texts.ndim > 1:
+            raise ValueError(
+                f"Expected a string or a 1-D batch of strings, got shape {texts.shape}."
+            )
+        if texts.ndim == 0:
+            return [as_str(texts.item())], True
+        return [as_str(text) for text in texts.tolist()], False
+    if isinstance(texts, (list, tuple)):
+        return [as_str(text) for text in texts], False
+    raise TypeError(
+        "SilcTokenizer expects a str, a list or 1-D array of str, or a tf string tensor; "
+        f"got {type(texts).__name__}."
+    )
+
+
+def _caption_iterator(data, lowercase):
+    """Python strings from an iterable of str/bytes or a (batched) tf.data.Dataset."""
+    if isinstance(data, tf.data.Dataset):
+        data = data.as_numpy_iterator()
+    for element in data:
+        batch = element.reshape(-1).tolist() if isinstance(element, np.ndarray) else [element]
+        for text in batch:
+            text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+            yield text.lower() if lowercase else text
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
 class SilcTokenizer(keras.layers.Layer):
-    """Wraps a keras-hub SentencePiece or WordPiece tokenizer for the SILC text tower.
+    """Tokenizes captions into SILC's `text` input: int32 (N, T) ids, 0 for padding.
+
+    Each caption is lower-cased (optional), split by the wrapped keras-hub tokenizer,
+    truncated to `sequence_length - 1` tokens, followed by the end token, and padded
+    with 0. Called inside `tf.data` (graph mode) it takes and returns tf tensors;
+    called eagerly it returns numpy arrays, ready for `SilcModel.encode_text`.
+
+    Build one with `SilcTokenizer.from_captions` (a vocabulary trained on captions),
+    `SilcTokenizer.from_file` (a SentencePiece `.model` or a WordPiece `.txt`) or
+    `SilcTokenizer.from_directory` (a folder written by `save_to_directory`).
 
     Args:
-        tokenizer: a `keras_hub.tokenizers.SentencePieceTokenizer` or `WordPieceTokenizer`
-            whose padding token has id 0.
-        sequence_length: T, the padded length (at most the text tower's `max_length`).
-        lowercase: lower-case captions before tokenizing.
+        tokenizer: a `keras_hub.tokenizers.SentencePieceTokenizer` or
+            `keras_hub.tokenizers.WordPieceTokenizer`, built without
+            `sequence_length` (this layer pads) and without `add_eos` (this layer
+            adds the end token). Its vocabulary must put padding at id 0.
+        sequence_length: int. T, the length of every output row. The text tower's
+            `max_length` must be at least T.
+        lowercase: bool. Lower-case captions before tokenizing (SigLIP's tokenizers
+            do; captions are case-insensitive here). The wrapped tokenizer's own
+            normalisation still runs after this. Defaults to True.
+        add_end_token: bool. Append the end-of-sequence token. Defaults to True.
 
-    Build one with `SilcTokenizer.train(captions, vocabulary_size, sequence_length)` or
-    `SilcTokenizer.from_file(path, sequence_length)`.
+    Example:
+    ```python
+    tokenizer = SilcTokenizer.from_captions(captions, vocabulary_size=2000, sequence_length=16)
+    ids = tokenizer(["a red sneaker at the top left"])  # (1, 16) int32
+    dataset = tf.data.Dataset.from_tensor_slices(captions).batch(32).map(tokenizer)
+    tokenizer.detokenize(ids)  # ["a red sneaker at the top left"]
+    ```
     """
 
-    def __init__(self, tokenizer, sequence_length, lowercase=True, **kwargs):
+    def __init__(self, tokenizer, sequence_length, lowercase=True, add_end_token=True, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(tokenizer, dict):
-            tokenizer = keras.saving.deserialize_keras_object(tokenizer)
-        self.tokenizer = tokenizer
-        self.sequence_length = int(sequence_length)
-        self.lowercase = lowercase
-        # Strings in, ids out: no conversion of inputs to backend tensors.
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
-        self.built = True
-        if sequence_length < 2:
-            raise ValueError(f"sequence_length must be at least 2, got {sequence_length}.")
-        self._check_vocabulary()
-
-    # ------------------------------------------------------------ vocabulary
-    def _vocabulary_ready(self):
-        if isinstance(self.tokenizer, keras_hub.tokenizers.SentencePieceTokenizer):
-            return self.tokenizer.proto is not None
-        return getattr(self.tokenizer, "vocabulary", None) is not None
-
-    def _check_vocabulary(self):
-        if not self._vocabulary_ready():
-            return  # loaded later from the saved assets
-        pad = self._special_ids()[0]
-        if pad != 0:
-            raise ValueError(
-                f"The vocabulary's padding token has id {pad}, but the text tower masks id 0 as "
-                "padding. Train the vocabulary with SilcTokenizer.train (padding = 0) or put "
-                "'[PAD]' first in a WordPiece vocabulary."
+        if not isinstance(
+            tokenizer,
+            (keras_hub.tokenizers.SentencePieceTokenizer, keras_hub.tokenizers.WordPieceTokenizer),
+        ):
+            raise TypeError(
+                "SilcTokenizer wraps a keras_hub.tokenizers.SentencePieceTokenizer or "
+                f"WordPieceTokenizer; got {type(tokenizer).__name__}."
             )
+        if not isinstance(sequence_length, int) or sequence_length < 1:
+            raise ValueError(f"sequence_length must be a positive int, got {sequence_length!r}.")
+        if getattr(tokenizer, "sequence_length", None):
+            raise ValueError(
+                f"The wrapped tokenizer pads to sequence_length={tokenizer.sequence_length}; "
+                "build it with sequence_length=None: SilcTokenizer truncates, adds the end "
+                "token and pads itself."
+            )
+        if getattr(tokenizer, "add_eos", False):
+            raise ValueError(
+                "The wrapped SentencePieceTokenizer has add_eos=True; build it with "
+                "add_eos=False: SilcTokenizer appends the end token itself (add_end_token)."
+            )
+        if not keras.backend.is_int_dtype(tokenizer.compute_dtype):
+            raise ValueError(
+                f"The wrapped tokenizer outputs {tokenizer.compute_dtype}; it must output "
+                "integer ids (dtype='int32')."
+            )
+        self.tokenizer = tokenizer
+        self.sequence_length = sequence_length
+        self.lowercase = lowercase
+        self.add_end_token = add_end_token
+        self._special_ids_key = None
+        self._special_ids_value = None
+        self.built = True
+        # A tokenizer rebuilt by `from_config` gets its vocabulary later, from the
+        # saved assets; check the vocabulary now when it is already there.
+        if self.has_vocabulary:
+            self._special_ids()
 
-    def _special_ids(self):
-        if isinstance(self.tokenizer, keras_hub.tokenizers.SentencePieceTokenizer):
-            return self.tokenizer.token_to_id(PAD), self.tokenizer.token_to_id(EOS)
-        vocabulary = self.tokenizer.get_vocabulary()
-        return vocabulary.index("[PAD]"), vocabulary.index("[EOS]")
+    # ------------------------------------------------------------- vocabulary
+    @property
+    def has_vocabulary(self):
+        """Whether the wrapped tokenizer has its vocabulary (False between `from_config`
+        and the loading of the saved assets)."""
+        if _is_sentence_piece(self.tokenizer):
+            return self.tokenizer.proto is not None
+        return self.tokenizer.vocabulary is not None
 
     @property
     def vocabulary_size(self):
+        """int. Number of token ids; the text tower's `vocabulary_size` must be >= it."""
         return int(self.tokenizer.vocabulary_size())
 
     @property
     def pad_token_id(self):
-        return 0
+        """int. Always 0: the text tower masks id 0 as padding."""
+        return self._special_ids()[0]
 
     @property
     def end_token_id(self):
-        return int(self._special_ids()[1])
+        """int or None. The end-of-sequence id (None only without `add_end_token` when
+        the vocabulary has no end token)."""
+        return self._special_ids()[1]
 
-    def load_assets(self, dir_path):
-        # The inner tokenizer loads its vocabulary; nothing of ours to load.
-        return None
+    def _special_ids(self):
+        """(pad id, end id) read from the vocabulary, checked, cached per vocabulary."""
+        if not self.has_vocabulary:
+            raise ValueError(
+                "The tokenizer has no vocabulary yet: build it with SilcTokenizer.from_captions, "
+                "from_file or from_directory, or load it with keras.models.load_model."
+            )
+        if _is_sentence_piece(self.tokenizer):
+            key = hash(self.tokenizer.proto)
+            if key != self._special_ids_key:
+                self._special_ids_value = self._sentence_piece_special_ids()
+                self._special_ids_key = key
+            return self._special_ids_value
+        return self._word_piece_special_ids()
 
-    # ------------------------------------------------------------ tokenizing
-    def _tokenize(self, texts):
+    def _sentence_piece_special_ids(self):
+        import sentencepiece
+
+        processor = sentencepiece.SentencePieceProcessor(model_proto=self.tokenizer.proto)
+        pad_id, end_id = processor.pad_id(), processor.eos_id()
+        if pad_id != 0:
+            raise ValueError(
+                f"The vocabulary's padding token has id {pad_id} (-1: none), but the text "
+                "tower masks id 0 as padding. Use a SentencePiece model trained with "
+                "pad_id=0 (SilcTokenizer.from_captions uses pad_id=0, unk_id=1, eos_id=2, "
+                "bos_id=-1)."
+            )
+        if end_id < 0:
+            if self.add_end_token:
+                raise ValueError(
+                    "The SentencePiece model has no end-of-sequence token (eos_id=-1); "
+                    "train it with eos_id set, or pass add_end_token=False."
+                )
+            end_id = None
+        return 0, end_id
+
+    def _word_piece_special_ids(self):
+        vocabulary = self.tokenizer.vocabulary
+        pads = [
+            token for token in WORD_PIECE_PAD_TOKENS if token in self.tokenizer._token_to_id_map
+        ]
+        if not pads or vocabulary[0] not in WORD_PIECE_PAD_TOKENS:
+            found = (
+                f"padding token has id {vocabulary.index(pads[0])} ({pads[0]!r})"
+                if pads
+                else f"padding token is missing (looked for {WORD_PIECE_PAD_TOKENS})"
+            )
+            raise ValueError(
+                f"The vocabulary's {found}, but the text tower masks id 0 as padding. Put "
+                "'[PAD]' on the first line of a WordPiece vocabulary."
+            )
+        ends = [
+            token for token in WORD_PIECE_END_TOKENS if token in self.tokenizer._token_to_id_map
+        ]
+        if not ends:
+            if self.add_end_token:
+                raise ValueError(
+                    f"The WordPiece vocabulary has no end token (looked for "
+                    f"{WORD_PIECE_END_TOKENS}); add '[EOS]' or pass add_end_token=False."
+                )
+            return 0, None
+        return 0, self.tokenizer.token_to_id(ends[0])
+
+    # ---------------------------------------------------------------- tokenize
+    def __call__(self, texts):
+        """Same as `call`. Keras's `Layer.__call__` is bypassed on purpose: it would turn
+        string inputs into backend tensors, and the tf.data path needs tf tensors under
+        every backend."""
+        return self.call(texts)
+
+    def call(self, texts):
+        """Token ids of `texts`.
+
+        Args:
+            texts: a str, a list or 1-D numpy array of str, or a tf string tensor of
+                rank 0 or 1.
+
+        Returns:
+            int32 ids, (T,) for one text, (N, T) for a batch: a tf tensor when traced
+            (tf.data, tf.function), else a numpy array.
+        """
+        if tf.executing_eagerly():
+            return self._tokenize_numpy(texts)
+        return self._tokenize_tf(texts)
+
+    def _tokenize_numpy(self, texts):
+        texts, single = _python_strings(texts)
+        if self.lowercase:
+            texts = [text.lower() for text in texts]
+        _, end_id = self._special_ids()
+        pieces = self.tokenizer.tokenize(texts) if texts else []
+        if isinstance(pieces, tf.RaggedTensor):  # keras-hub < 0.22 has no Python path.
+            pieces = pieces.to_list()
+        length = self.sequence_length
+        ids = np.zeros((len(texts), length), dtype=np.int32)
+        for row, tokens in enumerate(pieces):
+            tokens = [int(token) for token in tokens]
+            if self.add_end_token:
+                tokens = tokens[: length - 1] + [end_id]
+            tokens = tokens[:length]
+            ids[row, : len(tokens)] = tokens
+        return ids[0] if single else ids
+
+    def _tokenize_tf(self, texts):
         texts = tf.convert_to_tensor(texts, dtype=tf.string)
-        scalar = texts.shape.rank == 0
+        if texts.shape.rank not in (0, 1):
+            raise ValueError(
+                f"Expected a string or a 1-D batch of strings, got shape {texts.shape}."
+            )
+        single = texts.shape.rank == 0
         texts = tf.reshape(texts, [-1])
         if self.lowercase:
             texts = tf.strings.lower(texts, encoding="utf-8")
-        pieces = self.tokenizer(texts)
-        if not isinstance(pieces, tf.RaggedTensor):
-            pieces = tf.RaggedTensor.from_tensor(pieces)
-        pieces = tf.cast(pieces, tf.int32)[:, : self.sequence_length - 1]
-        ends = tf.fill([tf.shape(texts)[0], 1], tf.constant(self.end_token_id, tf.int32))
-        ids = tf.concat([pieces, tf.RaggedTensor.from_tensor(ends)], axis=1)
-        ids = ids.to_tensor(default_value=0, shape=[None, self.sequence_length])
-        return ids[0] if scalar else ids
+        _, end_id = self._special_ids()
+        with tf.device("cpu"):
+            if _is_sentence_piece(self.tokenizer):
+                # The SentencePiece op is made inside the traced function rather than
+                # reused from keras-hub's tokenizer: `keras.utils.set_random_seed` clears
+                # TF's kernel cache, which deletes tf-text's SentencePiece resources made
+                # earlier; a resource made by the graph itself is remade when needed.
+                import tensorflow_text as tf_text
 
-    def call(self, texts):
-        if not tf.executing_eagerly():
-            return self._tokenize(texts)  # inside tf.data or a tf.function
-        if isinstance(texts, (str, bytes)):
-            return self.call([texts])[0]
-        if not isinstance(texts, tf.Tensor):
-            texts = np.asarray(_as_strings(np.ravel(np.asarray(texts, dtype=object))))
-        if getattr(self, "_eager_tokenize", None) is None:
-            # keras-hub tokenizers give Python lists eagerly; a tf.function keeps tensors.
-            self._eager_tokenize = tf.function(
-                self._tokenize, input_signature=[tf.TensorSpec([None], tf.string)]
-            )
-        texts = tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1])
-        try:
-            return self._eager_tokenize(texts).numpy()
-        except tf.errors.NotFoundError:
-            # `tf.random.set_seed` (keras.utils.set_random_seed) clears TF's kernel cache,
-            # which deletes tf-text's SentencePiece resource: rebuild it and retry.
-            self.tokenizer.set_proto(self.tokenizer.proto)
-            self._eager_tokenize = None
-            return self.call(texts)
-
-    def __call__(self, texts):
-        # A tokenizer has no weights and takes strings: skip Keras's tensor plumbing.
-        return self.call(texts)
+                pieces = tf_text.SentencepieceTokenizer(
+                    model=self.tokenizer.proto,
+                    out_type=tf.int32,
+                    add_bos=self.tokenizer.add_bos,
+                ).tokenize(texts)
+            else:
+                pieces = self.tokenizer.tokenize(texts)
+        pieces = tf.cast(pieces, tf.int32)
+        length = self.sequence_length
+        if self.add_end_token:
+            # Up to T - 1 text tokens, then the end token at the first free position.
+            ids = pieces.to_tensor(default_value=0, shape=[None, length - 1])
+            ids = tf.pad(ids, [[0, 0], [0, 1]])
+            num_tokens = tf.minimum(tf.cast(pieces.row_lengths(), tf.int32), length - 1)
+            ids += tf.one_hot(num_tokens, length, on_value=end_id, off_value=0, dtype=tf.int32)
+        else:
+            ids = pieces.to_tensor(default_value=0, shape=[None, length])
+        return ids[0] if single else ids
 
     def detokenize(self, ids):
-        """Token ids (N, T) -> list of N strings (padding and the end token removed)."""
-        ids = np.asarray(
-            keras.ops.convert_to_numpy(ids) if not isinstance(ids, np.ndarray) else ids
-        )
-        ids = np.atleast_2d(ids)
-        texts = []
-        for row in ids:
-            row = [int(i) for i in row if i not in (0, self.end_token_id)]
-            text = self.tokenizer.detokenize(row)
-            text = text.numpy() if hasattr(text, "numpy") else text
-            texts.append(text.decode("utf-8") if isinstance(text, bytes) else str(text))
-        return texts
+        """Texts of token ids, without padding, the end token and what follows it.
 
-    # ------------------------------------------------------------- building
-    @classmethod
-    def train(
-        cls,
-        captions,
-        vocabulary_size,
-        sequence_length,
-        model_type="unigram",
-        lowercase=True,
-    ):
-        """Trains a vocabulary on a caption corpus (an iterable of str or a tf.data.Dataset).
+        Runs eagerly (not inside tf.data).
 
-        model_type: "unigram" or "bpe" (SentencePiece, ids: 0 pad, 1 unk, 2 end), or
-        "wordpiece" (ids: 0 [PAD], 1 [UNK], 2 [EOS]).
+        Args:
+            ids: int ids (N, T) or (T,): numpy, a list, or a backend or tf tensor.
+
+        Returns:
+            A list of N str for (N, T) ids; one str for (T,) ids.
         """
-        captions = _as_strings(captions)
-        if lowercase:
-            captions = [c.lower() for c in captions]
-        if not captions:
-            raise ValueError("No captions to train a vocabulary on.")
-        if model_type == "wordpiece":
-            vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-                tf.data.Dataset.from_tensor_slices(captions).batch(1000),
-                vocabulary_size,
-                lowercase=False,
-                reserved_tokens=WORDPIECE_RESERVED,
-            )
-            tokenizer = keras_hub.tokenizers.WordPieceTokenizer(
-                vocabulary=vocabulary, lowercase=False, oov_token="[UNK]"
-            )
-            return cls(tokenizer, sequence_length, lowercase=lowercase)
-        if model_type not in ("unigram", "bpe"):
-            raise ValueError(
-                f"model_type must be 'unigram', 'bpe' or 'wordpiece', got {model_type!r}."
-            )
-        import sentencepiece
-
-        model = io.BytesIO()
-        sentencepiece.SentencePieceTrainer.train(
-            sentence_iterator=iter(captions),
-            model_writer=model,
-            vocab_size=vocabulary_size,
-            model_type=model_type,
-            pad_id=0,
-            unk_id=1,
-            eos_id=2,
-            bos_id=-1,
-            pad_piece=PAD,
-            unk_piece=UNK,
-            eos_piece=EOS,
-            # Small corpora may not support the requested size: use what they support.
-            hard_vocab_limit=False,
-            character_coverage=1.0,
-            minloglevel=2,
+        if isinstance(ids, (tf.Tensor, tf.RaggedTensor)):
+            ids = ids.to_list() if isinstance(ids, tf.RaggedTensor) else ids.numpy()
+        elif keras.ops.is_tensor(ids):
+            ids = keras.ops.convert_to_numpy(ids)
+        single = (
+            np.ndim(ids) == 1
+            if not isinstance(ids, list) or not ids
+            else (not isinstance(ids[0], (list, tuple, np.ndarray)))
         )
-        tokenizer = keras_hub.tokenizers.SentencePieceTokenizer(proto=model.getvalue())
-        return cls(tokenizer, sequence_length, lowercase=lowercase)
+        rows = [ids] if single else ids
+        _, end_id = self._special_ids()
+        cleaned = []
+        for row in rows:
+            row = [int(token) for token in np.asarray(row).reshape(-1)]
+            if end_id is not None and end_id in row:
+                row = row[: row.index(end_id)]
+            cleaned.append([token for token in row if token != 0])
+        texts = self.tokenizer.detokenize(cleaned) if cleaned else []
+        if isinstance(texts, tf.Tensor):  # keras-hub < 0.22 returns tf strings.
+            texts = [text.decode("utf-8") for text in texts.numpy().tolist()]
+        texts = [text.decode("utf-8") if isinstance(text, bytes) else text for text in texts]
+        return texts[0] if single else list(texts)
 
-    @classmethod
-    def from_file(cls, path, sequence_length, lowercase=True):
-        """A SentencePiece `.model` file or a WordPiece vocabulary `.txt` (a token per line)."""
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"No vocabulary file at {path!r} (expected a SentencePiece .model or a "
-                "WordPiece .txt)."
-            )
-        if path.endswith(".model") or path.endswith(".spm"):
-            tokenizer = keras_hub.tokenizers.SentencePieceTokenizer(proto=path)
-        elif path.endswith(".txt"):
-            tokenizer = keras_hub.tokenizers.WordPieceTokenizer(
-                vocabulary=path, lowercase=False, oov_token="[UNK]"
-            )
-        else:
-            raise ValueError(
-                f"Unknown vocabulary format {path!r}: use a SentencePiece .model or a WordPiece "
-                ".txt."
-            )
-        return cls(tokenizer, sequence_length, lowercase=lowercase)
-
-    def save_to_directory(self, directory):
-        """Writes `tokenizer.json` and the vocabulary asset into a preset folder."""
-        os.makedirs(directory, exist_ok=True)
-        self.tokenizer.save_assets(directory)
-        with open(os.path.join(directory, "tokenizer.json"), "w") as handle:
-            import json
-
-            json.dump(keras.saving.serialize_keras_object(self), handle, indent=2)
-
-    @classmethod
-    def from_directory(cls, directory):
-        import json
-
-        path = os.path.join(directory, "tokenizer.json")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"No tokenizer.json in {directory!r}.")
-        with open(path) as handle:
-            tokenizer = keras.saving.deserialize_keras_object(json.load(handle))
-        tokenizer.tokenizer.load_assets(directory)
-        tokenizer._check_vocabulary()
-        return tokenizer
-
+    # ------------------------------------------------------------------ config
     def get_config(self):
+        """The wrapped tokenizer's config (its vocabulary travels as an asset)."""
         config = super().get_config()
         config.update(
             {
                 "tokenizer": keras.saving.serialize_keras_object(self.tokenizer),
                 "sequence_length": self.sequence_length,
                 "lowercase": self.lowercase,
+                "add_end_token": self.add_end_token,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds the layer; the vocabulary comes from the assets (`load_model`,
+        `from_directory`)."""
+        config = dict(config)
+        if isinstance(config.get("tokenizer"), dict):
+            config["tokenizer"] = keras.saving.deserialize_keras_object(config["tokenizer"])
+        return cls(**config)
+
+    def save_to_directory(self, directory):
+        """Writes a preset folder: `tokenizer.json` (config) and `assets/tokenizer/`
+        (the vocabulary file), like keras-hub's presets. Read it with `from_directory`."""
+        os.makedirs(os.path.join(directory, ASSET_DIR), exist_ok=True)
+        with open(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as file:
+            json.dump(keras.saving.serialize_keras_object(self), file, indent=2)
+        self.tokenizer.save_assets(os.path.join(directory, ASSET_DIR))
+
+    @classmethod
+    def from_directory(cls, directory):
+        """Loads a folder written by `save_to_directory`."""
+        config_path = os.path.join(directory, CONFIG_FILE)
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(
+                f"No SilcTokenizer preset in {directory!r}: looked for {CONFIG_FILE} (and the "
+                f"vocabulary under {ASSET_DIR}/), as written by save_to_directory."
+            )
+        with open(config_path, encoding="utf-8") as file:
+            tokenizer = keras.saving.deserialize_keras_object(json.load(file))
+        asset_dir = os.path.join(directory, ASSET_DIR)
+        missing = [
+            name
+            for name in tokenizer.tokenizer.file_assets
+            if not os.path.isfile(os.path.join(asset_dir, name))
+        ]
+        if missing:
+            raise FileNotFoundError(
+                f"The SilcTokenizer preset in {directory!r} lacks its vocabulary: looked for "
+                f"{[os.path.join(ASSET_DIR, name) for name in missing]}."
+            )
+        tokenizer.tokenizer.load_assets(asset_dir)
+        tokenizer._special_ids()
+        return tokenizer
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def from_file(cls, path, sequence_length, lowercase=True, add_end_token=True, **kwargs):
+        """Wraps a user's vocabulary file.
+
+        Args:
+            path: str. A SentencePiece model (`.model` or `.spm`, padding at id 0), or a
+                WordPiece vocabulary (`.txt`, one token per line, "[PAD]" first, an
+                "[EOS]" or "[SEP]" end token, "[UNK]" for unknown words).
+            sequence_length, lowercase, add_end_token: as in `SilcTokenizer`.
+            **kwargs: passed to the keras-hub tokenizer (e.g. `oov_token` or
+                `suffix_indicator` for WordPiece).
+        """
+        path = os.fspath(path)
+        extension = os.path.splitext(path)[1].lower()
+        expected = (
+            f"a SentencePiece model ({', '.join(SENTENCE_PIECE_EXTENSIONS)}) or a WordPiece "
+            f"vocabulary ({', '.join(WORD_PIECE_EXTENSIONS)}, one token per line)"
+        )
+        if os.path.isdir(path):
+            raise ValueError(
+                f"{path!r} is a directory; from_file expects {expected}. For a folder "
+                "written by save_to_directory use SilcTokenizer.from_directory."
+            )
+        if extension not in SENTENCE_PIECE_EXTENSIONS + WORD_PIECE_EXTENSIONS:
+            raise ValueError(f"Unknown vocabulary file type {path!r}: expected {expected}.")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No vocabulary file at {path!r}: expected {expected}.")
+        # Read the file here and pass its contents: keras-hub refuses file paths in
+        # Keras's safe mode.
+        if extension in SENTENCE_PIECE_EXTENSIONS:
+            with open(path, "rb") as file:
+                inner = keras_hub.tokenizers.SentencePieceTokenizer(proto=file.read(), **kwargs)
+        else:
+            with open(path, encoding="utf-8") as file:
+                vocabulary = [line.rstrip("\r\n") for line in file]
+            while vocabulary and not vocabulary[-1]:
+                vocabulary.pop()
+            inner = keras_hub.tokenizers.WordPieceTokenizer(vocabulary=vocabulary, **kwargs)
+        return cls(inner, sequence_length, lowercase=lowercase, add_end_token=add_end_token)
+
+    # Not named `train`: under PyTorch every Keras layer is a torch.nn.Module, whose
+    # `train(mode)` is called on each child by `model.train()` / `model.eval()`.
+    @classmethod
+    def from_captions(
+        cls,
+        captions,
+        vocabulary_size,
+        sequence_length,
+        model_type="unigram",
+        lowercase=True,
+        **trainer_options,
+    ):
+        """Trains a vocabulary on captions and wraps it.
+
+        SentencePiece ("unigram", "bpe") gets pad_id=0, unk_id=1, eos_id=2 and no BOS;
+        WordPiece gets "[PAD]" (0), "[UNK]" (1) and "[EOS]" (2) first. On a small corpus
+        the vocabulary may come out smaller than asked (SentencePiece's
+        `hard_vocab_limit=False`); read `vocabulary_size` off the result.
+
+        Args:
+            captions: an iterable of str, or a tf.data.Dataset of strings (scalars or
+                batches).
+            vocabulary_size: int. The largest vocabulary to learn.
+            sequence_length: int. T of the returned tokenizer.
+            model_type: "unigram" or "bpe" (SentencePiece) or "wordpiece".
+            lowercase: bool. Lower-case the corpus and, later, every caption.
+            **trainer_options: extra `sentencepiece.SentencePieceTrainer.train`
+                options (e.g. `input_sentence_size`, `character_coverage`).
+
+        Returns:
+            A `SilcTokenizer`.
+        """
+        if model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}.")
+        if model_type == "wordpiece":
+            if trainer_options:
+                raise ValueError(
+                    f"{sorted(trainer_options)} are SentencePiece trainer options; "
+                    "model_type='wordpiece' takes none."
+                )
+            inner = cls._train_word_piece(captions, vocabulary_size, lowercase)
+        else:
+            inner = cls._train_sentence_piece(
+                captions, vocabulary_size, model_type, lowercase, trainer_options
+            )
+        return cls(inner, sequence_length, lowercase=lowercase)
+
+    @staticmethod
+    def _train_sentence_piece(captions, vocabulary_size, model_type, lowercase, options):
+        # keras-hub's compute_sentence_piece_proto fixes its own special ids (pad 0,
+        # unk 1, bos 2, eos 3) and takes no trainer options, so call the trainer.
+        import sentencepiece
+
+        proto = io.BytesIO()
+        settings = {
+            "model_type": model_type,
+            "vocab_size": vocabulary_size,
+            "pad_id": 0,
+            "unk_id": 1,
+            "eos_id": 2,
+            "bos_id": -1,
+            "hard_vocab_limit": False,
+            "normalization_rule_name": "nmt_nfkc",
+            "num_threads": os.cpu_count() or 1,
+            "minloglevel": 2,
+            **options,
+        }
+        try:
+            sentencepiece.SentencePieceTrainer.train(
+                sentence_iterator=_caption_iterator(captions, lowercase),
+                model_writer=proto,
+                **settings,
+            )
+        except RuntimeError as error:
+            raise ValueError(f"SentencePiece training failed: {error}") from error
+        return keras_hub.tokenizers.SentencePieceTokenizer(proto=proto.getvalue())
+
+    @staticmethod
+    def _train_word_piece(captions, vocabulary_size, lowercase):
+        if isinstance(captions, tf.data.Dataset):
+            dataset = captions
+            if dataset.element_spec.shape.rank == 0:
+                dataset = dataset.batch(1024)
+        else:
+            # keras-hub reads a list as file names: hand it a dataset of the captions.
+            texts = list(_caption_iterator(captions, lowercase=False))
+            if not texts:
+                raise ValueError("No captions to train the WordPiece vocabulary on.")
+            dataset = tf.data.Dataset.from_tensor_slices(texts).batch(1024)
+        # Counting words element by element is ~15x slower than in batches.
+        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+            dataset,
+            vocabulary_size,
+            lowercase=lowercase,
+            reserved_tokens=["[PAD]", "[UNK]", "[EOS]"],
+        )
+        return keras_hub.tokenizers.WordPieceTokenizer(vocabulary=vocabulary)

@@ -185,6 +185,10 @@ class SilcModel(SilcTrainer, keras.Model):
         self.inference_tower = inference_tower
         self.recipe = merge_config(DEFAULT_RECIPE, recipe or {})
         if isinstance(tokenizer, dict):
+            # A saved model's config: register SilcTokenizer (keras_silc.data is not
+            # imported by `import keras_silc`) before deserializing it.
+            import keras_silc.data.tokenizer  # noqa: F401
+
             tokenizer = keras.saving.deserialize_keras_object(tokenizer)
         self.tokenizer = tokenizer
 
@@ -244,8 +248,7 @@ class SilcModel(SilcTrainer, keras.Model):
         self.built = True
 
     def _check_tokenizer(self, tokenizer):
-        ready = getattr(tokenizer, "_vocabulary_ready", None)
-        if ready is not None and not ready():
+        if not getattr(tokenizer, "has_vocabulary", True):
             return  # a model being loaded: the vocabulary arrives with the assets
         text = self.text_encoder
         size = getattr(tokenizer, "vocabulary_size", None)
@@ -263,6 +266,8 @@ class SilcModel(SilcTrainer, keras.Model):
         # With "last" pooling (the presets') any end token works: pads come last and the
         # final position attends to the whole caption. "eos" pooling must find the end token.
         end = getattr(tokenizer, "end_token_id", None)
+        if not getattr(tokenizer, "add_end_token", True):
+            end = None  # no end token in the ids
         if text.pooling == "eos" and text.eos_token_id is not None and end != text.eos_token_id:
             raise ValueError(
                 f"The text tower pools at eos_token_id={text.eos_token_id} but the tokenizer ends "
@@ -274,7 +279,7 @@ class SilcModel(SilcTrainer, keras.Model):
         if self.tokenizer is None:
             raise ValueError(
                 "This model has no tokenizer: build it with tokenizer=SilcTokenizer(...) (e.g. "
-                "keras_silc.data.SilcTokenizer.train(captions, ...)) or set model.tokenizer."
+                "keras_silc.data.SilcTokenizer.from_captions(captions, ...)) or set model.tokenizer."
             )
         return self.tokenizer(texts)
 
