@@ -1,37 +1,60 @@
-"""The command line: a short run end to end, and errors without tracebacks."""
+"""The command line: train on Fashion scenes, resume, evaluate, and errors without tracebacks."""
 
 import json
 import os
 
 from keras_silc import cli
 
+SMALL = [
+    "--steps",
+    "2",
+    "--checkpoint-every",
+    "1",
+    "--batch-size",
+    "4",
+    "--num-scenes",
+    "64",
+    "--vocabulary-size",
+    "128",
+    "--eval-items",
+    "40",
+    "--eval-scenes",
+    "8",
+    "--quiet",
+    "--set",
+    "num_local_crops=2",
+]
 
-def test_train_runs_checkpoints_and_reports(tmp_path):
+
+def test_train_evaluates_reports_and_resumes(tmp_path, capsys):
     output = str(tmp_path / "run")
-    code = cli.main(
-        [
-            "train",
-            "--steps",
-            "8",
-            "--steps-per-epoch",
-            "2",
-            "--batch-size",
-            "4",
-            "--output",
-            output,
-            "--quiet",
-            "--set",
-            "num_local_crops=2",
-        ]
+    assert cli.main(["train", "--output", output, *SMALL]) == 0
+    for name in ("model.keras", "report.json", "report.md", "segmentation.png", "history.csv"):
+        assert os.path.exists(os.path.join(output, name)), name
+    with open(os.path.join(output, "report.json")) as handle:
+        report = json.load(handle)
+    assert 0.0 <= report["results"]["zero_shot/top1"] <= 1.0
+    assert "segmentation/miou" in report["results"]
+    assert "zero_shot/top1" in capsys.readouterr().out
+    # Started again, the finished run resumes at its end and trains no more.
+    assert cli.main(["train", "--output", output, *SMALL, "--skip-evaluation"]) == 0
+    assert '"resumed_from_step": 2' in capsys.readouterr().out
+    # A different run in the same folder is refused with a message.
+    assert cli.main(["train", "--output", output, *SMALL[:-2], "--set", "num_local_crops=3"]) == 2
+    assert "different run" in capsys.readouterr().err
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                os.path.join(output, "model.keras"),
+                "--eval-items",
+                "20",
+                "--eval-scenes",
+                "4",
+            ]
+        )
+        == 0
     )
-    assert code == 0
-    with open(os.path.join(output, "summary.json")) as f:
-        report = json.load(f)
-    summary = report["summary"]
-    assert summary["steps"] == 8
-    assert summary["final_loss"] < summary["first_loss"]
-    assert len(report["history"]["loss"]) == 4
-    assert os.path.exists(os.path.join(output, "model.keras"))
 
 
 def test_user_errors_exit_cleanly(tmp_path, capsys):
@@ -39,8 +62,29 @@ def test_user_errors_exit_cleanly(tmp_path, capsys):
     assert "Unknown preset 'silc_huge'. Available presets" in capsys.readouterr().err
     assert cli.main(["train", "--set", "depth", "--output", str(tmp_path)]) == 2
     assert "is not KEY=VALUE" in capsys.readouterr().err
-    assert cli.main(["train", "--set", "vision.bogus=1", "--output", str(tmp_path)]) == 2
-    assert "bogus" in capsys.readouterr().err
+    assert cli.main(["train", "--data", "csv", "--output", str(tmp_path)]) == 2
+    assert "needs --data-path" in capsys.readouterr().err
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                "webdataset",
+                "--data-path",
+                str(tmp_path / "*.tar"),
+                "--output",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "No WebDataset shards match" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(tmp_path / "missing.keras")]) == 2
+    assert "No saved model" in capsys.readouterr().err
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert cli.main(["train", "--output", str(blocked / "run")]) == 2
+    assert "Cannot create the output folder" in capsys.readouterr().err
 
 
 def test_parse_overrides_builds_nested_values():
