@@ -214,10 +214,9 @@ class SilcTokenizer(keras.layers.Layer):
         return 0, end_id
 
     def _word_piece_special_ids(self):
-        vocabulary = self.tokenizer.vocabulary
-        pads = [
-            token for token in WORD_PIECE_PAD_TOKENS if token in self.tokenizer._token_to_id_map
-        ]
+        vocabulary = self.tokenizer.get_vocabulary()
+        present = set(vocabulary)
+        pads = [token for token in WORD_PIECE_PAD_TOKENS if token in present]
         if not pads or vocabulary[0] not in WORD_PIECE_PAD_TOKENS:
             found = (
                 f"padding token has id {vocabulary.index(pads[0])} ({pads[0]!r})"
@@ -228,9 +227,7 @@ class SilcTokenizer(keras.layers.Layer):
                 f"The vocabulary's {found}, but the text tower masks id 0 as padding. Put "
                 "'[PAD]' on the first line of a WordPiece vocabulary."
             )
-        ends = [
-            token for token in WORD_PIECE_END_TOKENS if token in self.tokenizer._token_to_id_map
-        ]
+        ends = [token for token in WORD_PIECE_END_TOKENS if token in present]
         if not ends:
             if self.add_end_token:
                 raise ValueError(
@@ -280,6 +277,9 @@ class SilcTokenizer(keras.layers.Layer):
             ids[row, : len(tokens)] = tokens
         return ids[0] if single else ids
 
+    # Plain TF ops on static shapes: autograph would only slow tracing down (by seconds
+    # for keras-hub's WordPiece code).
+    @tf.autograph.experimental.do_not_convert
     def _tokenize_tf(self, texts):
         texts = tf.convert_to_tensor(texts, dtype=tf.string)
         if texts.shape.rank not in (0, 1):
@@ -329,16 +329,17 @@ class SilcTokenizer(keras.layers.Layer):
         Returns:
             A list of N str for (N, T) ids; one str for (T,) ids.
         """
-        if isinstance(ids, (tf.Tensor, tf.RaggedTensor)):
-            ids = ids.to_list() if isinstance(ids, tf.RaggedTensor) else ids.numpy()
+        if isinstance(ids, tf.RaggedTensor):
+            ids = ids.to_list()
+        elif isinstance(ids, tf.Tensor):
+            ids = ids.numpy()
         elif keras.ops.is_tensor(ids):
             ids = keras.ops.convert_to_numpy(ids)
-        single = (
-            np.ndim(ids) == 1
-            if not isinstance(ids, list) or not ids
-            else (not isinstance(ids[0], (list, tuple, np.ndarray)))
-        )
-        rows = [ids] if single else ids
+        if isinstance(ids, (list, tuple)) and ids and not np.isscalar(ids[0]):
+            rows, single = ids, False  # possibly ragged rows
+        else:
+            single = np.ndim(ids) == 1
+            rows = np.reshape(ids, (-1, np.shape(ids)[-1] if np.ndim(ids) else 1))
         _, end_id = self._special_ids()
         cleaned = []
         for row in rows:
