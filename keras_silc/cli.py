@@ -280,7 +280,7 @@ def make_parser():
     demo_parser = commands.add_parser(
         "demo", help="Train a small SILC on Fashion-MNIST scenes, evaluate, write a report."
     )
-    _add_training_arguments(demo_parser, 400, 64, "runs/demo")
+    _add_training_arguments(demo_parser, 300, 32, "runs/demo")
     demo_parser.set_defaults(func=run_demo)
 
     evaluate_parser = commands.add_parser(
