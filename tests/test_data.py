@@ -411,6 +411,11 @@ def test_fit_from_every_source(tmp_path):
         ).history
         assert np.isfinite(history["loss"][-1]), name
         assert history["data/undecodable_images"] == [0.0], name
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        pairs = data.from_tfds("coco_captions", split="train")
+        history = model.fit(_pipeline(model, pairs), steps_per_epoch=1, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
 
 
 def test_a_resumed_stream_continues_where_the_run_stopped():
