@@ -1,5 +1,6 @@
 """The evaluations against known answers, the callback and the pictures, on every backend."""
 
+import functools
 import os
 
 import keras
@@ -10,6 +11,7 @@ from conftest import tiny_model
 from keras_silc import evaluation
 
 WORDS = ["cat", "dog", "bird", "fish", "frog", "a", "photo", "of", "the", "background", "x", "y"]
+CLASSES = ["cat", "dog", "bird", "fish", "frog"]
 
 
 def word_tokenizer(texts):
@@ -22,41 +24,48 @@ def word_tokenizer(texts):
 
 
 class OneHotModel:
-    """Texts embed as the one-hot of their class word; images as the one-hot of their
-    class, stored as a constant pixel value; dense features per pixel likewise."""
+    """A model that knows the answers. A text embeds as the one-hot of its first class word
+    (index 7 without one); an image as the one-hot of the class index stored in its pixels
+    (value = class / 10), per pixel for the dense features. Outputs are backend tensors."""
 
     vision_config = {"image_size": None}
-    classes = ["cat", "dog", "bird", "fish", "frog"]
+
+    def __init__(self, tokenizer=None):
+        self.tokenizer = tokenizer
 
     def encode_text(self, ids):
-        ids = np.asarray(ids)
         out = np.zeros((len(ids), 8), np.float32)
-        for row, tokens in enumerate(ids):
+        for row, tokens in enumerate(np.asarray(ids)):
             names = [WORDS[t - 1] for t in tokens if 0 < t <= len(WORDS)]
-            hits = [self.classes.index(n) for n in names if n in self.classes]
+            hits = [CLASSES.index(n) for n in names if n in CLASSES]
             out[row, hits[0] if hits else 7] = 1.0
-        return out
+        return keras.ops.convert_to_tensor(out)
 
     def encode_image(self, images):
         label = np.rint(np.asarray(images)[:, 0, 0, 0] * 10).astype(int)
-        return np.eye(8, dtype=np.float32)[label]
+        return keras.ops.convert_to_tensor(np.eye(8, dtype=np.float32)[label])
 
     def dense_image_features(self, images, source="map_values"):
         label = np.rint(np.asarray(images)[..., 0] * 10).astype(int)  # (N, H, W)
-        return np.eye(8, dtype=np.float32)[label]
+        return keras.ops.convert_to_tensor(np.eye(8, dtype=np.float32)[label])
 
 
 def images_of(labels, size=4):
-    return (
-        np.ones((len(labels), size, size, 3), np.float32)
-        * (np.asarray(labels) / 10.0)[:, None, None, None]
-    )
+    labels = np.asarray(labels, np.float32)
+    return np.ones((len(labels), size, size, 3), np.float32) * (labels / 10)[:, None, None, None]
 
 
+@pytest.fixture(scope="module")
+def real_model():
+    """One tiny SilcModel for the module (building one is the slow part)."""
+    return tiny_model()
+
+
+# ----------------------------------------------------------------------- zero-shot
 def test_zero_shot_is_exact_on_a_model_that_knows_the_answer():
     model, labels = OneHotModel(), np.array([0, 1, 2, 3, 4, 2])
     result = evaluation.zero_shot_classification(
-        model, word_tokenizer, images_of(labels), labels, OneHotModel.classes
+        model, word_tokenizer, images_of(labels), labels, CLASSES
     )
     assert result == {"top1": 1.0, "top5": 1.0}
     # Swapping two class names makes exactly their images wrong at top-1.
@@ -65,12 +74,43 @@ def test_zero_shot_is_exact_on_a_model_that_knows_the_answer():
         model, word_tokenizer, images_of(labels), labels, swapped
     )
     assert result["top1"] == pytest.approx(4 / 6) and result["top5"] == 1.0
-    with pytest.raises(ValueError, match="labels must be in"):
-        evaluation.zero_shot_classification(
-            model, word_tokenizer, images_of([7]), [7], OneHotModel.classes
+    # Half the images wrong; top-5 is not reported for 3 classes; ties count as misses.
+    labels = np.array([0, 1, 2, 2])
+    result = evaluation.zero_shot_classification(
+        model, word_tokenizer, images_of([0, 1, 3, 4]), labels, ["cat", "dog", "bird"]
+    )
+    assert result == {"top1": 0.5}
+    # The model's own tokenizer when none is given.
+    result = evaluation.zero_shot_classification(
+        OneHotModel(word_tokenizer), None, images_of(labels), labels, ["cat", "dog", "bird"]
+    )
+    assert result == {"top1": 1.0}
+
+
+def test_zero_shot_reads_datasets_and_iterables():
+    import tensorflow as tf
+
+    model, labels = OneHotModel(), np.array([0, 1, 2, 3, 4, 2, 1])
+    images = images_of(labels)
+    expected = evaluation.zero_shot_classification(
+        model, word_tokenizer, images, labels, ["dog", "cat", "bird", "fish", "frog"]
+    )
+    data = {"image": images, "label": labels}
+    sources = [
+        data,
+        tf.data.Dataset.from_tensor_slices(data).batch(3),
+        tf.data.Dataset.from_tensor_slices(data),  # single examples
+        [{"image": images[:4], "label": labels[:4]}, {"image": images[4:], "label": labels[4:]}],
+    ]
+    for source in sources:
+        result = evaluation.zero_shot_classification(
+            model,
+            word_tokenizer,
+            source,
+            class_names=["dog", "cat", "bird", "fish", "frog"],
+            batch_size=2,
         )
-    with pytest.raises(ValueError, match="No tokenizer"):
-        evaluation.zero_shot_classification(model, None, images_of([0]), [0], ["cat"])
+        assert result == expected
 
 
 def test_prompts_are_averaged_after_normalising_and_renormalised():
@@ -78,52 +118,74 @@ def test_prompts_are_averaged_after_normalising_and_renormalised():
     table = rng.normal(size=(len(WORDS) + 2, 6)).astype(np.float32)
 
     class SumModel:
-        vision_config = {}
-
-        def encode_text(self, ids):
+        def encode_text(self, ids):  # deliberately not normalised, different norms per row
             return table[np.asarray(ids)].sum(axis=1) * (1 + np.arange(len(ids)))[:, None]
 
-    templates = ("a {}.", "a photo of the {}.")
-    got = evaluation.class_embeddings(SumModel(), word_tokenizer, ["cat", "dog"], templates)
+    templates = ("a {}.", "a photo of the {}.", "{}")
+    got = evaluation.class_embeddings(
+        SumModel(), word_tokenizer, ["cat", "dog"], templates, batch_size=4
+    )
     expected = []
     for name in ["cat", "dog"]:
         rows = [table[word_tokenizer([t.format(name)])[0]].sum(0) for t in templates]
         rows = [r / np.linalg.norm(r) for r in rows]
         mean = np.mean(rows, axis=0)
         expected.append(mean / np.linalg.norm(mean))
-    np.testing.assert_allclose(got, np.array(expected), rtol=1e-5)
+    np.testing.assert_allclose(got, np.array(expected), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="has no"):
+        evaluation.class_embeddings(SumModel(), word_tokenizer, ["cat"], ["a photo"])
 
 
-def test_retrieval_with_several_captions_per_image():
+# ----------------------------------------------------------------------- retrieval
+def test_recall_at_k_with_several_captions_per_image():
     similarity = np.array(
         [
             [0.9, 0.1, 0.8, 0.0],  # image 0: best caption 0 (its own)
-            [0.7, 0.2, 0.1, 0.3],  # image 1: best caption 0 (image 0's) -> miss at 1
+            [0.7, 0.2, 0.1, 0.3],  # image 1: captions 0 and 3 beat its own caption 1
             [0.1, 0.3, 0.3, 0.9],  # image 2: best caption 3 (its own)
         ]
     )
     owner = np.array([0, 1, 0, 2])  # image 0 has captions 0 and 2
-    result = evaluation.recall_at_k(similarity, owner, ks=(1, 2))
+    result = evaluation.recall_at_k(similarity, owner, ks=(1, 2, 3))
     assert result["i2t_recall@1"] == pytest.approx(2 / 3)
-    assert result["i2t_recall@2"] == pytest.approx(2 / 3)  # image 1: captions 0, 3
-    # Captions: 0 -> image 0 (hit), 1 -> image 2 (miss), 2 -> image 0 (hit), 3 -> image 2.
+    assert result["i2t_recall@2"] == pytest.approx(2 / 3)
+    assert result["i2t_recall@3"] == 1.0
+    # Captions: 0 -> image 0 (hit); 1 -> image 2 scores 0.3 > 0.2 (miss at 1, hit at 2);
+    # 2 -> image 0 (hit); 3 -> image 2 (hit).
     assert result["t2i_recall@1"] == pytest.approx(3 / 4)
-    model = OneHotModel()
-    labels = np.array([0, 1, 2])
-    captions = [["a cat", "the cat"], ["a dog"], ["a bird", "the bird"]]
-    result = evaluation.retrieval(model, word_tokenizer, images_of(labels), captions)
-    assert result["i2t_recall@1"] == 1.0 and result["t2i_recall@1"] == 1.0
+    assert result["t2i_recall@2"] == 1.0
 
 
+def test_retrieval_on_a_model_that_knows_the_answer():
+    model, images = OneHotModel(), images_of([0, 1, 2])
+    # Image 2 (a bird) is captioned "a fish": it ties with every caption, a miss at 1.
+    captions = [["a cat", "the cat"], ["a dog"], ["a fish"]]
+    result = evaluation.retrieval(model, word_tokenizer, images, captions, ks=(1, 5))
+    assert result["i2t_recall@1"] == pytest.approx(2 / 3)
+    assert result["t2i_recall@1"] == pytest.approx(3 / 4)
+    assert result["i2t_recall@5"] == 1.0 and result["t2i_recall@5"] == 1.0
+    # An (N, C) array with empty padding, and one str per image, give the same.
+    padded = np.array([["a cat", "the cat"], ["a dog", ""], ["a fish", ""]], dtype=object)
+    assert evaluation.retrieval(model, word_tokenizer, images, padded, ks=(1, 5)) == result
+    single = evaluation.retrieval(model, word_tokenizer, images, ["a cat", "a dog", "a bird"])
+    assert single["i2t_recall@1"] == 1.0 and single["t2i_recall@1"] == 1.0
+    with pytest.raises(ValueError, match="lengths"):
+        evaluation.retrieval(model, word_tokenizer, images, ["a cat", "a dog"])
+    with pytest.raises(ValueError, match="No tokenizer"):
+        evaluation.retrieval(model, None, images, captions)
+
+
+# -------------------------------------------------------------------- segmentation
 def test_miou_against_a_hand_computed_confusion_matrix():
     truth = np.array([[0, 1, 1], [2, 2, 0]])
     prediction = np.array([[1, 1, 2], [2, 1, 0]])
     confusion = evaluation.confusion_matrix(truth, prediction, 3)
     np.testing.assert_array_equal(confusion, [[1, 1, 0], [0, 1, 1], [0, 1, 1]])
-    iou = evaluation.iou_from_confusion(confusion)
-    np.testing.assert_allclose(iou, [1 / 2, 1 / 4, 1 / 3])
+    np.testing.assert_allclose(evaluation.iou_from_confusion(confusion), [1 / 2, 1 / 4, 1 / 3])
     ignored = evaluation.confusion_matrix(truth, prediction, 3, ignore=0)
     np.testing.assert_array_equal(ignored, [[0, 0, 0], [0, 1, 1], [0, 1, 1]])
+    iou = evaluation.iou_from_confusion(ignored)
+    assert np.isnan(iou[0]) and np.allclose(iou[1:], [1 / 3, 1 / 3])
 
 
 def test_zero_shot_segmentation_on_known_features():
@@ -131,33 +193,75 @@ def test_zero_shot_segmentation_on_known_features():
     masks = np.array([[[0, 1], [2, 1]], [[3, 3], [0, 2]]])
     # Pixel value = class index / 10; background pixels look like "fish" (class 3).
     images = np.repeat(np.where(masks > 0, masks - 1, 3)[..., None] / 10.0, 3, axis=-1)
+    result = evaluation.zero_shot_segmentation(model, word_tokenizer, images, masks, CLASSES)
+    assert result == {"miou": 1.0, "pixel_accuracy": 1.0, **{f"iou/{c}": 1.0 for c in CLASSES[:3]}}
+    # Scored with a background prompt class (it embeds as index 7, so it never wins): the two
+    # background pixels predicted "fish" make background IoU 0 and fish IoU 0.
     result = evaluation.zero_shot_segmentation(
-        model, word_tokenizer, images, masks, OneHotModel.classes
+        model, word_tokenizer, images, masks, CLASSES, background="include"
     )
-    assert result["miou"] == 1.0 and result["pixel_accuracy"] == 1.0
-    assert set(result) == {"miou", "pixel_accuracy", "iou/cat", "iou/dog", "iou/bird"}
-    # With the background scored, the two background pixels predicted "fish" cost IoU.
+    assert result["iou/background"] == 0.0 and result["iou/fish"] == 0.0
+    assert result["pixel_accuracy"] == pytest.approx(6 / 8)
+    assert result["miou"] == pytest.approx((0 + 1 + 1 + 1 + 0) / 5)
+    assert "iou/frog" not in result  # never in the truth nor predicted
+    # One cat pixel predicted dog; a bird predicted on a background pixel is not scored.
+    masks = np.array([[[1, 1], [2, 0]]])
+    images = np.repeat(np.array([[[0, 1], [1, 2]]])[..., None] / 10.0, 3, axis=-1)
     result = evaluation.zero_shot_segmentation(
-        model, word_tokenizer, images, masks, OneHotModel.classes, background="include"
+        model, word_tokenizer, images, masks, CLASSES, batch_size=1
     )
-    assert result["iou/background"] == 0.0 and result["pixel_accuracy"] == pytest.approx(6 / 8)
-    np.testing.assert_allclose(result["miou"], (0 + 1 + 1 + 1 + 0) / 5)
+    assert result == {"miou": 0.5, "pixel_accuracy": 2 / 3, "iou/cat": 0.5, "iou/dog": 0.5}
+    labels = evaluation.segment(model, word_tokenizer, images, CLASSES)
+    np.testing.assert_array_equal(labels, [[[1, 2], [2, 3]]])
 
 
+def test_segmentation_errors():
+    model, masks = OneHotModel(), np.zeros((2, 4, 4), int)
+    images = images_of([0, 1])
+    with pytest.raises(ValueError, match="lengths"):
+        evaluation.zero_shot_segmentation(model, word_tokenizer, images, masks[:1], CLASSES)
+    with pytest.raises(ValueError, match="Mask values"):
+        evaluation.zero_shot_segmentation(model, word_tokenizer, images, masks + 6, CLASSES)
+    with pytest.raises(ValueError, match="background must be"):
+        evaluation.zero_shot_segmentation(
+            model, word_tokenizer, images, masks, CLASSES, background="yes"
+        )
+    with pytest.raises(ValueError, match="No pixels"):  # all background, ignored
+        evaluation.zero_shot_segmentation(model, word_tokenizer, images, masks, CLASSES)
+
+
+# ------------------------------------------------------------------------ few-shot
 def test_ridge_matches_a_direct_solve():
     rng = np.random.default_rng(0)
-    features = rng.normal(size=(30, 5))
-    labels = rng.integers(0, 3, 30)
-    weights, mean, std = evaluation.fit_ridge(features, labels, 3, l2_regularization=2.0)
-    x = np.concatenate(
-        [(features - features.mean(0)) / (features.std(0) + 1e-6), np.ones((30, 1))], 1
-    )
-    y = 2 * np.eye(3)[labels] - 1
-    np.testing.assert_allclose(
-        weights, np.linalg.solve(x.T @ x + 2.0 * np.eye(6), x.T @ y), rtol=1e-8
-    )
-    predictions = evaluation.predict_ridge(weights, mean, std, features)
-    np.testing.assert_array_equal(predictions, np.argmax(x @ weights, 1))
+    for n in (30, 4):  # the primal (N >= D) and the dual (N < D) solution
+        features = rng.normal(size=(n, 5))
+        labels = np.arange(n) % 3
+        weights, mean, std = evaluation.fit_ridge(features, labels, 3, l2_regularization=2.0)
+        std_expected = features.std(0) + 1e-5
+        x = np.concatenate(
+            [(features - features.mean(0)) / std_expected, np.full((n, 1), 100.0)], 1
+        )
+        y = 2 * np.eye(3)[labels] - 1
+        expected = np.linalg.solve(x.T @ x + 2.0 * np.eye(6), x.T @ y)
+        np.testing.assert_allclose(weights, expected, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(std, std_expected[None])
+        test = rng.normal(size=(7, 5))
+        x_test = np.concatenate([(test - mean) / std, np.full((7, 1), 100.0)], 1)
+        predictions = evaluation.predict_ridge(weights, mean, std, test)
+        np.testing.assert_array_equal(predictions, np.argmax(x_test @ expected, 1))
+        accuracy = evaluation.fewshot_accuracy(features, labels, test, predictions, 3, 2.0)
+        assert accuracy == 1.0
+
+
+def test_shot_sampling_is_seeded_and_nested():
+    labels = np.repeat(np.arange(3), 10)
+    one = evaluation.sample_shots(labels, 1, seed=0, num_classes=3)
+    five = evaluation.sample_shots(labels, 5, seed=0, num_classes=3)
+    assert len(one) == 3 and len(five) == 15
+    np.testing.assert_array_equal(np.bincount(labels[five]), [5, 5, 5])
+    assert set(one) <= set(five)
+    np.testing.assert_array_equal(five, evaluation.sample_shots(labels, 5, 0, 3))
+    assert not np.array_equal(five, evaluation.sample_shots(labels, 5, 1, 3))
 
 
 def test_few_shot_is_exact_on_separable_features():
@@ -165,29 +269,71 @@ def test_few_shot_is_exact_on_separable_features():
     train = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2])
     test = np.array([2, 1, 0, 0])
     result = evaluation.few_shot_classification(
-        model,
-        images_of(train),
-        train,
-        images_of(test),
-        test,
-        shots=(1, 3),
-        seeds=2,
-        l2_regularization=0.1,
+        model, images_of(train), train, images_of(test), test, shots=(1, 3), seeds=2
     )
+    assert set(result) == {
+        f"{k}shot_{s}" for k in (1, 3) for s in ("mean", "std", "seed0", "seed1")
+    }
     assert result["1shot_mean"] == 1.0 and result["3shot_std"] == 0.0
     with pytest.raises(ValueError, match="4-shot needs 4"):
         evaluation.few_shot_classification(
             model, images_of(train), train, images_of(test), test, shots=(4,)
         )
+    with pytest.raises(ValueError, match="lengths"):
+        evaluation.few_shot_classification(
+            model, images_of(train), train[:3], images_of(test), test, shots=(1,)
+        )
+    with pytest.raises(ValueError, match="test labels must be in"):
+        evaluation.few_shot_classification(
+            model, images_of(train), train, images_of(test), test + 1, shots=(1,), num_classes=3
+        )
 
 
-def test_every_evaluation_runs_on_a_real_model(tmp_path):
-    model = tiny_model()
+def test_label_and_input_errors():
+    model = OneHotModel()
+    with pytest.raises(ValueError, match="labels must be in"):
+        evaluation.zero_shot_classification(model, word_tokenizer, images_of([4]), [4], CLASSES[:3])
+    with pytest.raises(ValueError, match="lengths"):
+        evaluation.zero_shot_classification(model, word_tokenizer, images_of([0, 1]), [0], CLASSES)
+    with pytest.raises(ValueError, match="No tokenizer"):
+        evaluation.zero_shot_classification(model, None, images_of([0]), [0], CLASSES)
+    with pytest.raises(ValueError, match="Pass label"):
+        evaluation.zero_shot_classification(
+            model, word_tokenizer, images_of([0]), class_names=CLASSES
+        )
+    with pytest.raises(KeyError, match="label"):
+        evaluation.zero_shot_classification(
+            model, word_tokenizer, {"image": images_of([0])}, class_names=CLASSES
+        )
+
+
+def test_non_finite_embeddings_are_errors_not_hits():
+    class NanModel(OneHotModel):  # NaN scores compare False: they must not count as hits
+        def encode_image(self, images):
+            return np.full((len(images), 8), np.nan, np.float32)
+
+        def dense_image_features(self, images, source="map_values"):
+            return np.full((*np.shape(images)[:3], 8), np.nan, np.float32)
+
+    model, images = NanModel(), images_of([0, 1])
+    with pytest.raises(FloatingPointError, match="non-finite image embeddings"):
+        evaluation.zero_shot_classification(model, word_tokenizer, images, [0, 1], CLASSES)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        evaluation.retrieval(model, word_tokenizer, images, ["a cat", "a dog"])
+    with pytest.raises(FloatingPointError, match="non-finite dense features"):
+        evaluation.zero_shot_segmentation(
+            model, word_tokenizer, images, np.ones((2, 4, 4), int), CLASSES
+        )
+
+
+# ---------------------------------------------------------------- on a real model
+def test_every_evaluation_runs_on_a_real_model(real_model, tmp_path):
+    model = real_model
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (12, 40, 40, 3), dtype=np.uint8)  # resized to 32
     labels = np.arange(12) % 3
     names = ["cat", "dog", "bird"]
-    masks = rng.integers(0, 4, (12, 40, 40))
+    masks = rng.integers(0, 4, (12, 20, 24))  # any mask size: scores are upsampled to it
     results = {}
     results.update(
         evaluation.zero_shot_classification(model, word_tokenizer, images, labels, names)
@@ -197,30 +343,88 @@ def test_every_evaluation_runs_on_a_real_model(tmp_path):
             model, images, labels, images, labels, shots=(2,), seeds=2
         )
     )
-    results.update(
-        evaluation.retrieval(model, word_tokenizer, images, [f"a {names[i]}" for i in labels])
-    )
-    results.update(evaluation.zero_shot_segmentation(model, word_tokenizer, images, masks, names))
+    captions = [[f"a {names[i]}", f"the {names[i]}"] for i in labels]
+    results.update(evaluation.retrieval(model, word_tokenizer, images, captions))
+    for background in ("ignore", "include"):
+        results.update(
+            evaluation.zero_shot_segmentation(
+                model, word_tokenizer, images, masks, names, background=background, batch_size=6
+            )
+        )
+    assert {"top1", "2shot_mean", "i2t_recall@10", "t2i_recall@1", "miou"} <= set(results)
     for key, value in results.items():
-        assert np.isfinite(value) and 0.0 <= value <= 1.0, key
-    predictions = evaluation.segment(model, word_tokenizer, images[:3], names)
+        assert isinstance(value, float) and np.isfinite(value) and 0.0 <= value <= 1.0, key
+    predictions = evaluation.segment(model, word_tokenizer, images[:3], names, source="tokens")
     assert predictions.shape == (3, 40, 40) and predictions.min() >= 1
+    assert predictions.max() <= 3
     path = evaluation.plot_segmentation(
-        images[:3], predictions, masks[:3], names, str(tmp_path / "seg.png")
+        images[:3],
+        predictions,
+        rng.integers(0, 4, (3, 40, 40)),
+        names,
+        str(tmp_path / "s.png"),
+        captions=["a cat", "a dog", "a bird"],
     )
     assert os.path.getsize(path) > 1000
+    with pytest.raises(ValueError, match="Token ids must be in"):
+        evaluation.class_embeddings(model, lambda texts: np.full((len(texts), 4), 10**6), names)
 
 
-def test_callback_writes_history_and_tensorboard(tmp_path):
-    model = tiny_model()
-    model.compile()
-    batch = model.example_batch(4)
-    callback = evaluation.EvaluationCallback(
-        {"probe": lambda m: {"norm": float(np.linalg.norm(keras.ops.convert_to_numpy(m.center)))}},
-        log_dir=str(tmp_path / "tb"),
+def test_compiled_calls_follow_the_weights(real_model):
+    model = real_model
+    images = np.random.default_rng(1).random((3, 32, 32, 3), dtype=np.float32)
+    before = evaluation.embed_images(model, images)
+    np.testing.assert_allclose(
+        before, keras.ops.convert_to_numpy(model.encode_image(images)), atol=1e-5
     )
-    history = model.fit(batch, batch_size=4, epochs=2, verbose=0, callbacks=[callback]).history
-    assert len(history["probe/norm"]) == 2 and history["probe/norm"][1] > 0
+    weights = model.get_weights()
+    model.set_weights([w * 1.5 if w.ndim == 2 else w for w in weights])
+    after = evaluation.embed_images(model, images)
+    np.testing.assert_allclose(
+        after, keras.ops.convert_to_numpy(model.encode_image(images)), atol=1e-5
+    )
+    assert np.abs(after - before).max() > 1e-3
+    model.set_weights(weights)
+
+
+def test_callback_writes_history_and_tensorboard(real_model, tmp_path):
+    model = real_model
+    # Tracing the SILC train step takes TensorFlow most of a minute on a CPU; the callback
+    # does not care how the steps run.
+    model.compile(run_eagerly=keras.backend.backend() == "tensorflow")
+    batch = model.example_batch(4)
+    images = np.random.default_rng(0).random((6, 32, 32, 3), dtype=np.float32)
+    zero_shot = functools.partial(
+        evaluation.zero_shot_classification,
+        tokenizer=word_tokenizer,
+        images=images,
+        labels=np.arange(6) % 2,
+        class_names=["cat", "dog"],
+    )
+    calls = []
+
+    def probe(m):
+        calls.append(int(keras.ops.convert_to_numpy(m.optimizer.iterations)))
+        return {"center_norm": float(np.linalg.norm(keras.ops.convert_to_numpy(m.center)))}
+
+    per_epoch = evaluation.EvaluationCallback(
+        {"zero_shot": zero_shot, "probe": probe}, log_dir=str(tmp_path / "tb")
+    )
+    per_step = evaluation.EvaluationCallback([probe], every_n_steps=2, prefix="step/")
+    history = model.fit(
+        batch, batch_size=4, epochs=2, verbose=0, callbacks=[per_epoch, per_step]
+    ).history
+    assert len(history["eval/zero_shot/top1"]) == 2
+    assert len(history["eval/probe/center_norm"]) == 2 and history["eval/probe/center_norm"][1] > 0
+    # One step per epoch: the per-step callback runs once, at step 2, and the second epoch's
+    # logs carry its results.
+    assert [step for step, _ in per_step.results] == [2]
+    assert len(history["step/probe/center_norm"]) == 1
+    assert sorted(calls) == [1, 2, 2]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tb"))
     path = evaluation.plot_metrics(history, str(tmp_path / "curves.png"))
+    assert os.path.getsize(path) > 1000
+    path = evaluation.plot_metrics(
+        {"miou": [(100, 0.1), (200, 0.3)]}, str(tmp_path / "steps.png"), x_label="step"
+    )
     assert os.path.getsize(path) > 1000

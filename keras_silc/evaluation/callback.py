@@ -1,58 +1,141 @@
-"""Evaluations during training, into the History and TensorBoard."""
+"""Evaluations during `fit`, written into the epoch logs (History, CSVLogger, Keras's own
+TensorBoard callback) and, with `log_dir`, straight into TensorBoard."""
+
+import functools
 
 import keras
 
 
+def _name(fn):
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
 class EvaluationCallback(keras.callbacks.Callback):
-    """Runs `evaluations` (name -> fn(model) -> dict of floats) every N epochs or steps.
+    """Runs evaluations on `self.model` every N epochs (or every N optimizer steps).
 
-    Results are written into the epoch logs as "<name>/<metric>" (so into History, CSVLogger
-    and Keras's TensorBoard callback when it comes later in the list) and, with `log_dir`, as
-    TensorBoard scalars at the current optimizer step.
+    An evaluation is a callable `fn(model) -> dict of floats`, e.g. a `functools.partial` of
+    `zero_shot_classification` with everything but the model bound. Its results go into the
+    epoch logs as "<prefix><name>/<metric>" (so they land in `History.history`), into
+    `self.latest`/`self.results`, and, with `log_dir`, into a TensorBoard event file at the
+    optimizer step.
 
-        EvaluationCallback({"zero_shot": lambda m: zero_shot_classification(m, ...)},
-                           every_n_epochs=1, log_dir="runs/x/tensorboard")
+    Args:
+        evaluations: a dict name -> fn(model), or a list of such callables (named by their
+            function's `__name__`).
+        every_n_epochs: run after every N-th epoch (ignored when `every_n_steps` is set).
+        every_n_steps: run every N optimizer steps instead; each epoch's logs then carry the
+            latest results.
+        log_dir: a TensorBoard log directory (a `tf.summary` file writer), or None.
+        prefix: prepended to every key (default "eval/").
+
+    Example:
+
+    ```python
+    evaluate = functools.partial(
+        evaluation.zero_shot_classification,
+        tokenizer=tokenizer, images=x, labels=y, class_names=names)
+    callback = EvaluationCallback({"zero_shot": evaluate}, log_dir="runs/x/tensorboard")
+    history = model.fit(data, epochs=10, callbacks=[callback])
+    history.history["eval/zero_shot/top1"]
+    ```
     """
 
-    def __init__(self, evaluations, every_n_epochs=1, every_n_steps=None, log_dir=None):
+    def __init__(
+        self, evaluations, every_n_epochs=1, every_n_steps=None, log_dir=None, prefix="eval/"
+    ):
         super().__init__()
+        if callable(evaluations):
+            evaluations = [evaluations]
+        if not isinstance(evaluations, dict):
+            named = {}
+            for fn in evaluations:
+                name, i = _name(fn), 1
+                while name in named:
+                    i += 1
+                    name = f"{_name(fn)}_{i}"
+                named[name] = fn
+            evaluations = named
+        for name, fn in evaluations.items():
+            if not callable(fn):
+                raise TypeError(f"Evaluation {name!r} is not callable: {fn!r}.")
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}.")
         self.evaluations = dict(evaluations)
         self.every_n_epochs = every_n_epochs
         self.every_n_steps = every_n_steps
         self.log_dir = log_dir
+        self.prefix = prefix
         self.latest = {}
+        self.results = []  # (step, results) of every run
         self._writer = None
+        self._step = 0
+        self._epoch_start = 0
 
-    def _run(self):
+    def evaluate(self, step=None):
+        """Runs every evaluation now; returns and records the prefixed results."""
+        model = self.model
+        if step is None:
+            step = self._optimizer_step(model)
         results = {}
         for name, fn in self.evaluations.items():
-            for key, value in fn(self.model).items():
-                results[f"{name}/{key}"] = float(value)
+            values = fn(model)
+            if not isinstance(values, dict):
+                raise TypeError(
+                    f"Evaluation {name!r} returned {type(values).__name__}, not a dict."
+                )
+            for key, value in values.items():
+                results[f"{self.prefix}{name}/{key}"] = float(value)
         self.latest = results
+        self.results.append((step, results))
         if self.log_dir:
-            import tensorflow as tf
-
-            if self._writer is None:
-                self._writer = tf.summary.create_file_writer(self.log_dir)
-            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-            with self._writer.as_default():
-                for key, value in results.items():
-                    tf.summary.scalar(key, value, step=step)
-            self._writer.flush()
+            self._write(results, step)
         return results
 
+    def _write(self, results, step):
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            for key, value in results.items():
+                tf.summary.scalar(key, value, step=step)
+        self._writer.flush()
+
+    @staticmethod
+    def _optimizer_step(model):
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is None:
+            return 0
+        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+
+    def on_train_begin(self, logs=None):
+        self._step = self._optimizer_step(self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._step
+
     def on_train_batch_end(self, batch, logs=None):
-        if self.every_n_steps:
-            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-            if step % self.every_n_steps == 0:
-                self._run()
+        # The step comes from `batch` (the last step index of the epoch run so far, right
+        # with steps_per_execution > 1), not from the optimizer: on JAX, touching
+        # `self.model` mid-epoch syncs the whole training state to the host.
+        step = self._epoch_start + batch + 1
+        previous, self._step = self._step, step
+        if self.every_n_steps and step // self.every_n_steps > previous // self.every_n_steps:
+            self.evaluate(step)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.every_n_steps:
             results = self.latest
         elif self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0:
-            results = self._run()
+            results = self.evaluate()
         else:
             results = {}
         if logs is not None:
             logs.update(results)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

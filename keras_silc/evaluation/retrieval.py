@@ -1,39 +1,133 @@
-"""Image-text retrieval Recall@K, as big_vision's retrieval evaluator, with several captions
-per image: an image query hits when any of its captions is in the top K; a caption query hits
-when its image is in the top K."""
+"""Image-text retrieval Recall@K both ways, as big_vision's retrieval evaluators
+(`big_vision/evaluators/proj/image_text/retrieval.py`, `image_text_retrieval.py`), with several
+captions per image (COCO, Flickr30k):
+
+- image -> text: an image query is a hit at K when any of its captions is among the K captions
+  most similar to it;
+- text -> image: a caption query is a hit at K when its image is among the K most similar images.
+
+Similarities are cosines of the L2-normalised embeddings, computed in row chunks so that the
+(images x captions) matrix never has to exist at once. Exact ties count against the query.
+"""
 
 import numpy as np
 
+from keras_silc.evaluation.common import as_text
+from keras_silc.evaluation.common import batches
 from keras_silc.evaluation.common import embed_images
 from keras_silc.evaluation.common import embed_texts
+from keras_silc.evaluation.common import num_rows
+from keras_silc.evaluation.common import progress
 from keras_silc.evaluation.common import resolve_tokenizer
+from keras_silc.evaluation.common import source_from
+
+# Scores within this of a query's own score count as ties (one chunk's matmul and a row dot
+# product round differently).
+_TIE = 1e-6
 
 
-def recall_at_k(similarity, caption_owner, ks=(1, 5, 10)):
-    """similarity (N images, M captions); caption_owner (M,) the image of each caption."""
-    caption_owner = np.asarray(caption_owner)
+def _ranks(similarity_rows, num_images, caption_owner, own_scores, chunk=1024):
+    """(image ranks (N,), caption ranks (M,)): how many wrong candidates score at least as
+    high as the best right one. `similarity_rows(start, stop)` gives rows of the (N, M) matrix."""
+    image_rank = np.zeros(num_images, np.int64)
+    caption_rank = np.zeros(len(caption_owner), np.int64)
+    for start in range(0, num_images, chunk):
+        stop = min(start + chunk, num_images)
+        similarity = similarity_rows(start, stop)
+        mine = caption_owner[None, :] == np.arange(start, stop)[:, None]
+        best_own = np.where(mine, similarity, -np.inf).max(axis=1, initial=-np.inf)
+        image_rank[start:stop] = np.sum((similarity >= best_own[:, None]) & ~mine, axis=1)
+        caption_rank += np.sum((similarity >= own_scores[None, :] - _TIE) & ~mine, axis=0)
+    return image_rank, caption_rank
+
+
+def _recalls(image_rank, caption_rank, ks):
     results = {}
-    image_ranking = np.argsort(-similarity, axis=1)  # captions per image
-    text_ranking = np.argsort(-similarity.T, axis=1)  # images per caption
     for k in ks:
-        owners = caption_owner[image_ranking[:, :k]]
-        hits = np.any(owners == np.arange(len(similarity))[:, None], axis=1)
-        results[f"i2t_recall@{k}"] = float(np.mean(hits))
-        hits = np.any(text_ranking[:, :k] == caption_owner[:, None], axis=1)
-        results[f"t2i_recall@{k}"] = float(np.mean(hits))
+        results[f"i2t_recall@{k}"] = float(np.mean(image_rank < k))
+    for k in ks:
+        results[f"t2i_recall@{k}"] = float(np.mean(caption_rank < k))
     return results
 
 
-def retrieval(model, tokenizer, images, captions, ks=(1, 5, 10), batch_size=256, verbose=False):
-    """Recall@K both ways; `captions` is N strings or N lists (or an (N, C) array) of them."""
+def recall_at_k(similarity, caption_owner, ks=(1, 5, 10)):
+    """Recall@K of a similarity matrix (N images, M captions); caption_owner (M,) is the
+    index of each caption's image."""
+    similarity = np.asarray(similarity, np.float64)
+    caption_owner = np.asarray(caption_owner)
+    own = similarity[caption_owner, np.arange(len(caption_owner))]
+    ranks = _ranks(lambda a, b: similarity[a:b], len(similarity), caption_owner, own + _TIE)
+    return _recalls(*ranks, ks)
+
+
+def caption_groups(captions):
+    """A list (one per image) of lists of non-empty str captions."""
+    groups = []
+    for entry in captions:
+        if isinstance(entry, str | bytes | np.str_ | np.bytes_) or np.ndim(entry) == 0:
+            entry = [entry]
+        groups.append([as_text(c) for c in np.ravel(np.asarray(entry, dtype=object)) if c])
+    return groups
+
+
+def retrieval(
+    model,
+    tokenizer,
+    images,
+    captions=None,
+    ks=(1, 5, 10),
+    batch_size=256,
+    verbose=False,
+    image_key="image",
+    caption_key="caption",
+):
+    """{"i2t_recall@K", "t2i_recall@K"} for K in `ks`.
+
+    Args:
+        model: a `SilcModel` (anything with `encode_image` / `encode_text`).
+        tokenizer: a callable from a list of str to (N, T) token ids, or None for
+            `model.tokenizer`.
+        images: (N, H, W, 3) uint8 or [0, 1] float images, or a source of dict batches (dict of
+            arrays, `tf.data.Dataset`, iterable) with `image_key` and `caption_key`.
+        captions: N str, or N lists / an (N, C) array of str (empty strings are skipped):
+            the captions of each image.
+    """
     tokenizer = resolve_tokenizer(model, tokenizer)
-    groups = [[c] if isinstance(c, str) else [str(x) for x in c if str(x)] for c in list(captions)]
-    if len(groups) != len(images):
-        raise ValueError(f"{len(images)} images but {len(groups)} caption entries.")
+    if captions is not None and not isinstance(captions, np.ndarray):
+        captions = _ragged(captions)
+    source = source_from(images, (captions,), (image_key, caption_key))
+    total = num_rows(source, image_key)
+    bar = progress(None if total is None else -(-total // batch_size), verbose, "image batch")
+    image_embeddings, groups = [], []
+    for batch in batches(source, (image_key, caption_key), batch_size):
+        if len(batch[caption_key]) != len(batch[image_key]):
+            raise ValueError("Every image needs its captions.")
+        image_embeddings.append(embed_images(model, batch[image_key], batch_size))
+        groups.extend(caption_groups(batch[caption_key]))
+        if bar is not None:
+            bar.add(1)
+    if not groups:
+        raise ValueError("No images to evaluate.")
+    empty = [i for i, g in enumerate(groups) if not g]
+    if empty:
+        raise ValueError(f"Images {empty[:10]} have no (non-empty) caption.")
+    image_embeddings = np.concatenate(image_embeddings)
     flat = [caption for group in groups for caption in group]
     owner = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
-    similarity = (
-        embed_images(model, images, batch_size, verbose)
-        @ embed_texts(model, tokenizer, flat, batch_size).T
+    text_embeddings = embed_texts(model, tokenizer, flat, batch_size, verbose)
+    own = np.sum(image_embeddings[owner] * text_embeddings, axis=1)
+    ranks = _ranks(
+        lambda a, b: image_embeddings[a:b] @ text_embeddings.T,
+        len(image_embeddings),
+        owner,
+        own,
     )
-    return recall_at_k(similarity, owner, ks)
+    return _recalls(*ranks, ks)
+
+
+def _ragged(captions):
+    """A 1-d object array of per-image captions (a str or a list of str each)."""
+    out = np.empty(len(captions), dtype=object)
+    for i, c in enumerate(captions):
+        out[i] = c if isinstance(c, str | bytes) else list(c)
+    return out

@@ -1,41 +1,109 @@
-"""Zero-shot segmentation, the paper's protocol: dense features from the MAP head's value
-path (option: the last block's tokens), cosine similarity with prompt-averaged class text
-embeddings, bilinear upsampling to the mask size, argmax, no post-refinement. mIoU is over the
-classes present, without the background class by default.
+"""Zero-shot semantic segmentation, the paper's protocol (SILC section 4.3: TCL's evaluation
+without the background class, no post-refinement):
 
-Masks use 0 for background and c + 1 for class c.
+1. dense features: every patch token goes through the MAP head's value path (value and output
+   projections, then the head's LayerNorm + MLP residual and the projection to the shared
+   space), L2-normalised: `model.dense_image_features(images, source="map_values")`
+   (`source="tokens"` reads the last encoder block instead, for comparison);
+2. class embeddings: prompt-averaged, renormalised text embeddings (as zero-shot
+   classification);
+3. cosine similarity per patch, bilinearly upsampled to the mask's resolution, argmax over
+   classes; no post-refinement (no PAMR, no CRF);
+4. one confusion matrix accumulated over the whole set; IoU_c = TP / (TP + FP + FN); mIoU over
+   the classes that occur (in the truth or the predictions).
+
+Masks use 0 for background and c + 1 for class c (the Fashion scenes convention). With
+`background="ignore"` (the paper's "mIoU without background") the prediction is among the C
+classes and only pixels whose truth is not background are scored. With `"include"` a
+background class (the prompts filled with `background_name`) competes with the others and
+every pixel is scored over C + 1 classes.
 """
 
 import keras
 import numpy as np
 
 from keras_silc.evaluation.common import as_float_images
+from keras_silc.evaluation.common import batches
+from keras_silc.evaluation.common import check_finite
 from keras_silc.evaluation.common import image_size
+from keras_silc.evaluation.common import model_fn
+from keras_silc.evaluation.common import num_rows
+from keras_silc.evaluation.common import progress
+from keras_silc.evaluation.common import source_from
 from keras_silc.evaluation.zero_shot import DEFAULT_TEMPLATES
 from keras_silc.evaluation.zero_shot import class_embeddings
 
+# Largest (images x H x W x classes) similarity block upsampled at once (float32: 128 MiB).
+_MAX_SCORES = 2**25
+
 
 def confusion_matrix(truth, prediction, num_classes, ignore=None):
-    """(num_classes, num_classes) counts, rows = truth; pixels where truth == ignore skipped."""
-    truth, prediction = np.ravel(truth).astype(np.int64), np.ravel(prediction).astype(np.int64)
-    keep = truth != ignore if ignore is not None else np.ones_like(truth, bool)
-    index = truth[keep] * num_classes + prediction[keep]
+    """(num_classes, num_classes) pixel counts, rows = truth, columns = prediction; pixels
+    whose truth equals `ignore` are skipped."""
+    truth = np.ravel(truth).astype(np.int64)
+    prediction = np.ravel(prediction).astype(np.int64)
+    if truth.shape != prediction.shape:
+        raise ValueError(f"{truth.size} truth pixels but {prediction.size} predicted pixels.")
+    if ignore is not None:
+        keep = truth != ignore
+        truth, prediction = truth[keep], prediction[keep]
+    index = truth * num_classes + prediction
     return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def iou_from_confusion(confusion):
-    """Per-class IoU = TP / (TP + FP + FN); NaN where the class never occurs."""
-    true_positive = np.diag(confusion).astype(np.float64)
+    """(C,) IoU = TP / (TP + FP + FN) per class; NaN where the class occurs nowhere."""
+    confusion = np.asarray(confusion, np.float64)
+    true_positive = np.diag(confusion)
     union = confusion.sum(axis=0) + confusion.sum(axis=1) - true_positive
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, true_positive / union, np.nan)
 
 
-def _scores(model, classes, images, source, out_size):
-    features = model.dense_image_features(images, source=source)  # (N, h, w, J)
-    similarity = keras.ops.einsum("nhwj,cj->nhwc", features, keras.ops.convert_to_tensor(classes))
-    similarity = keras.ops.image.resize(similarity, out_size, interpolation="bilinear")
-    return keras.ops.convert_to_numpy(keras.ops.argmax(similarity, axis=-1))
+def _label_maps(out_size, source):
+    def fn(model, images, classes):
+        features = model.dense_image_features(images, source=source)  # (N, h, w, J)
+        features = keras.ops.cast(features, "float32")
+        similarity = keras.ops.einsum("nhwj,cj->nhwc", features, classes)
+        similarity = keras.ops.image.resize(similarity, out_size, interpolation="bilinear")
+        finite = keras.ops.all(keras.ops.isfinite(similarity), axis=-1)
+        return keras.ops.where(finite, keras.ops.argmax(similarity, axis=-1), -1)
+
+    return fn
+
+
+def _predict(model, images, classes, source, out_size, batch_size):
+    """(N, H, W) int argmax class indices of images (one array) against (K, J) classes."""
+    out_size = tuple(int(s) for s in out_size)
+    fn = model_fn(model, f"segment/{source}/{out_size}", _label_maps(out_size, source))
+    size = image_size(model)
+    step = max(1, min(batch_size, _MAX_SCORES // (out_size[0] * out_size[1] * len(classes))))
+    maps = [
+        fn(as_float_images(images[start : start + step], size), classes)
+        for start in range(0, len(images), step)
+    ]
+    maps = np.concatenate(maps).astype(np.int32)
+    if maps.size and maps.min() < 0:
+        check_finite(np.array([np.nan]), "dense features")
+    return maps
+
+
+def _check_background(background):
+    if background not in ("ignore", "include"):
+        raise ValueError(f"background must be 'ignore' or 'include', got {background!r}.")
+
+
+def _class_table(model, tokenizer, class_names, templates, background, background_name):
+    names = list(class_names) + ([background_name] if background == "include" else [])
+    return class_embeddings(model, tokenizer, names, templates).astype(np.float32)
+
+
+def _to_labels(argmax, num_classes, background):
+    """Class index -> mask convention: c + 1 for class c, 0 for the background class."""
+    labels = argmax + 1
+    if background == "include":
+        labels[argmax == num_classes] = 0
+    return labels
 
 
 def segment(
@@ -45,74 +113,102 @@ def segment(
     class_names,
     templates=DEFAULT_TEMPLATES,
     source="map_values",
-    background=None,
+    background="ignore",
+    background_name="background",
     out_size=None,
     batch_size=64,
 ):
-    """Predicted label maps (N, H, W): c + 1 for class c, 0 where `background` (a prompt
-    name such as "background") wins; without `background` every pixel gets a class."""
-    images_np = np.asarray(images)
-    out_size = out_size or images_np.shape[1:3]
-    names = list(class_names) + ([background] if background else [])
-    classes = class_embeddings(model, tokenizer, names, templates)
-    size = image_size(model)
-    maps = []
-    for start in range(0, len(images_np), batch_size):
-        batch = as_float_images(images_np[start : start + batch_size], size)
-        maps.append(_scores(model, classes, batch, source, tuple(out_size)))
-    labels = np.concatenate(maps) + 1
-    if background:
-        labels[labels == len(names)] = 0
-    return labels.astype(np.int32)
+    """Zero-shot label maps (N, H, W) int32 in the mask convention: c + 1 for class c, and 0
+    where the background prompt wins (only with `background="include"`).
+
+    Args:
+        images: (N, H, W, 3) uint8 or [0, 1] float images.
+        class_names: the C class names.
+        source: "map_values" (the paper) or "tokens" (the last encoder block).
+        out_size: (H, W) of the maps; default the images' own size.
+    """
+    _check_background(background)
+    images = np.asarray(images)
+    out_size = out_size or images.shape[1:3]
+    classes = _class_table(model, tokenizer, class_names, templates, background, background_name)
+    argmax = _predict(model, images, classes, source, out_size, batch_size)
+    return _to_labels(argmax, len(class_names), background)
 
 
 def zero_shot_segmentation(
     model,
     tokenizer,
     images,
-    masks,
-    class_names,
+    masks=None,
+    class_names=None,
     templates=DEFAULT_TEMPLATES,
     source="map_values",
     background="ignore",
     background_name="background",
     batch_size=64,
+    verbose=False,
+    image_key="image",
+    mask_key="mask",
 ):
-    """{"miou", "pixel_accuracy", "iou/<class>"...} over all images.
+    """{"miou", "pixel_accuracy", "iou/<class>"...} over all images (one confusion matrix).
 
-    background="ignore": predict among the C classes and score pixels whose truth is not
-    background (mIoU without background, the paper's number). "include": add a background
-    prompt and score every pixel over C + 1 classes.
+    Args:
+        model: a `SilcModel` (anything with `encode_text` / `dense_image_features`).
+        tokenizer: a callable from a list of str to (N, T) token ids, or None for
+            `model.tokenizer`.
+        images: (N, H, W, 3) uint8 or [0, 1] float images, or a source of dict batches (dict of
+            arrays, `tf.data.Dataset`, iterable) with `image_key` and `mask_key`.
+        masks: (N, H, W) int: 0 background, c + 1 for class c; any resolution (the scores
+            are upsampled to it).
+        class_names: the C class names.
+        source: "map_values" (the paper) or "tokens".
+        background: "ignore" (score non-background pixels among the C classes: the paper's
+            mIoU) or "include" (a background prompt class; every pixel over C + 1 classes).
+        background_name: the class name put into the templates for the background.
     """
-    masks = np.asarray(masks)
-    if len(masks) != len(images):
-        raise ValueError(f"{len(images)} images but {len(masks)} masks.")
-    if background not in ("ignore", "include"):
-        raise ValueError(f"background must be 'ignore' or 'include', got {background!r}.")
-    num_classes = len(class_names) + 1
-    if masks.max() >= num_classes:
-        raise ValueError(f"Mask values must be in [0, {num_classes}) (0 = background).")
-    predictions = segment(
-        model,
-        tokenizer,
-        images,
-        class_names,
-        templates,
-        source,
-        background=background_name if background == "include" else None,
-        out_size=masks.shape[1:3],
-        batch_size=batch_size,
-    )
-    ignore = 0 if background == "ignore" else None
-    confusion = confusion_matrix(masks, predictions, num_classes, ignore=ignore)
+    _check_background(background)
+    if class_names is None:
+        raise ValueError("class_names is required.")
+    class_names = list(class_names)
+    num_labels = len(class_names) + 1
+    source_data = source_from(images, (masks,), (image_key, mask_key))
+    classes = _class_table(model, tokenizer, class_names, templates, background, background_name)
+    confusion = np.zeros((num_labels, num_labels), np.int64)
+    total = num_rows(source_data, image_key)
+    bar = progress(None if total is None else -(-total // batch_size), verbose, "image batch")
+    for batch in batches(source_data, (image_key, mask_key), batch_size):
+        batch_masks = np.asarray(batch[mask_key])
+        if batch_masks.ndim == 4 and batch_masks.shape[-1] == 1:
+            batch_masks = batch_masks[..., 0]
+        if batch_masks.ndim != 3 or len(batch_masks) != len(batch[image_key]):
+            raise ValueError(
+                f"Every image needs one (H, W) mask: {len(batch[image_key])} images, masks of "
+                f"shape {batch_masks.shape}."
+            )
+        if batch_masks.min() < 0 or batch_masks.max() >= num_labels:
+            raise ValueError(
+                f"Mask values must be in [0, {num_labels}) (0 = background, c + 1 = class c "
+                f"of {len(class_names)}); got [{batch_masks.min()}, {batch_masks.max()}]."
+            )
+        argmax = _predict(
+            model, batch[image_key], classes, source, batch_masks.shape[1:3], batch_size
+        )
+        predictions = _to_labels(argmax, len(class_names), background)
+        ignore = 0 if background == "ignore" else None
+        confusion += confusion_matrix(batch_masks, predictions, num_labels, ignore=ignore)
+        if bar is not None:
+            bar.add(1)
+    if confusion.sum() == 0:
+        raise ValueError("No pixels to score (no images, or only background with 'ignore').")
     iou = iou_from_confusion(confusion)
-    scored = iou if background == "include" else iou[1:]
-    names = (["background"] if background == "include" else []) + list(class_names)
+    names = ["background", *class_names]
+    if background == "ignore":
+        iou, names = iou[1:], names[1:]
     results = {
-        "miou": float(np.nanmean(scored)) if np.any(~np.isnan(scored)) else 0.0,
-        "pixel_accuracy": float(np.trace(confusion) / max(confusion.sum(), 1)),
+        "miou": float(np.nanmean(iou)),
+        "pixel_accuracy": float(np.trace(confusion) / confusion.sum()),
     }
-    for name, value in zip(names, scored, strict=True):
+    for name, value in zip(names, iou, strict=True):
         if not np.isnan(value):
             results[f"iou/{name}"] = float(value)
     return results

@@ -1,53 +1,122 @@
-"""Zero-shot classification with prompt ensembling, as big_vision evaluates it.
+"""Zero-shot classification with prompt ensembling, as big_vision's discriminative classifier
+(`big_vision/evaluators/proj/image_text/discriminative_classifier.py`) evaluates it.
 
-Each class name fills every template; the template embeddings are L2-normalised, averaged and
-normalised again; an image's class is the argmax of its cosine similarity with the classes.
+Each class name fills every prompt template; the template embeddings (L2-normalised by the
+text tower) are averaged per class and normalised again; an image's class is the one with the
+highest cosine similarity. Exact ties count against the image (big_vision's argmax would pick
+the lowest class index), so a collapsed model scores 0 and not the frequency of class 0.
 """
 
 import numpy as np
 
+from keras_silc.evaluation.common import batches
 from keras_silc.evaluation.common import embed_images
 from keras_silc.evaluation.common import embed_texts
 from keras_silc.evaluation.common import l2_normalize
+from keras_silc.evaluation.common import num_rows
+from keras_silc.evaluation.common import progress
 from keras_silc.evaluation.common import resolve_tokenizer
+from keras_silc.evaluation.common import source_from
 
-DEFAULT_TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.", "there is a {}.")
+# A short ensemble in the style of CLIP's / big_vision's ImageNet prompts.
+DEFAULT_TEMPLATES = (
+    "a photo of a {}.",
+    "a {}.",
+    "a picture of a {}.",
+    "there is a {}.",
+)
 
 
-def class_embeddings(model, tokenizer, class_names, templates=DEFAULT_TEMPLATES):
-    """(C, J) prompt-averaged, renormalised class embeddings."""
+def class_embeddings(
+    model, tokenizer, class_names, templates=DEFAULT_TEMPLATES, batch_size=256, verbose=False
+):
+    """(C, J) numpy class embeddings: the renormalised mean of the normalised embeddings of
+    every template filled with the class name.
+
+    Args:
+        model: a `SilcModel` (or anything with `encode_text`).
+        tokenizer: a callable from a list of str to (N, T) token ids, or None to use
+            `model.tokenizer`.
+        class_names: C class names.
+        templates: prompt templates with one "{}" each (default: `DEFAULT_TEMPLATES`).
+    """
     tokenizer = resolve_tokenizer(model, tokenizer)
+    templates = tuple(templates) if templates else ("{}",)
+    for template in templates:
+        if "{}" not in template:
+            raise ValueError(f"Prompt template {template!r} has no '{{}}' for the class name.")
+    class_names = list(class_names)
+    if not class_names:
+        raise ValueError("class_names is empty.")
     prompts = [template.format(name) for name in class_names for template in templates]
-    embeddings = l2_normalize(embed_texts(model, tokenizer, prompts))
+    embeddings = l2_normalize(embed_texts(model, tokenizer, prompts, batch_size, verbose))
     embeddings = embeddings.reshape(len(class_names), len(templates), -1).mean(axis=1)
     return l2_normalize(embeddings)
 
 
-def topk_accuracy(scores, labels, k):
-    top = np.argsort(-scores, axis=1)[:, :k]
-    return float(np.mean(np.any(top == np.asarray(labels)[:, None], axis=1)))
+def true_class_rank(scores, labels):
+    """How many other classes score at least as high as the true class (0 = correct)."""
+    labels = np.asarray(labels)
+    true = scores[np.arange(len(scores)), labels]
+    return np.sum(scores >= true[:, None], axis=1) - 1
+
+
+def check_labels(labels, num_classes, what="labels"):
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"{what} must be in [0, {num_classes}) for {num_classes} classes; got values in "
+            f"[{labels.min()}, {labels.max()}]."
+        )
+    return labels.astype(np.int64)
 
 
 def zero_shot_classification(
     model,
     tokenizer,
     images,
-    labels,
-    class_names,
+    labels=None,
+    class_names=None,
     templates=DEFAULT_TEMPLATES,
     batch_size=256,
+    ks=(1, 5),
     verbose=False,
+    image_key="image",
+    label_key="label",
 ):
-    """{"top1", "top5"} accuracy (top-k with k = min(5, C)) of zero-shot classification."""
-    labels = np.asarray(labels)
-    if len(labels) != len(images):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels.")
-    if labels.min() < 0 or labels.max() >= len(class_names):
-        raise ValueError(
-            f"labels must be in [0, {len(class_names)}) for {len(class_names)} class names; "
-            f"got [{labels.min()}, {labels.max()}]."
-        )
-    classes = class_embeddings(model, tokenizer, class_names, templates)
-    scores = embed_images(model, images, batch_size, verbose) @ classes.T
-    k = min(5, len(class_names))
-    return {"top1": topk_accuracy(scores, labels, 1), "top5": topk_accuracy(scores, labels, k)}
+    """Zero-shot top-k accuracy: {"top1": ..., "top5": ...} (top-k only for k <= C).
+
+    Args:
+        model: a `SilcModel` (anything with `encode_image` / `encode_text`).
+        tokenizer: a callable from a list of str to (N, T) token ids, or None for
+            `model.tokenizer`.
+        images: (N, H, W, 3) uint8 or [0, 1] float images (resized to the model's size), or a
+            source of batches: a dict of arrays, a `tf.data.Dataset` or an iterable of dicts
+            with `image_key` and `label_key` (then `labels=None`).
+        labels: (N,) int class indices in [0, C).
+        class_names: the C class names, in label order.
+        templates: prompt templates, averaged per class.
+        ks: the top-k accuracies to report.
+    """
+    if class_names is None:
+        raise ValueError("class_names is required.")
+    class_names = list(class_names)
+    source = source_from(images, (labels,), (image_key, label_key))
+    classes = class_embeddings(model, tokenizer, class_names, templates, verbose=verbose)
+    ks = [k for k in ks if k <= len(class_names)]
+    correct, count = np.zeros(len(ks)), 0
+    total = num_rows(source, image_key)
+    bar = progress(None if total is None else -(-total // batch_size), verbose, "image batch")
+    for batch in batches(source, (image_key, label_key), batch_size):
+        batch_labels = check_labels(np.ravel(batch[label_key]), len(class_names))
+        if len(batch_labels) != len(batch[image_key]):
+            raise ValueError("Every image needs exactly one label.")
+        scores = embed_images(model, batch[image_key], batch_size) @ classes.T
+        rank = true_class_rank(scores, batch_labels)
+        correct += [np.sum(rank < k) for k in ks]
+        count += len(rank)
+        if bar is not None:
+            bar.add(1)
+    if count == 0:
+        raise ValueError("No images to evaluate.")
+    return {f"top{k}": float(c / count) for k, c in zip(ks, correct, strict=True)}
