@@ -49,20 +49,8 @@ def _resolve_tokenizer(model, tokenizer):
             "No tokenizer: pass tokenizer= (a keras_silc.data.SilcTokenizer, e.g. "
             "SilcTokenizer.from_captions(captions, ...)) or build the model with tokenizer=."
         )
-    text = model.text_encoder
-    vocabulary_size = getattr(tokenizer, "vocabulary_size", None)
-    if vocabulary_size is not None and vocabulary_size > text.vocabulary_size:
-        raise ValueError(
-            f"The tokenizer has {vocabulary_size} tokens but the text tower embeds only "
-            f"{text.vocabulary_size}; build the model with text={{'vocabulary_size': "
-            f"{vocabulary_size}}}."
-        )
-    length = getattr(tokenizer, "sequence_length", None)
-    if length is not None and length > text.max_length:
-        raise ValueError(
-            f"The tokenizer pads to {length} tokens but the text tower's max_length is "
-            f"{text.max_length}; use SilcTokenizer(..., sequence_length={text.max_length})."
-        )
+    # The model checks that the tokenizer fits its text tower (vocabulary, length, EOS).
+    model._check_tokenizer(tokenizer)
     return tokenizer
 
 
