@@ -1,5 +1,6 @@
 """Multi-crop views, the readers, skip counting and the training pipeline."""
 
+import colorsys
 import io
 import json
 import os
@@ -127,20 +128,75 @@ def test_captioned_views_flip_together_with_the_caption():
     assert 0 < sum(flips) < len(flips)
 
 
-def test_photometric_ops_follow_their_formulas():
-    image = tf.random.stateless_uniform([24, 24, 3], [3, 4])
-    np.testing.assert_allclose(
-        augment.solarize(image).numpy(), np.where(image >= 0.5, 1 - image, image)
+def _numpy_blur(image, sigma, radius):
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(image, [(radius, radius), (radius, radius), (0, 0)], mode="reflect")
+    rows = np.stack(
+        [
+            np.convolve(c, kernel, "valid")
+            for c in padded.transpose(0, 2, 1).reshape(-1, padded.shape[1])
+        ]
     )
-    gray = augment.grayscale(image).numpy()
-    np.testing.assert_allclose(gray[..., 0], gray[..., 2])
-    blurred = augment.gaussian_blur(image, 1.5, 2.0).numpy()
-    assert blurred.std() < image.numpy().std()
-    np.testing.assert_allclose(blurred.mean(), image.numpy().mean(), atol=0.02)
-    # A constant image is a fixed point of the blur (reflect padding, normalised kernel).
-    np.testing.assert_allclose(
-        augment.gaussian_blur(tf.fill([16, 16, 3], 0.3), 1.0, 2.0), 0.3, atol=1e-6
+    rows = rows.reshape(padded.shape[0], 3, -1).transpose(0, 2, 1)
+    cols = np.stack(
+        [
+            np.convolve(c, kernel, "valid")
+            for c in rows.transpose(1, 2, 0).reshape(-1, rows.shape[0])
+        ]
     )
+    return cols.reshape(rows.shape[1], 3, -1).transpose(2, 0, 1)
+
+
+def test_photometric_ops_follow_torchvisions_formulas():
+    images = tf.random.stateless_uniform([3, 12, 12, 3], [3, 4])
+    x = images.numpy().astype(np.float64)
+    luma = (x * np.array([0.2989, 0.5870, 0.1140])).sum(-1, keepdims=True)
+    factors = np.array([0.6, 1.0, 1.4])
+    f = factors[:, None, None, None]
+    np.testing.assert_allclose(
+        augment.adjust_brightness(images, factors), np.clip(x * f, 0, 1), atol=1e-6
+    )
+    mean = luma.mean(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(
+        augment.adjust_contrast(images, factors), np.clip(f * x + (1 - f) * mean, 0, 1), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        augment.adjust_saturation(images, factors), np.clip(f * x + (1 - f) * luma, 0, 1), atol=1e-6
+    )
+    deltas = np.array([-0.1, 0.0, 0.25])
+    expected = np.empty_like(x)
+    for n, delta in enumerate(deltas):
+        for i, j in np.ndindex(12, 12):
+            h, s, v = colorsys.rgb_to_hsv(*x[n, i, j])
+            expected[n, i, j] = colorsys.hsv_to_rgb((h + delta) % 1.0, s, v)
+    np.testing.assert_allclose(augment.adjust_hue(images, deltas), expected, atol=1e-5)
+    np.testing.assert_allclose(augment.solarize(images), np.where(x >= 0.5, 1 - x, x), atol=1e-7)
+    np.testing.assert_allclose(
+        augment.solarize(images, 0.3), np.where(x >= 0.3, 1 - x, x), atol=1e-7
+    )
+    # Each crop is blurred with its own sigma; sigma 0 leaves a crop unchanged.
+    blurred = augment.gaussian_blur(images, [1.5, 0.0, 0.7], 2.0).numpy()
+    np.testing.assert_allclose(blurred[0], _numpy_blur(x[0], 1.5, 6), atol=1e-5)
+    np.testing.assert_allclose(blurred[1], x[1], atol=1e-6)
+    np.testing.assert_allclose(blurred[2], _numpy_blur(x[2], 0.7, 6), atol=1e-5)
+
+
+def test_photometric_probabilities_are_per_crop():
+    config = data.MultiCropConfig(
+        color_jitter_probability=0.0, grayscale_probability=0.0, blur_sigma=(28.0, 28.0)
+    )
+    images = tf.random.stateless_uniform([64, 8, 8, 3], [5, 6])
+    out = augment.photometric(images, config, _seed(0), [0.5] * 64, [0.0] * 64).numpy()
+    # sigma 28 at 224 px is 1 at these 8 px crops.
+    unchanged = np.all(np.isclose(out, images.numpy(), atol=1e-6), axis=(1, 2, 3))
+    assert 16 < unchanged.sum() < 48  # about half of the crops are blurred
+    always = augment.photometric(images, config, _seed(0), [0.0] * 64, [1.0] * 64).numpy()
+    np.testing.assert_allclose(always, np.minimum(images, 1 - images.numpy()), atol=1e-7)
+    gray = config.replace(grayscale_probability=1.0)
+    out = augment.photometric(images, gray, _seed(1), [0.0] * 64, [0.0] * 64).numpy()
+    np.testing.assert_allclose(out[..., 0], out[..., 2], atol=1e-6)
 
 
 def test_bad_augmentation_arguments_are_refused():
