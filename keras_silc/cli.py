@@ -96,12 +96,7 @@ def train(args, demo_overrides=None):
         {"text": {"vocabulary_size": max(tokenizer.vocabulary_size, 8)}}, overrides
     )
     steps_per_epoch = min(args.checkpoint_every, args.steps)
-    recipe = {
-        "warmup_steps": max(1, args.steps // 10),
-        "cooldown_steps": max(1, args.steps // 5),
-        "total_steps": args.steps,
-    }
-    overrides = merge_config({"recipe": recipe}, overrides)
+    overrides = merge_config({"recipe": demo.recipe_for(args.steps)}, overrides)
     run_config = {
         "preset": args.preset,
         "overrides": overrides,
@@ -280,7 +275,9 @@ def make_parser():
     demo_parser = commands.add_parser(
         "demo", help="Train a small SILC on Fashion-MNIST scenes, evaluate, write a report."
     )
-    _add_training_arguments(demo_parser, 300, 32, "runs/demo")
+    from keras_silc import demo
+
+    _add_training_arguments(demo_parser, demo.DEMO_STEPS, demo.DEMO_BATCH, "runs/demo")
     demo_parser.set_defaults(func=run_demo)
 
     evaluate_parser = commands.add_parser(

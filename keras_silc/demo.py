@@ -31,6 +31,24 @@ DEMO_OVERRIDES = {
     "local_crop_size": 32,
 }
 
+# The demo's run: steps of a batch, on one CPU in a few minutes.
+DEMO_STEPS = 300
+DEMO_BATCH = 32
+
+
+def recipe_for(steps, learning_rate=None):
+    """The schedule of a short run: linear warmup over 10% of the steps, rsqrt decay, linear
+    cooldown over the last 20% (the paper's recipe shape, scaled to `steps`)."""
+    recipe = {
+        "warmup_steps": max(1, steps // 10),
+        "cooldown_steps": max(1, steps // 5),
+        "total_steps": steps,
+    }
+    if learning_rate is not None:
+        recipe["learning_rate"] = learning_rate
+    return recipe
+
+
 # Caption colours are part of the text: no hue or saturation jitter on Fashion scenes.
 FASHION_AUGMENTATION = {
     "hue": 0.0,

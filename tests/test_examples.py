@@ -3,6 +3,8 @@
 import os
 import runpy
 
+import pytest
+
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
 
@@ -13,3 +15,59 @@ def test_fit_example_batches_runs(tmp_path, monkeypatch, capsys):
     assert "in-batch image->text recall@1:" in out
     assert "dense features: (16, 4, 4, 32)" in out
     assert os.path.exists(tmp_path / "silc_tiny.keras")
+
+
+NOTEBOOKS = ["quickstart", "own_data", "segmentation", "backends"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_top_to_bottom(name, tmp_path):
+    """Each notebook runs in a fresh kernel on the suite's backend with a tiny configuration."""
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(os.path.join(EXAMPLES, f"{name}.ipynb"), as_version=4)
+    env = {"KERAS_SILC_QUICK": "1", "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "jax")}
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    previous = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        client.execute()
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    errors = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
+    ]
+    assert not errors
+
+
+def test_reproduce_table6_quick_mode(tmp_path):
+    """The Table 6 script end to end at smoke size: two rows, one seed, a table."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "reproduce_table6.py")
+    table = tmp_path / "table.md"
+    command = [sys.executable, script, "--quick", "--output", str(tmp_path / "runs")]
+    subprocess.run(command + ["--table", str(table)], check=True, timeout=900)
+    text = table.read_text()
+    assert "| CLIP |" in text and "| + self-distillation (SILC-C) |" in text
+    assert "minus CLIP" in text
+    runs = sorted(os.listdir(tmp_path / "runs"))
+    assert runs == ["clip-seed0.json", "silc_c-seed0.json"]
+    # A second invocation reuses the finished runs instead of training again.
+    again = subprocess.run(command, check=True, timeout=300, capture_output=True, text=True)
+    assert "training" not in again.stdout

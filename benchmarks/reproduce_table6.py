@@ -1,0 +1,243 @@
+"""The paper's Table 6 ablation at CPU scale, on Fashion-MNIST scenes.
+
+Rows (each at the same number of examples seen, several seeds each):
+
+* CLIP                      - contrastive loss on the full image only;
+* + additional views        - the global crops also enter the contrastive loss;
+* + EMA                     - an EMA of the weights, evaluated (the teacher tower);
+* + self-distillation       - SILC-C: local crops distilled from the EMA teacher;
+* SigLIP, SILC-S            - the same pair with the sigmoid loss.
+
+Every run trains `demo.DEMO_OVERRIDES` (the demo's 64 px model) with the demo's recipe and
+augmentation on Fashion-MNIST train scenes, then runs `demo.evaluate_fashion` on the test split
+(zero-shot classification, few-shot linear probes, retrieval, zero-shot segmentation). Each
+(row, seed) runs in its own process and writes `<output>/<row>-seed<k>.json`; a rerun skips
+finished runs, so an interrupted table resumes. The table (mean +/- std over seeds, and SILC's
+gain over its baseline against the seed spread) is printed and written to `--table`.
+
+    python benchmarks/reproduce_table6.py                        # 6 rows x 3 seeds
+    python benchmarks/reproduce_table6.py --rows clip,silc_c     # one CLIP-vs-SILC pair
+    python benchmarks/reproduce_table6.py --quick                # smoke test (CI)
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROWS = {
+    "clip": ("CLIP", {"contrastive_loss": "clip", "row": "clip"}),
+    "clip_views": ("+ additional views", {"contrastive_loss": "clip", "row": "clip+views"}),
+    "clip_views_ema": ("+ EMA", {"contrastive_loss": "clip", "row": "clip+views+ema"}),
+    "silc_c": ("+ self-distillation (SILC-C)", {"contrastive_loss": "clip", "row": "silc"}),
+    "siglip": ("SigLIP", {"contrastive_loss": "siglip", "row": "clip"}),
+    "silc_s": ("SILC-S", {"contrastive_loss": "siglip", "row": "silc"}),
+}
+# SILC's row and the contrastive baseline it must beat.
+PAIRS = {"silc_c": "clip", "silc_s": "siglip"}
+METRICS = {
+    "zero_shot/top1": "ZS top-1",
+    "few_shot/1shot_mean": "1-shot",
+    "few_shot/10shot_mean": "10-shot",
+    "retrieval/i2t_recall@1": "I2T@1",
+    "retrieval/t2i_recall@1": "T2I@1",
+    "segmentation/miou": "ZS mIoU",
+}
+
+
+def train_and_evaluate(row, seed, args):
+    """One (row, seed): train, evaluate; a dict of results."""
+    import keras
+
+    from keras_silc import TABLE6_ROWS
+    from keras_silc import SilcModel
+    from keras_silc import data
+    from keras_silc import demo
+    from keras_silc.models.presets import merge_config
+
+    spec = ROWS[row][1]
+    keras.utils.set_random_seed(seed)
+    scenes = data.fashion_scenes("train", args.num_scenes, 64, seed=seed)
+    captions = list(scenes["caption"])
+    tokenizer = data.SilcTokenizer.from_captions(
+        captions, args.vocabulary_size, demo.DEMO_OVERRIDES["text"]["max_length"], "wordpiece"
+    )
+    overrides = merge_config(
+        demo.DEMO_OVERRIDES,
+        {
+            "text": {"vocabulary_size": tokenizer.vocabulary_size},
+            "recipe": demo.recipe_for(args.steps),
+            "contrastive_loss": spec["contrastive_loss"],
+            **TABLE6_ROWS[spec["row"]],
+        },
+    )
+    model = SilcModel.from_preset("silc_tiny", tokenizer=tokenizer, **overrides)
+    model.compile()
+    dataset = data.training_dataset(
+        data.from_arrays(scenes["image"], scenes["caption"]),
+        model,
+        args.batch_size,
+        augmentation=demo.FASHION_AUGMENTATION,
+        seed=seed,
+    )
+    start = time.time()
+    history = model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=0)
+    train_seconds = time.time() - start
+    start = time.time()
+    results = demo.evaluate_fashion(
+        model, num_items=args.eval_items, num_scenes=args.eval_scenes, shots=(1, 10)
+    )
+    return {
+        "row": row,
+        "seed": seed,
+        "backend": keras.backend.backend(),
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "examples_seen": args.steps * args.batch_size,
+        "final_loss": float(history.history["loss"][-1]),
+        "train_seconds": train_seconds,
+        "eval_seconds": time.time() - start,
+        "results": results,
+    }
+
+
+def run_path(args, row, seed):
+    return os.path.join(args.output, f"{row}-seed{seed}.json")
+
+
+def launch(args, row, seed):
+    """Runs one (row, seed) in a fresh process (clean graph, memory and RNG state)."""
+    command = [sys.executable, os.path.abspath(__file__), "--worker", row, "--seed", str(seed)]
+    for flag in ("steps", "batch_size", "num_scenes", "eval_items", "eval_scenes", "output"):
+        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    command += ["--vocabulary-size", str(args.vocabulary_size)]
+    subprocess.run(command, check=True)
+
+
+def summarize(runs, rows):
+    """{row: {metric: (mean, std, n)}} over seeds."""
+    table = {}
+    for row in rows:
+        values = [run["results"] for run in runs if run["row"] == row]
+        if not values:
+            continue
+        table[row] = {}
+        for metric in METRICS:
+            series = [v[metric] for v in values if metric in v]
+            if series:
+                spread = statistics.stdev(series) if len(series) > 1 else 0.0
+                table[row][metric] = (statistics.mean(series), spread, len(series))
+    return table
+
+
+def markdown(table, runs, args, wall_seconds):
+    lines = ["| model | " + " | ".join(METRICS.values()) + " |"]
+    lines.append("|---" * (len(METRICS) + 1) + "|")
+    for row, cells in table.items():
+        text = [
+            f"{100 * m:.1f} +/- {100 * s:.1f}" if metric in cells else "-"
+            for metric, (m, s, _) in ((k, cells.get(k, (0, 0, 0))) for k in METRICS)
+        ]
+        lines.append(f"| {ROWS[row][0]} | " + " | ".join(text) + " |")
+    lines.append("")
+    for silc, baseline in PAIRS.items():
+        if silc not in table or baseline not in table:
+            continue
+        lines.append(f"{ROWS[silc][0]} minus {ROWS[baseline][0]} (points; spread = larger std):")
+        for metric, name in METRICS.items():
+            if metric not in table[silc] or metric not in table[baseline]:
+                continue
+            gain = table[silc][metric][0] - table[baseline][metric][0]
+            spread = max(table[silc][metric][1], table[baseline][metric][1])
+            verdict = "beats the spread" if gain > spread else "within the spread"
+            if gain < -spread:
+                verdict = "worse beyond the spread"
+            if min(table[silc][metric][2], table[baseline][metric][2]) < 2:
+                verdict = "one seed: no spread to compare with"
+            lines.append(f"- {name}: {100 * gain:+.1f} (spread {100 * spread:.1f}): {verdict}")
+        lines.append("")
+    seeds = sorted({run["seed"] for run in runs})
+    train = sum(run["train_seconds"] for run in runs)
+    backend = sorted({run["backend"] for run in runs})
+    lines.append(
+        f"{args.steps} steps of {args.batch_size} ({args.steps * args.batch_size:,} examples "
+        f"seen) per run, seeds {seeds}, backend {', '.join(backend)}; training {train / 60:.1f} "
+        f"min over {len(runs)} runs, wall time {wall_seconds / 60:.1f} min for this invocation. "
+        "Metrics in %, mean +/- std over seeds (chance: zero-shot 10%)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated of {list(ROWS)}")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=None, help="default: demo.DEMO_STEPS")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: demo.DEMO_BATCH")
+    parser.add_argument("--num-scenes", type=int, default=20_000)
+    parser.add_argument("--vocabulary-size", type=int, default=1000)
+    parser.add_argument("--eval-items", type=int, default=2000)
+    parser.add_argument("--eval-scenes", type=int, default=500)
+    parser.add_argument("--output", default="runs/table6", help="per-run JSON files")
+    parser.add_argument("--table", default=None, help="also write the Markdown table here")
+    parser.add_argument("--quick", action="store_true", help="2 rows, 1 seed, a few steps")
+    parser.add_argument("--worker", choices=list(ROWS), help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    from keras_silc import demo
+
+    if args.quick:
+        args.rows, args.seeds = "clip,silc_c", "0"
+        args.steps, args.batch_size = args.steps or 4, args.batch_size or 8
+        args.num_scenes, args.eval_items, args.eval_scenes = 128, 100, 40
+    args.steps = args.steps or demo.DEMO_STEPS
+    args.batch_size = args.batch_size or demo.DEMO_BATCH
+
+    if args.worker:
+        result = train_and_evaluate(args.worker, args.seed, args)
+        os.makedirs(args.output, exist_ok=True)
+        with open(run_path(args, args.worker, args.seed), "w") as handle:
+            json.dump(result, handle, indent=1)
+        return
+
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    start = time.time()
+    runs = []
+    for seed in seeds:  # seed-major: a partial table has every row at the first seeds
+        for row in rows:
+            path = run_path(args, row, seed)
+            if not os.path.exists(path):
+                print(f"[table6] {row} seed {seed}: training {args.steps} steps", flush=True)
+                launch(args, row, seed)
+            with open(path) as handle:
+                run = json.load(handle)
+            if (run["steps"], run["batch_size"]) != (args.steps, args.batch_size):
+                raise SystemExit(
+                    f"{path} is from a run of {run['steps']} steps of {run['batch_size']}; "
+                    "use another --output or delete it."
+                )
+            runs.append(run)
+            print(
+                f"[table6] {row} seed {seed}: "
+                + ", ".join(f"{METRICS[k]} {100 * run['results'][k]:.1f}" for k in METRICS)
+                + f" ({run['train_seconds']:.0f} s training)",
+                flush=True,
+            )
+    text = markdown(summarize(runs, rows), runs, args, time.time() - start)
+    print()
+    print(text)
+    if args.table:
+        with open(args.table, "w") as handle:
+            handle.write(text)
+
+
+if __name__ == "__main__":
+    main()
