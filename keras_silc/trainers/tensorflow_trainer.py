@@ -2,11 +2,13 @@
 
 import tensorflow as tf
 
+from keras_silc.distribution import check_distribution_support
 from keras_silc.trainers.common import unpack_batch
 
 
 class TensorFlowSilcTrainer:
     def train_step(self, data):
+        check_distribution_support()  # refuse replica-local negatives and centers
         batch = unpack_batch(data)
         self.validate_batch(batch)
         with tf.GradientTape() as tape:
