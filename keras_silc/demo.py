@@ -49,10 +49,13 @@ def recipe_for(steps, learning_rate=None):
     return recipe
 
 
-# Caption colours are part of the text: no hue or saturation jitter on Fashion scenes.
+# Caption colours are part of the text: no hue or saturation jitter on the captioned views.
+# The local crops, never compared with text, get any hue (a full turn) and saturation jitter.
 FASHION_AUGMENTATION = {
     "hue": 0.0,
     "saturation": 0.0,
+    "local_hue": 0.5,
+    "local_saturation": 0.4,
     "global_blur_probabilities": (0.5, 0.1),
     "solarize_probabilities": (0.0,),
 }

@@ -199,6 +199,26 @@ def test_photometric_probabilities_are_per_crop():
     np.testing.assert_allclose(out[..., 0], out[..., 2], atol=1e-6)
 
 
+def test_local_colour_jitter_leaves_captioned_views_alone():
+    red = tf.concat([tf.fill([32, 32, 1], 0.9), tf.fill([32, 32, 2], 0.1)], axis=-1)
+    config = data.MultiCropConfig(
+        image_size=32,
+        num_global_crops=2,
+        local_crop_size=16,
+        num_local_crops=8,
+        hue=0.0,
+        saturation=0.0,
+        local_hue=0.5,
+        grayscale_probability=0.0,
+    )
+    views = data.multi_crop_views(red, tf.constant("a red bag"), config, _seed(0))
+    for view in [views["image"], *tf.unstack(views["global_crops"])]:
+        mean = tf.reduce_mean(view, axis=[0, 1]).numpy()
+        assert mean[0] > mean[1] and mean[0] > mean[2]  # still red
+    dominant = [int(np.argmax(tf.reduce_mean(c, axis=[0, 1]))) for c in views["local_crops"]]
+    assert len(set(dominant)) > 1  # some local crops are no longer red
+
+
 def test_bad_augmentation_arguments_are_refused():
     with pytest.raises(ValueError, match="local_scale"):
         data.MultiCropConfig(local_scale=(0.5, 0.1))

@@ -52,6 +52,10 @@ class MultiCropConfig:
             the second); local crops are not solarized.
         augment_full_image: also apply photometric jitter to the full image (off: the
             contrastive view stays clean, as in CLIP/SigLIP training).
+        local_hue, local_saturation: hue and saturation jitter of the local crops only
+            (default: `hue`, `saturation`). Local crops are never compared with a caption, so
+            they may change colours that captions name: the student must then match the
+            teacher's view of the global crop whatever the colour.
     """
 
     image_size: int = 256
@@ -73,6 +77,8 @@ class MultiCropConfig:
     blur_sigma: tuple = (0.1, 2.0)
     solarize_probabilities: tuple = (0.0, 0.2)
     augment_full_image: bool = False
+    local_hue: float = None
+    local_saturation: float = None
 
     def __post_init__(self):
         for name in ("global_scale", "local_scale", "aspect_ratio", "blur_sigma"):
@@ -448,9 +454,15 @@ def multi_crop_views(image, caption, config, seed):
         if config.flip != "none":
             flips = tf.random.stateless_uniform([config.num_local_crops], local_flip_seed) < 0.5
             crops = tf.where(_per_crop(flips), tf.reverse(crops, [2]), crops)
+        local_config = config.replace(
+            hue=config.hue if config.local_hue is None else config.local_hue,
+            saturation=(
+                config.saturation if config.local_saturation is None else config.local_saturation
+            ),
+        )
         views["local_crops"] = photometric(
             crops,
-            config,
+            local_config,
             local_seed,
             [config.local_blur_probability] * config.num_local_crops,
             [0.0] * config.num_local_crops,
