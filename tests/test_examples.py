@@ -23,6 +23,9 @@ NOTEBOOKS = ["quickstart", "own_data", "segmentation", "backends"]
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_top_to_bottom(name, tmp_path):
     """Each notebook runs in a fresh kernel on the suite's backend with a tiny configuration."""
+    backend = os.environ.get("KERAS_BACKEND", "jax")
+    if name == "backends" and backend != "torch":
+        pytest.skip("the backends notebook loads its model on all three backends in every run")
     import nbclient
     import nbformat
 
