@@ -73,4 +73,4 @@ def test_reproduce_table6_quick_mode(tmp_path):
     assert runs == ["clip-seed0.json", "silc_c-seed0.json"]
     # A second invocation reuses the finished runs instead of training again.
     again = subprocess.run(command, check=True, timeout=300, capture_output=True, text=True)
-    assert "training" not in again.stdout
+    assert "training 4 steps" not in again.stdout and "clip seed 0: ZS top-1" in again.stdout
