@@ -11,6 +11,17 @@ from conftest import BACKEND
 
 HERE = os.path.dirname(__file__)
 
+# Appended to a script that built and compiled `model` under a distributed engine.
+_FIT_OR_REPORT_REFUSAL = textwrap.dedent(
+    """
+    batch = model.example_batch(batch_size=4, seed=0)
+    try:
+        model.fit(batch, batch_size=4, epochs=1, verbose=0)
+    except NotImplementedError as error:
+        print("REFUSED", error)
+    """
+)
+
 
 def _run(script, env=None, timeout=600):
     return subprocess.run(
@@ -77,14 +88,9 @@ def test_mirrored_strategy_is_refused_with_a_clear_error():
         with strategy.scope():
             model = SilcModel.from_preset("silc_tiny")
             model.compile()
-        batch = model.example_batch(batch_size=4, seed=0)
-        try:
-            model.fit(batch, batch_size=4, epochs=1, verbose=0)
-        except NotImplementedError as error:
-            print("REFUSED", error)
         """
     )
-    result = _run(script)
+    result = _run(script + _FIT_OR_REPORT_REFUSAL)
     assert "REFUSED" in result.stdout, result.stderr[-3000:]
     assert "MirroredStrategy with 2 replicas" in result.stdout
     assert "keras.distribution.DataParallel" in result.stdout
@@ -103,14 +109,9 @@ def test_torch_ddp_is_refused_with_a_clear_error(tmp_path):
         from keras_silc import SilcModel
         model = SilcModel.from_preset("silc_tiny")
         model.compile()
-        batch = model.example_batch(batch_size=4, seed=0)
-        try:
-            model.fit(batch, batch_size=4, epochs=1, verbose=0)
-        except NotImplementedError as error:
-            print("REFUSED", error)
-        dist.destroy_process_group()
         """
     )
+    script += _FIT_OR_REPORT_REFUSAL + "dist.destroy_process_group()\n"
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", script, str(rank)],
