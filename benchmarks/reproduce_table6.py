@@ -60,7 +60,9 @@ def train_and_evaluate(row, seed, args):
 
     spec = ROWS[row][1]
     keras.utils.set_random_seed(seed)
-    scenes = data.fashion_scenes("train", args.num_scenes, 64, seed=seed)
+    scenes = data.fashion_scenes(
+        "train", args.num_scenes, 64, seed=seed, class_only_captions=args.class_only_captions
+    )
     captions = list(scenes["caption"])
     tokenizer = data.SilcTokenizer.from_captions(
         captions, args.vocabulary_size, demo.DEMO_OVERRIDES["text"]["max_length"], "wordpiece"
@@ -97,6 +99,7 @@ def train_and_evaluate(row, seed, args):
         "steps": args.steps,
         "batch_size": args.batch_size,
         "examples_seen": args.steps * args.batch_size,
+        "class_only_captions": args.class_only_captions,
         "final_loss": float(history.history["loss"][-1]),
         "train_seconds": train_seconds,
         "eval_seconds": time.time() - start,
@@ -114,6 +117,7 @@ def launch(args, row, seed):
     for flag in ("steps", "batch_size", "num_scenes", "eval_items", "eval_scenes", "output"):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     command += ["--vocabulary-size", str(args.vocabulary_size)]
+    command += ["--class-only-captions", str(args.class_only_captions)]
     subprocess.run(command, check=True)
 
 
@@ -179,6 +183,12 @@ def main():
     parser.add_argument("--batch-size", type=int, default=None, help="default: demo.DEMO_BATCH")
     parser.add_argument("--num-scenes", type=int, default=20_000)
     parser.add_argument("--vocabulary-size", type=int, default=1000)
+    parser.add_argument(
+        "--class-only-captions",
+        type=float,
+        default=0.0,
+        help="fraction of train scenes captioned with class names only (fashion_scenes)",
+    )
     parser.add_argument("--eval-items", type=int, default=2000)
     parser.add_argument("--eval-scenes", type=int, default=500)
     parser.add_argument("--output", default="runs/table6", help="per-run JSON files")
@@ -219,10 +229,11 @@ def main():
                 launch(args, row, seed)
             with open(path) as handle:
                 run = json.load(handle)
-            if (run["steps"], run["batch_size"]) != (args.steps, args.batch_size):
+            settings = (run["steps"], run["batch_size"], run.get("class_only_captions", 0.0))
+            if settings != (args.steps, args.batch_size, args.class_only_captions):
                 raise SystemExit(
-                    f"{path} is from a run of {run['steps']} steps of {run['batch_size']}; "
-                    "use another --output or delete it."
+                    f"{path} is from a run of {run['steps']} steps of {run['batch_size']} with "
+                    f"class_only_captions={settings[2]}; use another --output or delete it."
                 )
             runs.append(run)
             print(

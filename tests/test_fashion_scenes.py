@@ -245,3 +245,20 @@ def test_bad_arguments_say_what_is_allowed(arguments, message):
             fs.fashion_items("val")
         with pytest.raises(ValueError, match="split"):
             fs.load_fashion_mnist("validation")
+
+
+def test_class_only_captions_drop_the_colour_and_position_shortcut():
+    full = fs.fashion_scenes("train", 64, 64, seed=5)
+    plain = fs.fashion_scenes("train", 64, 64, seed=5, class_only_captions=1.0)
+    np.testing.assert_array_equal(plain["image"], full["image"])
+    np.testing.assert_array_equal(plain["mask"], full["mask"])
+    for caption, labels in zip(plain["caption"], plain["labels"], strict=True):
+        items = re.split(r", | and ", caption.removesuffix("."))
+        named = {re.sub(r"^an? ", "", item) for item in items}
+        # Only "a/an <class>" phrases: no colour, no position.
+        assert named == {CLASSES[c] for c in np.flatnonzero(labels)}, caption
+    half = fs.fashion_scenes("train", 64, 64, seed=5, class_only_captions=0.5)
+    changed = np.mean([a != b for a, b in zip(half["caption"], full["caption"], strict=True)])
+    assert 0.25 < changed < 0.75
+    with pytest.raises(ValueError, match="class_only_captions"):
+        fs.fashion_scenes("train", 4, 64, class_only_captions=1.5)

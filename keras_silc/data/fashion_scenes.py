@@ -95,7 +95,7 @@ _MAX_OVERLAP = 0.25
 # fraction of its foreground stays visible.
 _MIN_VISIBLE = 0.3
 # Bump when generation changes: keys the optional .npz cache.
-_VERSION = 2
+_VERSION = 3
 
 
 # ------------------------------------------------------------------------- loading
@@ -438,6 +438,7 @@ def fashion_scenes(
     seed=0,
     data_dir=None,
     cache_dir=None,
+    class_only_captions=0.0,
 ):
     """Scenes of several coloured Fashion-MNIST items, with captions and class masks.
 
@@ -454,6 +455,11 @@ def fashion_scenes(
         data_dir: where the Fashion-MNIST .gz files are (see `load_fashion_mnist`).
         cache_dir: optional folder to keep generated scenes in as .npz (off by default:
             generating is about as fast as loading).
+        class_only_captions: fraction of the scenes (drawn per scene, seeded) whose captions
+            name only the classes ("a sandal, a bag and a coat."), without colours and
+            positions. Full captions can be told apart by colours and positions alone, a
+            shortcut that lets image-text training skip learning the classes (see
+            docs/results.md); images, masks and labels do not depend on this.
 
     Returns a dict of numpy arrays:
         image: (N, S, S, 3) uint8;
@@ -468,8 +474,13 @@ def fashion_scenes(
     sizes = _check_arguments(split, image_size, min_items, max_items, item_size_range, background)
     _check_count("num_scenes", num_scenes, 0)
     _check_count("num_captions", num_captions, 1)
+    if not 0 <= class_only_captions <= 1:
+        raise ValueError(
+            f"class_only_captions is a fraction of the scenes in [0, 1], got {class_only_captions!r}."
+        )
     arguments = (split, num_scenes, image_size, min_items, max_items)
     arguments += (tuple(item_size_range), num_captions, background, seed)
+    arguments += (float(class_only_captions),)
     return _cached(arguments, cache_dir, lambda: _make_scenes(*arguments, sizes, data_dir))
 
 
@@ -483,6 +494,7 @@ def _make_scenes(
     num_captions,
     background,
     seed,
+    class_only_captions,
     sizes,
     data_dir,
 ):
@@ -530,7 +542,9 @@ def _make_scenes(
     )
     labels = np.zeros((num_scenes, len(FASHION_CLASSES)), np.uint8)
     np.put_along_axis(labels, slots["class"], slots["on"].astype(np.uint8), axis=1)
-    captions = _captions(slots, moments, image_size, num_captions)
+    # Its own random stream: the choice does not change anything else about the scenes.
+    class_only = _generator(seed, split, 6, 0).random(num_scenes) < class_only_captions
+    captions = _captions(slots, moments, image_size, num_captions, class_only)
     return {
         "image": images,
         "caption": captions[:, 0] if num_captions == 1 else captions,
@@ -539,7 +553,7 @@ def _make_scenes(
     }
 
 
-def _captions(slots, moments, image_size, num_captions):
+def _captions(slots, moments, image_size, num_captions, class_only):
     """Name each visible item with its colour, class and grid cell of its visible centre."""
     pixels, rows, cols = moments
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -552,9 +566,13 @@ def _captions(slots, moments, image_size, num_captions):
         phrases = []
         for j in np.flatnonzero(on):
             name = colour_names[slots["colour_id"][n, j]]
+            item = FASHION_CLASSES[slots["class"][n, j]]
+            if class_only[n]:
+                phrases.append(f"{'an' if item[0] in 'aeiou' else 'a'} {item}")
+                continue
             article = "an" if name[0] in "aeiou" else "a"
             where = POSITIONS[row[n, j]][col[n, j]]
-            phrases.append(f"{article} {name} {FASHION_CLASSES[slots['class'][n, j]]} {where}")
+            phrases.append(f"{article} {name} {item} {where}")
         for k in range(num_captions):
             listed = _join([phrases[i] for i in slots["orders"][n, k] if i < len(phrases)])
             verb = "is" if len(phrases) == 1 else "are"
