@@ -1,6 +1,7 @@
 """keras_silc: SILC (arXiv 2310.13355) for Keras 3 on JAX, TensorFlow and PyTorch."""
 
 from keras_silc import losses
+from keras_silc.models.image_features import ImageFeatureExtractor
 from keras_silc.models.image_tower import ImageTower
 from keras_silc.models.presets import PRESETS
 from keras_silc.models.silc_model import TABLE6_ROWS
@@ -12,6 +13,7 @@ from keras_silc.optimizers import paper_optimizer
 from keras_silc.version import __version__
 
 __all__ = [
+    "ImageFeatureExtractor",
     "ImageTower",
     "PRESETS",
     "RsqrtSchedule",

@@ -112,7 +112,7 @@ def segment(
     images,
     class_names,
     templates=DEFAULT_TEMPLATES,
-    source="map_values",
+    source=None,
     background="ignore",
     background_name="background",
     out_size=None,
@@ -124,7 +124,8 @@ def segment(
     Args:
         images: (N, H, W, 3) uint8 or [0, 1] float images.
         class_names: the C class names.
-        source: "map_values" (the paper) or "tokens" (the last encoder block).
+        source: "map_values" (the paper), "tokens" (the last encoder block) or None
+            (the MAP head's value path where the image tower has one, else tokens).
         out_size: (H, W) of the maps; default the images' own size.
     """
     _check_background(background)
@@ -142,7 +143,7 @@ def zero_shot_segmentation(
     masks=None,
     class_names=None,
     templates=DEFAULT_TEMPLATES,
-    source="map_values",
+    source=None,
     background="ignore",
     background_name="background",
     batch_size=64,

@@ -11,6 +11,29 @@ from keras import ops
 LAYER_NORM_EPSILON = 1e-6
 
 
+def quick_gelu(x):
+    """OpenAI CLIP's GELU approximation, `x * sigmoid(1.702 x)`."""
+    return x * ops.sigmoid(1.702 * x)
+
+
+# MLP activations by name: big_vision and SILC use exact GELU; SigLIP checkpoints the
+# tanh approximation (HF "gelu_pytorch_tanh", keras-hub "gelu_approximate"); OpenAI
+# CLIP checkpoints quick GELU.
+ACTIVATIONS = {
+    "gelu": lambda x: ops.gelu(x, approximate=False),
+    "gelu_approximate": lambda x: ops.gelu(x, approximate=True),
+    "quick_gelu": quick_gelu,
+}
+
+
+def check_activation(activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"Unknown MLP activation {activation!r}; choose one of {sorted(ACTIVATIONS)}."
+        )
+    return activation
+
+
 def _dense(units, name, dtype, use_bias=True):
     return keras.layers.Dense(
         units,
@@ -85,11 +108,17 @@ class MultiHeadAttention(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_silc")
 class MlpBlock(keras.layers.Layer):
-    """Dense(mlp_dim, GELU) then Dense(width)."""
+    """Dense(mlp_dim, activation) then Dense(width).
 
-    def __init__(self, mlp_dim, **kwargs):
+    Args:
+        mlp_dim: int. Hidden size.
+        activation: str. A key of `ACTIVATIONS`; defaults to exact GELU.
+    """
+
+    def __init__(self, mlp_dim, activation="gelu", **kwargs):
         super().__init__(**kwargs)
         self.mlp_dim = mlp_dim
+        self.activation = check_activation(activation)
 
     def build(self, input_shape):
         self.fc1 = _dense(self.mlp_dim, "fc1", self.dtype_policy)
@@ -98,19 +127,19 @@ class MlpBlock(keras.layers.Layer):
         self.fc2.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
 
     def call(self, x):
-        return self.fc2(ops.gelu(self.fc1(x), approximate=False))
+        return self.fc2(ACTIVATIONS[self.activation](self.fc1(x)))
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         config = super().get_config()
-        config.update({"mlp_dim": self.mlp_dim})
+        config.update({"mlp_dim": self.mlp_dim, "activation": self.activation})
         return config
 
 
-def layer_norm(name, dtype):
-    return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name, dtype=dtype)
+def layer_norm(name, dtype, epsilon=LAYER_NORM_EPSILON):
+    return keras.layers.LayerNormalization(epsilon=epsilon, name=name, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
@@ -121,21 +150,34 @@ class TransformerBlock(keras.layers.Layer):
         num_heads: int. Attention heads.
         mlp_dim: int. Hidden size of the MLP.
         causal: bool. Causal self-attention (for causal text towers).
+        activation: str. MLP activation, a key of `ACTIVATIONS`.
+        layer_norm_epsilon: float. Epsilon of both LayerNorms.
     """
 
-    def __init__(self, num_heads, mlp_dim, causal=False, **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        mlp_dim,
+        causal=False,
+        activation="gelu",
+        layer_norm_epsilon=LAYER_NORM_EPSILON,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
         self.causal = causal
+        self.activation = check_activation(activation)
+        self.layer_norm_epsilon = layer_norm_epsilon
 
     def build(self, input_shape):
-        self.norm1 = layer_norm("norm1", self.dtype_policy)
+        dtype, eps = self.dtype_policy, self.layer_norm_epsilon
+        self.norm1 = layer_norm("norm1", dtype, eps)
         self.attention = MultiHeadAttention(
-            self.num_heads, causal=self.causal, name="attention", dtype=self.dtype_policy
+            self.num_heads, causal=self.causal, name="attention", dtype=dtype
         )
-        self.norm2 = layer_norm("norm2", self.dtype_policy)
-        self.mlp = MlpBlock(self.mlp_dim, name="mlp", dtype=self.dtype_policy)
+        self.norm2 = layer_norm("norm2", dtype, eps)
+        self.mlp = MlpBlock(self.mlp_dim, self.activation, name="mlp", dtype=dtype)
         for layer in (self.norm1, self.attention, self.norm2, self.mlp):
             layer.build(input_shape)
 
@@ -148,7 +190,15 @@ class TransformerBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_heads": self.num_heads, "mlp_dim": self.mlp_dim, "causal": self.causal})
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "mlp_dim": self.mlp_dim,
+                "causal": self.causal,
+                "activation": self.activation,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
         return config
 
 
@@ -165,12 +215,23 @@ class MAPHead(keras.layers.Layer):
     Args:
         num_heads: int. Attention heads.
         mlp_dim: int. Hidden size of the MLP.
+        activation: str. MLP activation, a key of `ACTIVATIONS`.
+        layer_norm_epsilon: float.
     """
 
-    def __init__(self, num_heads, mlp_dim, **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        mlp_dim,
+        activation="gelu",
+        layer_norm_epsilon=LAYER_NORM_EPSILON,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
+        self.activation = check_activation(activation)
+        self.layer_norm_epsilon = layer_norm_epsilon
 
     def build(self, tokens_shape):
         width = tokens_shape[-1]
@@ -181,9 +242,9 @@ class MAPHead(keras.layers.Layer):
             self.num_heads, name="attention", dtype=self.dtype_policy
         )
         self.attention.build((None, 1, width), tokens_shape)
-        self.norm = layer_norm("norm", self.dtype_policy)
+        self.norm = layer_norm("norm", self.dtype_policy, self.layer_norm_epsilon)
         self.norm.build((None, 1, width))
-        self.mlp = MlpBlock(self.mlp_dim, name="mlp", dtype=self.dtype_policy)
+        self.mlp = MlpBlock(self.mlp_dim, self.activation, name="mlp", dtype=self.dtype_policy)
         self.mlp.build((None, 1, width))
 
     def _residual_mlp(self, x):
@@ -205,5 +266,12 @@ class MAPHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_heads": self.num_heads, "mlp_dim": self.mlp_dim})
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "mlp_dim": self.mlp_dim,
+                "activation": self.activation,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
         return config

@@ -294,6 +294,43 @@ class SilcModel(SilcTrainer, keras.Model):
         tokenizer = overrides.pop("tokenizer", None)  # a layer: not merged or copied
         return cls(**preset_config(name, **overrides), tokenizer=tokenizer)
 
+    @classmethod
+    def from_keras_hub(cls, backbone, tokenizer=None, **overrides):
+        """A SilcModel whose towers carry a keras-hub SigLIP or CLIP backbone's weights.
+
+        The image tower, text tower and temperature (and SigLIP's bias) are copied
+        exactly; the distillation head is new (the paper's K = 65,536 unless
+        `head={...}` says otherwise) and the EMA teacher starts as a copy of the
+        student. Overrides merge into the converted config as in `from_preset`, e.g.
+        `head={"num_prototypes": 8192}, num_local_crops=6`. Fine-tune with a smaller
+        learning rate than pretraining, e.g. `model.compile(learning_rate=1e-5, ...)`.
+
+        Example:
+            backbone = keras_hub.models.SigLIPBackbone.from_preset("siglip_base_patch16_224")
+            model = SilcModel.from_keras_hub(backbone)
+        """
+        from keras_silc import interop
+
+        model = cls(
+            **interop.silc_config_from_keras_hub(backbone, **overrides), tokenizer=tokenizer
+        )
+        interop.load_keras_hub_weights(model, backbone)
+        return model
+
+    @classmethod
+    def from_huggingface(cls, directory, tokenizer=None, **overrides):
+        """A SilcModel from a local Hugging Face `SiglipModel` / `CLIPModel` folder.
+
+        Reads `config.json` and the safetensors weights (no network, no
+        `transformers`); otherwise as `from_keras_hub`.
+        """
+        from keras_silc import interop
+
+        config = interop.silc_config_from_huggingface(directory, **overrides)
+        model = cls(**config, tokenizer=tokenizer)
+        interop.load_huggingface_weights(model, directory)
+        return model
+
     @property
     def vision_encoder(self):
         """The student's vision encoder: the image tower of the contrastive model."""
@@ -505,10 +542,32 @@ class SilcModel(SilcTrainer, keras.Model):
         token_ids = ops.convert_to_tensor(token_ids, dtype="int32")
         return l2_normalize(self.text_encoder(token_ids))
 
-    def dense_image_features(self, images, source="map_values"):
-        """L2-normalised per-patch embeddings (N, h, w, J) in the shared space."""
+    def dense_image_features(self, images, source=None):
+        """L2-normalised per-patch embeddings (N, h, w, J) in the shared space.
+
+        `source`: see `VisionEncoder.dense_features` (None: the MAP head's value path
+        where the tower has one, else the last block's patch tokens).
+        """
         images = ops.convert_to_tensor(images, dtype=self.compute_dtype)
         return l2_normalize(self._inference_encoder().dense_features(images, source=source))
+
+    def image_feature_extractor(self, normalize=True, dense_source=None):
+        """The inference image tower alone, as an `ImageFeatureExtractor` (a Keras model
+        returning {"pooled", "dense"} features) with a copy of its weights."""
+        from keras_silc.models.image_features import ImageFeatureExtractor
+
+        extractor = ImageFeatureExtractor(
+            self.vision_config,
+            normalize=normalize,
+            dense_source=dense_source,
+            name="image_features",
+            dtype=self.dtype_policy,
+        )
+        for target, source in zip(
+            extractor.encoder.weights, self._inference_encoder().weights, strict=True
+        ):
+            target.assign(ops.copy(source.value))  # no buffer shared with the trained model
+        return extractor
 
     def call(self, inputs):
         """`{"image": ..., "text": ...}` (either or both) -> normalised embeddings."""

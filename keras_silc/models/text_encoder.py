@@ -4,22 +4,26 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_silc.layers.transformer import LAYER_NORM_EPSILON
 from keras_silc.layers.transformer import MAPHead
 from keras_silc.layers.transformer import TransformerBlock
 from keras_silc.layers.transformer import layer_norm
 
-POOLINGS = ("last", "eos", "first", "mean", "map")
+POOLINGS = ("last", "eos", "argmax", "first", "mean", "map")
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
 class TextEncoder(keras.layers.Layer):
     """Text transformer mapping (N, T) token ids to (N, J) embeddings.
 
-    Padding (`pad_token_id`) is masked out of the keys everywhere. Pooling options:
+    Padding (`pad_token_id`) is masked out of the keys everywhere, unless
+    `pad_token_id` is None (SigLIP checkpoints attend to their padding). Pooling options:
     - "last": the final position, as big_vision's SigLIP text tower does (pads
       come last and attend only to real tokens, so it sees the whole text);
     - "eos": the first `eos_token_id` in each row, or the last non-pad token when
       `eos_token_id` is None (CLIP's pooling);
+    - "argmax": the position of the largest token id (OpenAI CLIP's end token has
+      the largest id; the pooling of checkpoints converted from it);
     - "first", "mean" (over non-pad tokens) and "map" (attention pooling).
 
     Args:
@@ -30,8 +34,14 @@ class TextEncoder(keras.layers.Layer):
         output_dim: int or None. Size J of the shared space; None keeps `width`.
         causal: bool. Causal self-attention (CLIP) or bidirectional (SigLIP).
         pooling: str. One of "last", "eos", "first", "mean", "map".
-        pad_token_id: int. Token id of padding. Defaults to 0.
+        pad_token_id: int or None. Token id of padding, masked out of attention.
+            Defaults to 0; None attends to every position.
         eos_token_id: int or None. Token id that ends a text, for "eos" pooling.
+        activation: str. MLP activation ("gelu", "gelu_approximate", "quick_gelu").
+        layer_norm_epsilon: float. Epsilon of the blocks' LayerNorms.
+        final_norm_epsilon: float or None. Epsilon of the final LayerNorm; None uses
+            `layer_norm_epsilon`.
+        projection_bias: bool. Whether the projection to J has a bias.
     """
 
     def __init__(
@@ -47,6 +57,10 @@ class TextEncoder(keras.layers.Layer):
         pooling="last",
         pad_token_id=0,
         eos_token_id=None,
+        activation="gelu",
+        layer_norm_epsilon=LAYER_NORM_EPSILON,
+        final_norm_epsilon=None,
+        projection_bias=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -64,8 +78,12 @@ class TextEncoder(keras.layers.Layer):
         self.pooling = pooling
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
+        self.activation = activation
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.final_norm_epsilon = final_norm_epsilon
+        self.projection_bias = projection_bias
 
-        dtype = self.dtype_policy
+        dtype, eps = self.dtype_policy, layer_norm_epsilon
         self.token_embedding = keras.layers.Embedding(
             vocabulary_size,
             width,
@@ -74,17 +92,35 @@ class TextEncoder(keras.layers.Layer):
             dtype=dtype,
         )
         self.blocks = [
-            TransformerBlock(num_heads, self.mlp_dim, causal=causal, name=f"block_{i}", dtype=dtype)
+            TransformerBlock(
+                num_heads,
+                self.mlp_dim,
+                causal=causal,
+                activation=activation,
+                layer_norm_epsilon=eps,
+                name=f"block_{i}",
+                dtype=dtype,
+            )
             for i in range(depth)
         ]
-        self.final_norm = layer_norm("final_norm", dtype)
+        final_eps = eps if final_norm_epsilon is None else final_norm_epsilon
+        self.final_norm = layer_norm("final_norm", dtype, final_eps)
         self.map_head = (
-            MAPHead(num_heads, self.mlp_dim, name="map_head", dtype=dtype)
+            MAPHead(
+                num_heads,
+                self.mlp_dim,
+                activation=activation,
+                layer_norm_epsilon=eps,
+                name="map_head",
+                dtype=dtype,
+            )
             if pooling == "map"
             else None
         )
         self.projection = (
-            keras.layers.Dense(output_dim, name="projection", dtype=dtype) if output_dim else None
+            keras.layers.Dense(output_dim, use_bias=projection_bias, name="projection", dtype=dtype)
+            if output_dim
+            else None
         )
 
     def build(self, token_ids_shape=None):
@@ -112,7 +148,10 @@ class TextEncoder(keras.layers.Layer):
                 f"when the step is traced; got {tuple(token_ids.shape)}."
             )
         token_ids = ops.cast(token_ids, "int32")
-        valid = ops.not_equal(token_ids, self.pad_token_id)
+        if self.pad_token_id is None:
+            valid = ops.ones_like(token_ids, dtype="bool")
+        else:
+            valid = ops.not_equal(token_ids, self.pad_token_id)
         # The first position stays visible so an all-padding row cannot empty a softmax.
         first = ops.arange(length) == 0
         key_mask = ops.logical_or(valid, first[None, :])
@@ -132,6 +171,9 @@ class TextEncoder(keras.layers.Layer):
             return x[:, 0]
         if self.pooling == "map":
             return self.map_head(x, key_mask=key_mask)
+        if self.pooling == "argmax":
+            index = ops.cast(ops.argmax(token_ids, axis=1), "int32")
+            return ops.einsum("nt,ntd->nd", ops.one_hot(index, ops.shape(x)[1], dtype=x.dtype), x)
         if self.pooling == "mean":
             weights = ops.cast(key_mask, x.dtype)[..., None]
             return ops.sum(x * weights, axis=1) / ops.sum(weights, axis=1)
@@ -166,6 +208,10 @@ class TextEncoder(keras.layers.Layer):
                 "pooling": self.pooling,
                 "pad_token_id": self.pad_token_id,
                 "eos_token_id": self.eos_token_id,
+                "activation": self.activation,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "final_norm_epsilon": self.final_norm_epsilon,
+                "projection_bias": self.projection_bias,
             }
         )
         return config

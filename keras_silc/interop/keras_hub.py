@@ -1,0 +1,268 @@
+"""keras-hub `SigLIPBackbone` and `CLIPBackbone` -> `SilcModel`, weight for weight.
+
+The towers map onto `VisionEncoder` / `TextEncoder` with the switches those layers
+have for this: SigLIP keeps its MAP head, last-token text pooling and unmasked
+padding; CLIP gets a class token, a LayerNorm before the blocks, class-token and
+largest-id (end token) pooling, and bias-free projections.
+"""
+
+import numpy as np
+from keras import ops
+
+from keras_silc.interop import common
+
+# keras-hub's preprocessing maps images to the backbone's input range; our towers take
+# [0, 1] images and normalise them themselves.
+SIGLIP_PIXELS = {"pixel_mean": (0.5, 0.5, 0.5), "pixel_std": (0.5, 0.5, 0.5)}
+OPENAI_CLIP_PIXELS = {
+    "pixel_mean": (0.48145466, 0.4578275, 0.40821073),
+    "pixel_std": (0.26862954, 0.26130258, 0.27577711),
+}
+
+_ACTIVATIONS = {"gelu_approximate": "gelu_approximate", "quick_gelu": "quick_gelu", "gelu": "gelu"}
+
+
+def _numpy(variable):
+    return ops.convert_to_numpy(variable)
+
+
+def _activation(name, where):
+    if not isinstance(name, str) or name not in _ACTIVATIONS:
+        raise ValueError(
+            f"The keras-hub {where} uses the activation {name!r}; keras_silc supports "
+            f"{sorted(_ACTIVATIONS)}."
+        )
+    return _ACTIVATIONS[name]
+
+
+def _family(backbone):
+    import keras_hub
+
+    if isinstance(backbone, keras_hub.models.SigLIPBackbone):
+        return "siglip"
+    if isinstance(backbone, keras_hub.models.CLIPBackbone):
+        return "clip"
+    raise ValueError(
+        f"from_keras_hub supports keras_hub.models.SigLIPBackbone and CLIPBackbone; got "
+        f"{type(backbone).__name__}. Load one with e.g. "
+        "keras_hub.models.SigLIPBackbone.from_preset('siglip_base_patch16_224')."
+    )
+
+
+def _square_image_size(encoder):
+    height, width = encoder.image_shape[0], encoder.image_shape[1]
+    if encoder.image_shape[-1] != 3 or height != width:
+        raise ValueError(
+            f"The keras-hub vision encoder takes images of shape {encoder.image_shape}; "
+            "keras_silc converts square channels-last RGB towers only."
+        )
+    return int(height)
+
+
+def silc_config_from_keras_hub(backbone, **overrides):
+    """The `SilcModel` config of a keras-hub backbone, plus SILC's defaults and overrides."""
+    family = _family(backbone)
+    vision_encoder, text_encoder = backbone.vision_encoder, backbone.text_encoder
+    tower = {
+        "image_size": _square_image_size(vision_encoder),
+        "patch_size": vision_encoder.patch_size,
+        "width": vision_encoder.hidden_dim,
+        "depth": vision_encoder.num_layers,
+        "num_heads": vision_encoder.num_heads,
+        "mlp_dim": vision_encoder.intermediate_dim,
+        "activation": _activation(vision_encoder.intermediate_activation, "vision encoder"),
+    }
+    text = {
+        "vocabulary_size": text_encoder.vocabulary_size,
+        "width": text_encoder.hidden_dim,
+        "depth": text_encoder.num_layers,
+        "num_heads": text_encoder.num_heads,
+        "mlp_dim": text_encoder.intermediate_dim,
+        "activation": _activation(text_encoder.intermediate_activation, "text encoder"),
+        "max_length": text_encoder.max_sequence_length,
+        # Both families attend to padding (SigLIP) or do not need to (CLIP is causal
+        # and pools at the end token, before any padding).
+        "pad_token_id": None,
+    }
+    if text_encoder.embedding_dim != text_encoder.hidden_dim:
+        raise ValueError(
+            f"The keras-hub text encoder embeds tokens in {text_encoder.embedding_dim} "
+            f"dimensions but its blocks are {text_encoder.hidden_dim} wide; keras_silc "
+            "needs them equal."
+        )
+    if family == "siglip":
+        vision = {
+            **tower,
+            "output_dim": None,
+            "pooling": "map",
+            "layer_norm_epsilon": vision_encoder.layer_norm_epsilon,
+            **SIGLIP_PIXELS,
+        }
+        text.update(
+            {
+                "output_dim": text_encoder.projection_dim,
+                "pooling": "last",
+                "causal": False,
+                "layer_norm_epsilon": text_encoder.layer_norm_epsilon,
+            }
+        )
+        contrastive = "siglip"
+    else:
+        projection_dim = backbone.vision_projection.units
+        vision = {
+            **tower,
+            "output_dim": projection_dim,
+            "pooling": "cls",
+            "class_token": True,
+            "pre_norm": True,
+            "patch_bias": False,
+            "projection_bias": False,
+            "layer_norm_epsilon": 1e-5,
+            **OPENAI_CLIP_PIXELS,
+        }
+        text.update(
+            {
+                "output_dim": backbone.text_projection.units,
+                "pooling": "argmax",
+                "causal": True,
+                "layer_norm_epsilon": 1e-5,
+                # keras-hub's CLIP text tower ends with a LayerNorm of epsilon 1e-6.
+                "final_norm_epsilon": 1e-6,
+                "projection_bias": False,
+            }
+        )
+        contrastive = "clip"
+    return common.silc_config(vision, text, contrastive, overrides)
+
+
+def _keras_attention(attention):
+    """A keras.layers.MultiHeadAttention as (in, out) kernels and flat biases."""
+
+    def flat(dense, output=False):
+        kernel = _numpy(dense.kernel)
+        kernel = (
+            kernel.reshape(-1, kernel.shape[-1]) if output else kernel.reshape(kernel.shape[0], -1)
+        )
+        bias = None if dense.bias is None else _numpy(dense.bias).reshape(-1)
+        return kernel, bias
+
+    return {
+        "query": flat(attention.query_dense),
+        "key": flat(attention.key_dense),
+        "value": flat(attention.value_dense),
+        "output": flat(attention.output_dense, output=True),
+    }
+
+
+def _position_table(embedding):
+    """The position rows the layer adds, in order: its table gathered at its
+    `position_ids` variable. (A freshly built keras-hub CLIP leaves those ids at zero,
+    so every patch gets row 0; presets load them as 0, 1, 2, ...)"""
+    table = _numpy(embedding.position_embedding.embeddings)
+    ids = getattr(embedding, "position_ids", None)
+    if ids is None:
+        return table
+    return table[_numpy(ids).reshape(-1).astype(np.int64)]
+
+
+def _dense(layer):
+    return _numpy(layer.kernel), None if layer.bias is None else _numpy(layer.bias)
+
+
+def _norm(layer):
+    return _numpy(layer.gamma), _numpy(layer.beta)
+
+
+def _add_blocks(assigner, ours, theirs, family, key):
+    for i, (block, layer) in enumerate(zip(ours.blocks, theirs.encoder_layers, strict=True)):
+        where = f"{key}.encoder_layers[{i}]"
+        if family == "siglip":
+            norm1, norm2, attention = layer.layer_norm1, layer.layer_norm2, layer.self_attn
+            fc1, fc2 = layer.mlp.fc1, layer.mlp.fc2
+        else:
+            norm1, norm2, attention = layer.layer_norm_1, layer.layer_norm_2, layer.attention
+            fc1, fc2 = layer.dense_1, layer.dense_2
+        common.add_layer_norm(assigner, block.norm1, *_norm(norm1), f"{where} norm1")
+        common.add_attention(assigner, block.attention, _keras_attention(attention), where)
+        common.add_layer_norm(assigner, block.norm2, *_norm(norm2), f"{where} norm2")
+        common.add_dense(assigner, block.mlp.fc1, *_dense(fc1), f"{where} fc1")
+        common.add_dense(assigner, block.mlp.fc2, *_dense(fc2), f"{where} fc2")
+
+
+def load_keras_hub_weights(model, backbone):
+    """Copies a keras-hub backbone's weights into `model` (built by
+    `silc_config_from_keras_hub`): the student's encoder, the text tower and the
+    temperature (and SigLIP's bias); the teacher becomes a copy of the student.
+
+    Returns the number of variables assigned.
+    """
+    family = _family(backbone)
+    assigner = common.WeightAssigner("keras-hub")
+    vision, theirs = model.student.encoder, backbone.vision_encoder
+    if vision.width != theirs.hidden_dim or len(vision.blocks) != theirs.num_layers:
+        raise ValueError(
+            f"The model's image tower ({vision.width} wide, {len(vision.blocks)} blocks) "
+            f"does not match the backbone's ({theirs.hidden_dim}, {theirs.num_layers}); "
+            "build it with SilcModel.from_keras_hub(backbone)."
+        )
+    embedding = theirs.embedding
+    common.add_patch_embedding(
+        assigner, vision.patch_embedding, *_dense(embedding.patch_embedding), "patch_embedding"
+    )
+    common.add_position_embedding(
+        assigner, vision, _position_table(embedding), "position_embedding"
+    )
+    if family == "siglip":
+        _add_blocks(assigner, vision, theirs, family, "vision_encoder")
+        common.add_layer_norm(
+            assigner, vision.final_norm, *_norm(theirs.post_layer_norm), "post_layer_norm"
+        )
+        head = theirs.head
+        assigner.add(vision.map_head.probe, _numpy(head.probe), "head.probe")
+        common.add_attention(
+            assigner, vision.map_head.attention, _keras_attention(head.attention), "head"
+        )
+        common.add_layer_norm(assigner, vision.map_head.norm, *_norm(head.layer_norm), "head")
+        common.add_dense(assigner, vision.map_head.mlp.fc1, *_dense(head.mlp.fc1), "head fc1")
+        common.add_dense(assigner, vision.map_head.mlp.fc2, *_dense(head.mlp.fc2), "head fc2")
+    else:
+        assigner.add(vision.class_embedding, _numpy(embedding.class_embedding), "class_embedding")
+        common.add_layer_norm(
+            assigner, vision.pre_norm_layer, *_norm(theirs.pre_layer_norm), "pre_layer_norm"
+        )
+        _add_blocks(assigner, vision, theirs, family, "vision_encoder")
+        common.add_layer_norm(assigner, vision.final_norm, *_norm(theirs.layer_norm), "layer_norm")
+        common.add_dense(
+            assigner, vision.projection, *_dense(backbone.vision_projection), "vision_projection"
+        )
+
+    text, theirs = model.text_encoder, backbone.text_encoder
+    embedding = theirs.embedding
+    assigner.add(
+        text.token_embedding.embeddings,
+        _numpy(embedding.token_embedding.embeddings),
+        "token_embedding",
+    )
+    if family == "siglip":
+        position = _position_table(embedding)
+    else:  # keras_hub's TokenAndPositionEmbedding: rows 0..T-1 in order
+        position = _numpy(embedding.position_embedding.position_embeddings)
+    assigner.add(text.position_embedding, position, "text position_embedding")
+    _add_blocks(assigner, text, theirs, family, "text_encoder")
+    if family == "siglip":
+        common.add_layer_norm(
+            assigner, text.final_norm, *_norm(theirs.post_layer_norm), "post_layer_norm"
+        )
+        common.add_dense(assigner, text.projection, *_dense(theirs.head), "text head")
+        head = backbone.siglip_head
+        assigner.add(model.logit_bias, _numpy(head.logit_bias), "siglip_head.logit_bias")
+    else:
+        common.add_layer_norm(assigner, text.final_norm, *_norm(theirs.layer_norm), "layer_norm")
+        common.add_dense(
+            assigner, text.projection, *_dense(backbone.text_projection), "text_projection"
+        )
+        head = backbone.clip_head
+    assigner.add(model.log_logit_scale, np.asarray(_numpy(head.logit_scale)), "logit_scale")
+    count = assigner.assign()
+    common.copy_student_to_teacher(model)
+    return count

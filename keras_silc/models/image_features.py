@@ -1,0 +1,110 @@
+"""The image tower alone, for downstream use: pooled and dense features of images.
+
+`SilcModel.image_feature_extractor()` copies the inference tower (the teacher for SILC)
+into an `ImageFeatureExtractor`, a plain Keras model: save it as `.keras`, as a preset
+folder (`save_to_preset` / `from_preset`), or `export` it for serving.
+"""
+
+import json
+import os
+
+import keras
+
+from keras_silc.layers.distillation_head import l2_normalize
+from keras_silc.models.vision_encoder import VisionEncoder
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+
+
+@keras.saving.register_keras_serializable(package="keras_silc")
+class ImageFeatureExtractor(keras.Model):
+    """Images (N, H, W, 3) in [0, 1] -> {"pooled": (N, J), "dense": (N, h, w, J)}.
+
+    The features are those of `SilcModel.encode_image` and
+    `SilcModel.dense_image_features`: L2-normalised by default, in the space shared
+    with the text tower, so they compare with text embeddings by a dot product.
+
+    Args:
+        vision: dict. `VisionEncoder` arguments.
+        normalize: bool. L2-normalise both outputs. Defaults to True.
+        dense_source: "map_values", "tokens" or None (see
+            `VisionEncoder.dense_features`).
+    """
+
+    def __init__(self, vision, normalize=True, dense_source=None, **kwargs):
+        super().__init__(**kwargs)
+        self.vision = dict(vision)
+        self.normalize = normalize
+        self.dense_source = dense_source
+        self.encoder = VisionEncoder(**self.vision, name="encoder", dtype=self.dtype_policy)
+        self.encoder.build()
+        self.built = True
+
+    def call(self, images):
+        images = keras.ops.cast(images, self.compute_dtype)
+        encoder = self.encoder
+        h, w = encoder.patch_grid(images.shape)
+        tokens = encoder.tokens(images)
+        pooled = encoder._project(encoder.pool(tokens))
+        dense = encoder.dense_from_tokens(tokens, (h, w), self.dense_source)
+        if self.normalize:
+            pooled, dense = l2_normalize(pooled), l2_normalize(dense)
+        return {"pooled": pooled, "dense": dense}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"vision": self.vision, "normalize": self.normalize, "dense_source": self.dense_source}
+        )
+        return config
+
+    def export(self, filepath, format="tf_saved_model", input_signature=None, **kwargs):
+        """`keras.Model.export` with a default signature: float32 images of the tower's
+        `image_size` and any batch size (the patch grid must be static).
+
+        Under PyTorch, Keras writes a SavedModel only through `torch_xla`. Without it,
+        save the extractor (`.keras` or `save_to_preset`) and export it under
+        `KERAS_BACKEND=tensorflow` or `jax`: the saved file is backend-independent.
+        """
+        if input_signature is None:
+            size = self.vision["image_size"] if "image_size" in self.vision else 256
+            input_signature = [keras.InputSpec(shape=(None, size, size, 3), dtype="float32")]
+        if keras.backend.backend() == "torch" and format == "tf_saved_model":
+            import importlib.util
+
+            if importlib.util.find_spec("torch_xla") is None:
+                raise RuntimeError(
+                    "Under PyTorch, Keras exports a SavedModel only through torch_xla, which "
+                    "is not installed. Save the extractor with `save_to_preset(directory)` (or "
+                    "as .keras) and export it under KERAS_BACKEND=tensorflow or jax: "
+                    "`ImageFeatureExtractor.from_preset(directory).export(path)`."
+                )
+        return super().export(filepath, format=format, input_signature=input_signature, **kwargs)
+
+    # ------------------------------------------------------------- presets
+    def save_to_preset(self, directory):
+        """Writes a preset folder: `config.json` and `model.weights.h5`."""
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, CONFIG_FILE), "w") as f:
+            json.dump(keras.saving.serialize_keras_object(self), f, indent=2)
+        self.save_weights(os.path.join(directory, WEIGHTS_FILE))
+
+    @classmethod
+    def from_preset(cls, directory):
+        """Loads a folder written by `save_to_preset`."""
+        paths = [os.path.join(directory, name) for name in (CONFIG_FILE, WEIGHTS_FILE)]
+        missing = [path for path in paths if not os.path.isfile(path)]
+        if missing:
+            raise FileNotFoundError(
+                f"{directory!r} is not an ImageFeatureExtractor preset: missing {missing}. "
+                "Write one with `extractor.save_to_preset(directory)`."
+            )
+        with open(paths[0]) as f:
+            model = keras.saving.deserialize_keras_object(json.load(f))
+        if not isinstance(model, cls):
+            raise ValueError(
+                f"{paths[0]} describes a {type(model).__name__}, not a {cls.__name__}."
+            )
+        model.load_weights(paths[1])
+        return model

@@ -1,0 +1,271 @@
+"""Pretrained SigLIP / CLIP weights in, image features out.
+
+Parity is checked against the peer libraries themselves: tiny randomly initialised
+keras-hub backbones and Hugging Face models (no downloads) on the same inputs.
+"""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND
+from conftest import to_numpy
+
+from keras_silc import ImageFeatureExtractor
+from keras_silc import SilcModel
+from keras_silc.layers.transformer import ACTIVATIONS
+from keras_silc.models.vision_encoder import VisionEncoder
+
+keras_hub = pytest.importorskip("keras_hub")
+
+HEAD = {"num_prototypes": 64, "hidden_dim": 32, "bottleneck_dim": 16}
+OPENAI_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+OPENAI_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+TOWER = {"num_layers": 2, "num_heads": 4, "hidden_dim": 32, "intermediate_dim": 64}
+
+
+def _images(n=3, size=32, seed=0):
+    return np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32)
+
+
+def _perturb(weights, seed=0):
+    """Random biases and LayerNorm offsets: at initialisation they are zero, and a
+    mapping that dropped or swapped them would still pass."""
+    rng = np.random.default_rng(seed)
+    for w in weights:
+        name = w.path.split("/")[-1]
+        if name in ("bias", "beta", "gamma", "logit_scale", "logit_bias"):
+            base = 1.0 if name == "gamma" else 0.0
+            w.assign((base + 0.2 * rng.standard_normal(w.shape)).astype(np.float32))
+
+
+def _siglip_backbone():
+    keras.utils.set_random_seed(1)
+    vision = keras_hub.models.SigLIPVisionEncoder(patch_size=8, image_shape=(32, 32, 3), **TOWER)
+    text = keras_hub.models.SigLIPTextEncoder(
+        vocabulary_size=100, embedding_dim=32, max_sequence_length=16, **TOWER
+    )
+    backbone = keras_hub.models.SigLIPBackbone(vision, text)
+    _perturb(backbone.weights)
+    return backbone
+
+
+def _clip_backbone():
+    keras.utils.set_random_seed(2)
+    vision = keras_hub.models.CLIPVisionEncoder(patch_size=8, image_shape=(32, 32, 3), **TOWER)
+    text = keras_hub.models.CLIPTextEncoder(
+        vocabulary_size=100, embedding_dim=32, max_sequence_length=16, **TOWER
+    )
+    backbone = keras_hub.models.CLIPBackbone(vision, text, projection_dim=24)
+    # As a loaded preset has them (a fresh keras-hub CLIP leaves the ids at zero).
+    ids = vision.embedding.position_ids
+    ids.assign(np.arange(ids.shape[1])[None].astype(keras.backend.standardize_dtype(ids.dtype)))
+    _perturb(backbone.weights)
+    return backbone
+
+
+def _token_ids(end_token=None, seed=0):
+    ids = np.random.default_rng(seed).integers(1, 98, (3, 16)).astype(np.int32)
+    if end_token is not None:
+        ids[0, 5:], ids[1, 11:], ids[2, 15:] = end_token, end_token, end_token
+    return ids
+
+
+def _assert_close(ours, theirs):
+    ours, theirs = to_numpy(ours), to_numpy(theirs)
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=2e-5 * np.abs(theirs).max())
+
+
+def _assert_teacher_is_student(model):
+    for t, s in zip(model.teacher.weights, model.student.weights, strict=True):
+        np.testing.assert_array_equal(to_numpy(t), to_numpy(s))
+
+
+def test_keras_hub_siglip_gives_the_same_embeddings():
+    backbone = _siglip_backbone()
+    model = SilcModel.from_keras_hub(backbone, head=HEAD)
+    images, ids = _images(), _token_ids()
+    _assert_close(model.student.encoder(images), backbone.get_vision_embeddings(images * 2 - 1))
+    _assert_close(model.text_encoder(ids), backbone.get_text_embeddings(ids))
+    head = backbone.siglip_head
+    np.testing.assert_allclose(to_numpy(model.log_logit_scale), to_numpy(head.logit_scale))
+    np.testing.assert_allclose(to_numpy(model.logit_bias), to_numpy(head.logit_bias))
+    assert model.contrastive_loss == "siglip" and model.vision_config["pooling"] == "map"
+    assert model.local_crop_size == 96 and model.head_config["num_prototypes"] == 64
+    _assert_teacher_is_student(model)
+
+
+def test_keras_hub_clip_gives_the_same_embeddings():
+    backbone = _clip_backbone()
+    model = SilcModel.from_keras_hub(backbone, head=HEAD)
+    images, ids = _images(), _token_ids(end_token=99)
+    normalized = (images - OPENAI_MEAN) / OPENAI_STD
+    _assert_close(model.student.encoder(images), backbone.get_vision_embeddings(normalized))
+    _assert_close(model.text_encoder(ids), backbone.get_text_embeddings(ids))
+    np.testing.assert_allclose(
+        to_numpy(model.log_logit_scale), to_numpy(backbone.clip_head.logit_scale)
+    )
+    assert model.contrastive_loss == "clip" and model.text_config["pooling"] == "argmax"
+    _assert_teacher_is_student(model)
+
+
+def _hf_model(family, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    torch.manual_seed(0)
+    text = {
+        "vocab_size": 100,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 16,
+    }
+    vision = {key: text[key] for key in list(text)[1:5]}
+    vision.update(image_size=32, patch_size=8)
+    if family == "siglip":
+        config = transformers.SiglipConfig(text_config=text, vision_config=vision)
+        model = transformers.SiglipModel(config)
+    else:
+        text.update(bos_token_id=98, eos_token_id=99, pad_token_id=0)
+        config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=24)
+        model = transformers.CLIPModel(config)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") or "logit" in name or "norm" in name:
+                parameter.add_(0.2 * torch.randn_like(parameter))
+    model.eval().save_pretrained(str(tmp_path))
+    return model
+
+
+def _hf_features(output):
+    # transformers 5 returns an output object; older versions a tensor.
+    return getattr(output, "pooler_output", output).detach().numpy()
+
+
+@pytest.mark.parametrize("family", ["siglip", "clip"])
+def test_huggingface_checkpoint_gives_the_same_embeddings(family, tmp_path):
+    import torch
+
+    hf = _hf_model(family, tmp_path)
+    model = SilcModel.from_huggingface(str(tmp_path), head=HEAD)
+    images = _images()
+    ids = _token_ids(end_token=99 if family == "clip" else None)
+    mean, std = (0.5, 0.5) if family == "siglip" else (OPENAI_MEAN, OPENAI_STD)
+    pixels = torch.from_numpy(((images - mean) / std).transpose(0, 3, 1, 2).astype(np.float32))
+    with torch.no_grad():
+        image_features = _hf_features(hf.get_image_features(pixel_values=pixels))
+        text_features = _hf_features(hf.get_text_features(input_ids=torch.from_numpy(ids)))
+    _assert_close(model.student.encoder(images), image_features)
+    _assert_close(model.text_encoder(ids), text_features)
+    np.testing.assert_allclose(to_numpy(model.log_logit_scale), hf.logit_scale.item(), rtol=1e-6)
+    _assert_teacher_is_student(model)
+
+
+def test_a_converted_model_trains_with_silc(tmp_path):
+    model = SilcModel.from_keras_hub(
+        _siglip_backbone(), head=HEAD, num_local_crops=2, local_crop_size=16
+    )
+    batch = model.example_batch(4)
+    model.compile(learning_rate=1e-4, warmup_steps=0)
+    history = model.fit(batch, batch_size=4, epochs=2, verbose=0).history
+    assert np.all(np.isfinite(history["loss"])) and "distillation_loss" in history
+    path = str(tmp_path / "converted.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    _assert_close(reloaded.encode_image(batch["image"]), model.encode_image(batch["image"]))
+
+
+def test_conversion_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="SigLIPBackbone and CLIPBackbone; got str"):
+        SilcModel.from_keras_hub("siglip")
+    with pytest.raises(ValueError, match=r"fc1 kernel' with shape \(32, 64\) into '.*fc1/kernel'"):
+        SilcModel.from_keras_hub(_siglip_backbone(), head=HEAD, vision={"mlp_dim": 48})
+    with pytest.raises(FileNotFoundError, match="No config.json"):
+        SilcModel.from_huggingface(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match="describes a 'bert' model"):
+        SilcModel.from_huggingface(str(tmp_path))
+
+
+def test_tower_options_follow_their_formulas():
+    x = np.linspace(-4, 4, 17, dtype=np.float32)
+    np.testing.assert_allclose(
+        to_numpy(ACTIVATIONS["quick_gelu"](keras.ops.convert_to_tensor(x))),
+        x / (1 + np.exp(-1.702 * x)),
+        rtol=1e-5,
+    )
+    tanh_gelu = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    np.testing.assert_allclose(
+        to_numpy(ACTIVATIONS["gelu_approximate"](keras.ops.convert_to_tensor(x))),
+        tanh_gelu,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    encoder = VisionEncoder(
+        image_size=16, patch_size=8, width=8, depth=1, num_heads=2, pooling="gap",
+        pixel_mean=(0.1, 0.2, 0.3), pixel_std=(0.5, 0.25, 2.0),
+    )  # fmt: skip
+    encoder.build()
+    images = _images(2, 16)
+    np.testing.assert_allclose(
+        to_numpy(encoder.normalize_pixels(images)),
+        (images - np.array([0.1, 0.2, 0.3])) / np.array([0.5, 0.25, 2.0]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    tokens = to_numpy(encoder.tokens(images))
+    _assert_close(encoder(images), tokens.mean(axis=1))
+    assert tuple(encoder.dense_features(images).shape) == (2, 2, 2, 8)
+    with pytest.raises(ValueError, match="needs a MAP head"):
+        encoder.dense_features(images, source="map_values")
+    with pytest.raises(ValueError, match="class_token=True"):
+        VisionEncoder(image_size=16, patch_size=8, pooling="cls")
+
+
+def test_image_feature_extractor_saves_reloads_and_exports(tmp_path):
+    model = SilcModel.from_keras_hub(_clip_backbone(), head=HEAD, inference_tower="teacher")
+    extractor = model.image_feature_extractor()
+    images = _images()
+    features = extractor(images)
+    _assert_close(features["pooled"], model.encode_image(images))
+    _assert_close(features["dense"], model.dense_image_features(images))
+    assert tuple(features["dense"].shape) == (3, 4, 4, 24)
+
+    extractor.save(str(tmp_path / "features.keras"))
+    reloaded = keras.models.load_model(str(tmp_path / "features.keras"))
+    _assert_close(reloaded(images)["dense"], features["dense"])
+    extractor.save_to_preset(str(tmp_path / "preset"))
+    from_preset = ImageFeatureExtractor.from_preset(str(tmp_path / "preset"))
+    _assert_close(from_preset(images)["pooled"], features["pooled"])
+    with pytest.raises(FileNotFoundError, match="not an ImageFeatureExtractor preset"):
+        ImageFeatureExtractor.from_preset(str(tmp_path))
+
+    serving = str(tmp_path / "serving")
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "dense.npy", to_numpy(features["dense"]))
+    if BACKEND == "torch":
+        with pytest.raises(RuntimeError, match="torch_xla"):
+            extractor.export(serving)
+        # The documented route: export the saved preset under another backend.
+        script = (
+            "import sys; from keras_silc import ImageFeatureExtractor as E; "
+            "E.from_preset(sys.argv[1]).export(sys.argv[2])"
+        )
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "preset"), serving], check=True, env=env
+        )
+    else:
+        extractor.export(serving)
+    check = (
+        "import sys, numpy as np, tensorflow as tf; d = sys.argv[1]; "
+        "served = tf.saved_model.load(d + '/serving'); out = served.serve(np.load(d + '/images.npy')); "
+        "np.testing.assert_allclose(out['dense'].numpy(), np.load(d + '/dense.npy'), atol=1e-5)"
+    )
+    subprocess.run([sys.executable, "-c", check, str(tmp_path)], check=True)
