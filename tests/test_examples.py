@@ -17,7 +17,7 @@ def test_fit_example_batches_runs(tmp_path, monkeypatch, capsys):
     assert os.path.exists(tmp_path / "silc_tiny.keras")
 
 
-NOTEBOOKS = ["quickstart", "own_data", "segmentation", "backends"]
+NOTEBOOKS = ["quickstart", "own_data", "segmentation", "backends", "pretrained"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
