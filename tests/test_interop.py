@@ -167,18 +167,63 @@ def test_huggingface_checkpoint_gives_the_same_embeddings(family, tmp_path):
     _assert_teacher_is_student(model)
 
 
-def test_a_converted_model_trains_with_silc(tmp_path):
-    model = SilcModel.from_keras_hub(
-        _siglip_backbone(), head=HEAD, num_local_crops=2, local_crop_size=16
+def _siglip_vocabulary(path, captions):
+    """A SentencePiece model laid out as SigLIP's: <pad> 0, </s> 1, <unk> 2."""
+    import sentencepiece
+
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(captions),
+        model_prefix=str(path),
+        vocab_size=50,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
     )
-    batch = model.example_batch(4)
-    model.compile(learning_rate=1e-4, warmup_steps=0)
-    history = model.fit(batch, batch_size=4, epochs=2, verbose=0).history
+    return f"{path}.model"
+
+
+def test_a_converted_siglip_fine_tunes_with_its_own_tokenization(tmp_path):
+    from keras_silc import data
+
+    scenes = data.fashion_scenes("train", 16, 64, seed=0)
+    captions = [str(caption) for caption in scenes["caption"]]
+    vocabulary = _siglip_vocabulary(tmp_path / "spm", captions * 4)
+    tokenizer = data.SilcTokenizer.from_file(
+        vocabulary, 16, lowercase=False, pad_with_end_token=True
+    )
+    # The reference: keras-hub's SigLIP preprocessing of the same vocabulary.
+    with open(vocabulary, "rb") as f:
+        theirs = keras_hub.models.SigLIPPreprocessor(
+            keras_hub.models.SigLIPTokenizer(proto=f.read()),
+            sequence_length=16,
+            canonicalize_text=False,
+        )
+    expected = theirs({"images": np.zeros((2, 1)), "prompts": captions[:2]})["token_ids"]
+    ids = tokenizer(captions[:2])
+    np.testing.assert_array_equal(ids, to_numpy(expected))
+    assert ids[0, -1] == ids[1, -1] == tokenizer.pad_token_id == tokenizer.end_token_id == 1
+    import tensorflow as tf  # the tf.data path pads the same way
+
+    traced = tf.function(lambda texts: tokenizer(texts))(tf.constant(captions[:2]))
+    np.testing.assert_array_equal(traced.numpy(), ids)
+
+    model = SilcModel.from_keras_hub(
+        _siglip_backbone(), head=HEAD, tokenizer=tokenizer, num_local_crops=2, local_crop_size=16
+    )
+    pairs = data.from_arrays(scenes["image"], scenes["caption"])
+    dataset = data.training_dataset(pairs, model, 4, seed=0)
+    model.compile(learning_rate=1e-4, warmup_steps=0, total_steps=2, cooldown_steps=0)
+    history = model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0).history
     assert np.all(np.isfinite(history["loss"])) and "distillation_loss" in history
     path = str(tmp_path / "converted.keras")
     model.save(path)
     reloaded = keras.models.load_model(path)
-    _assert_close(reloaded.encode_image(batch["image"]), model.encode_image(batch["image"]))
+    np.testing.assert_array_equal(reloaded.tokenize(captions[:2]), ids)
+    images = scenes["image"][:2].astype(np.float32)[:, ::2, ::2] / 255.0
+    _assert_close(reloaded.encode_image(images), model.encode_image(images))
 
 
 def test_conversion_errors_name_the_problem(tmp_path):

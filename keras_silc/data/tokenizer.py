@@ -102,6 +102,11 @@ class SilcTokenizer(keras.layers.Layer):
             do; captions are case-insensitive here). The wrapped tokenizer's own
             normalisation still runs after this. Defaults to True.
         add_end_token: bool. Append the end-of-sequence token. Defaults to True.
+        pad_with_end_token: bool. Pad with the end token instead of 0, as SigLIP
+            checkpoints were trained (big_vision's `eos="sticky"`, Hugging Face's
+            `</s>` padding). Use it with a text tower that does not mask padding
+            (`text={"pad_token_id": None}`, as converted SigLIP models have); the
+            vocabulary's own padding id then does not matter. SentencePiece only.
 
     Example:
     ```python
@@ -112,7 +117,15 @@ class SilcTokenizer(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, tokenizer, sequence_length, lowercase=True, add_end_token=True, **kwargs):
+    def __init__(
+        self,
+        tokenizer,
+        sequence_length,
+        lowercase=True,
+        add_end_token=True,
+        pad_with_end_token=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(
             tokenizer,
@@ -144,6 +157,12 @@ class SilcTokenizer(keras.layers.Layer):
         self.sequence_length = sequence_length
         self.lowercase = lowercase
         self.add_end_token = add_end_token
+        self.pad_with_end_token = pad_with_end_token
+        if pad_with_end_token and not (add_end_token and _is_sentence_piece(tokenizer)):
+            raise ValueError(
+                "pad_with_end_token=True needs add_end_token=True and a SentencePiece "
+                "vocabulary (SigLIP's padding)."
+            )
         self._special_ids_key = None
         self._special_ids_value = None
         self.built = True
@@ -168,7 +187,8 @@ class SilcTokenizer(keras.layers.Layer):
 
     @property
     def pad_token_id(self):
-        """int. Always 0: the text tower masks id 0 as padding."""
+        """int. 0 (the text tower masks id 0 as padding), or the end token's id with
+        `pad_with_end_token`."""
         return self._special_ids()[0]
 
     @property
@@ -197,6 +217,13 @@ class SilcTokenizer(keras.layers.Layer):
 
         processor = sentencepiece.SentencePieceProcessor(model_proto=self.tokenizer.proto)
         pad_id, end_id = processor.pad_id(), processor.eos_id()
+        if self.pad_with_end_token:
+            if end_id < 0:
+                raise ValueError(
+                    "pad_with_end_token=True, but the SentencePiece model has no "
+                    "end-of-sequence token (eos_id=-1)."
+                )
+            return end_id, end_id
         if pad_id != 0:
             raise ValueError(
                 f"The vocabulary's padding token has id {pad_id} (-1: none), but the text "
@@ -263,12 +290,12 @@ class SilcTokenizer(keras.layers.Layer):
         texts, single = _python_strings(texts)
         if self.lowercase:
             texts = [text.lower() for text in texts]
-        _, end_id = self._special_ids()
+        pad_id, end_id = self._special_ids()
         pieces = self.tokenizer.tokenize(texts) if texts else []
         if isinstance(pieces, tf.RaggedTensor):  # keras-hub < 0.22 has no Python path.
             pieces = pieces.to_list()
         length = self.sequence_length
-        ids = np.zeros((len(texts), length), dtype=np.int32)
+        ids = np.full((len(texts), length), pad_id, dtype=np.int32)
         for row, tokens in enumerate(pieces):
             tokens = [int(token) for token in tokens]
             if self.add_end_token:
@@ -290,7 +317,7 @@ class SilcTokenizer(keras.layers.Layer):
         texts = tf.reshape(texts, [-1])
         if self.lowercase:
             texts = tf.strings.lower(texts, encoding="utf-8")
-        _, end_id = self._special_ids()
+        pad_id, end_id = self._special_ids()
         with tf.device("cpu"):
             if _is_sentence_piece(self.tokenizer):
                 # The SentencePiece op is made inside the traced function rather than
@@ -308,7 +335,11 @@ class SilcTokenizer(keras.layers.Layer):
                 pieces = self.tokenizer.tokenize(texts)
         pieces = tf.cast(pieces, tf.int32)
         length = self.sequence_length
-        if self.add_end_token:
+        if self.pad_with_end_token:
+            # Up to T - 1 text tokens; every position after them holds the end token.
+            ids = pieces.to_tensor(default_value=end_id, shape=[None, length - 1])
+            ids = tf.pad(ids, [[0, 0], [0, 1]], constant_values=end_id)
+        elif self.add_end_token:
             # Up to T - 1 text tokens, then the end token at the first free position.
             ids = pieces.to_tensor(default_value=0, shape=[None, length - 1])
             ids = tf.pad(ids, [[0, 0], [0, 1]])
@@ -363,6 +394,7 @@ class SilcTokenizer(keras.layers.Layer):
                 "sequence_length": self.sequence_length,
                 "lowercase": self.lowercase,
                 "add_end_token": self.add_end_token,
+                "pad_with_end_token": self.pad_with_end_token,
             }
         )
         return config
@@ -412,14 +444,27 @@ class SilcTokenizer(keras.layers.Layer):
 
     # ------------------------------------------------------------ constructors
     @classmethod
-    def from_file(cls, path, sequence_length, lowercase=True, add_end_token=True, **kwargs):
+    def from_file(
+        cls,
+        path,
+        sequence_length,
+        lowercase=True,
+        add_end_token=True,
+        pad_with_end_token=False,
+        **kwargs,
+    ):
         """Wraps a user's vocabulary file.
+
+        A pretrained SigLIP's vocabulary (keras-hub presets keep it in
+        `assets/tokenizer/vocabulary.spm`) with its padding:
+        `SilcTokenizer.from_file(path, 64, pad_with_end_token=True)`.
 
         Args:
             path: str. A SentencePiece model (`.model` or `.spm`, padding at id 0), or a
                 WordPiece vocabulary (`.txt`, one token per line, "[PAD]" first, an
                 "[EOS]" or "[SEP]" end token, "[UNK]" for unknown words).
-            sequence_length, lowercase, add_end_token: as in `SilcTokenizer`.
+            sequence_length, lowercase, add_end_token, pad_with_end_token: as in
+                `SilcTokenizer`.
             **kwargs: passed to the keras-hub tokenizer (e.g. `oov_token` or
                 `suffix_indicator` for WordPiece).
         """
@@ -449,7 +494,13 @@ class SilcTokenizer(keras.layers.Layer):
             while vocabulary and not vocabulary[-1]:
                 vocabulary.pop()
             inner = keras_hub.tokenizers.WordPieceTokenizer(vocabulary=vocabulary, **kwargs)
-        return cls(inner, sequence_length, lowercase=lowercase, add_end_token=add_end_token)
+        return cls(
+            inner,
+            sequence_length,
+            lowercase=lowercase,
+            add_end_token=add_end_token,
+            pad_with_end_token=pad_with_end_token,
+        )
 
     # Not named `train`: under PyTorch every Keras layer is a torch.nn.Module, whose
     # `train(mode)` is called on each child by `model.train()` / `model.eval()`.
