@@ -2,8 +2,9 @@
 
 For each (batch size, precision, mode) the step runs in its own process (so peak memory is that
 configuration's alone) on the current `KERAS_BACKEND`: `train_on_batch` after compilation and
-warm-up steps. Modes: `silc` (all views, teacher, distillation head) and `clip` (the full image
-only: the baseline measured in the same run). Printed per configuration: images/s, model
+warm-up steps. Modes: `silc` (all views, teacher, distillation head), `clip` (the full image
+only: the baseline measured in the same run) and `silc_remat` (SILC with every transformer
+block rematerialised: `vision`/`text` `remat=True`; compare its memory and time with `silc`). Printed per configuration: images/s, model
 FLOP/s (analytic count from train_step.py) and peak memory: host RSS on a CPU
 (`ru_maxrss`), device peak on a GPU (`torch.cuda.max_memory_allocated` or JAX's
 `peak_bytes_in_use`). Ratios: mixed_bfloat16 against float32 at the same batch and mode, and
@@ -91,12 +92,16 @@ def worker(args):
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
     switches = TABLE6_ROWS["clip"] if args.mode == "clip" else {}
+    if args.mode == "silc_remat":
+        switches = {"vision": {"remat": True}, "text": {"remat": True}}
     if args.preset:
         geometry = paper_geometry(args.preset)
         model = SilcModel.from_preset(args.preset, **switches)
     else:
+        from keras_silc.models.presets import merge_config
+
         geometry = dict(GEOMETRY)
-        model = SilcModel(**{**model_overrides(geometry), **switches})
+        model = SilcModel(**merge_config(model_overrides(geometry), switches))
     geometry["batch_size"] = args.batch_size
     model.compile(warmup_steps=0)
     batch = model.example_batch(args.batch_size, seed=0)
@@ -110,7 +115,7 @@ def worker(args):
     seconds = (time.perf_counter() - start) / args.steps
     assert all(v == v for v in logs.values()), logs
     memory, where = peak_memory_bytes()
-    flops = step_flops(geometry, args.mode)
+    flops = step_flops(geometry, "clip" if args.mode == "clip" else "silc")  # model FLOPs
     print(
         RESULT
         + json.dumps(
@@ -178,7 +183,10 @@ def main():
     backend = next(iter(results.values()))["backend"]
     kind = next(iter(results.values()))["memory_kind"]
     print(f"\nbackend {backend}; peak memory = {kind}\n")
-    header = "| batch | precision | mode | images/s | TFLOP/s | peak MiB | vs float32 | vs clip |"
+    header = (
+        "| batch | precision | mode | images/s | TFLOP/s | peak MiB | vs float32 | vs clip "
+        "| memory vs silc |"
+    )
     if args.peak_flops:
         header = header[:-1] + " MFU |"
     print(header)
@@ -188,10 +196,16 @@ def main():
         clip = results.get((batch_size, precision, "clip"))
         vs_float32 = f"{r['images_per_s'] / base['images_per_s']:.2f}x" if base else "-"
         vs_clip = f"{clip['images_per_s'] / r['images_per_s']:.2f}x cost" if clip else "-"
+        silc = results.get((batch_size, precision, "silc"))
+        memory_vs_silc = (
+            f"{r['peak_memory_bytes'] / silc['peak_memory_bytes']:.2f}x"
+            if silc and mode == "silc_remat"
+            else "-"
+        )
         row = (
             f"| {batch_size} | {precision} | {mode} | {r['images_per_s']:.1f} | "
             f"{r['flops_per_s'] / 1e12:.3f} | {r['peak_memory_bytes'] / 2**20:.0f} | "
-            f"{vs_float32} | {vs_clip if mode != 'clip' else '-'} |"
+            f"{vs_float32} | {vs_clip if mode != 'clip' else '-'} | {memory_vs_silc} |"
         )
         if args.peak_flops:
             row += f" {r['flops_per_s'] / args.peak_flops:.1%} |"

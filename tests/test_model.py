@@ -285,3 +285,39 @@ def test_compile_without_total_steps_drops_only_the_cooldown():
     assert schedule["cooldown_steps"] == 0 and schedule["warmup_steps"] == 50_000
     model.compile(total_steps=200_000)
     assert model.optimizer._learning_rate.get_config()["cooldown_steps"] == 50_000
+
+
+def test_remat_recomputes_the_same_step():
+    """Rematerialised blocks change memory, not numbers: one SILC step matches."""
+    results = []
+    for remat in (False, True):
+        model = tiny_model(vision={"remat": remat}, text={"remat": remat})
+        batch = model.example_batch(4, seed=0)
+        history = _fit_steps(model, batch, 1, warmup_steps=0)
+        results.append((history["loss"][0], weights_numpy(model.trainable_variables)))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
+    for with_remat, without in zip(results[1][1], results[0][1], strict=True):
+        np.testing.assert_allclose(with_remat, without, rtol=1e-4, atol=1e-6)
+    assert SilcModel.from_config(model.get_config()).vision_config["remat"] is True
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="counts the tensors PyTorch's autograd saves")
+def test_remat_keeps_fewer_activations_for_the_backward_pass():
+    import torch
+
+    def saved_bytes(remat):
+        encoder = tiny_model(vision={"remat": remat, "depth": 4}).student.encoder
+        seen, total = set(), [0]
+
+        def pack(tensor):
+            if tensor.data_ptr() not in seen:
+                seen.add(tensor.data_ptr())
+                total[0] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            loss = (encoder(torch.rand(8, 32, 32, 3)) ** 2).sum()
+        loss.backward()
+        return total[0]
+
+    assert saved_bytes(True) < 0.5 * saved_bytes(False)

@@ -42,6 +42,8 @@ class TextEncoder(keras.layers.Layer):
         final_norm_epsilon: float or None. Epsilon of the final LayerNorm; None uses
             `layer_norm_epsilon`.
         projection_bias: bool. Whether the projection to J has a bias.
+        remat: bool. Recompute each block's activations in the backward pass
+            (`keras.remat`).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class TextEncoder(keras.layers.Layer):
         layer_norm_epsilon=LAYER_NORM_EPSILON,
         final_norm_epsilon=None,
         projection_bias=True,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -82,6 +85,7 @@ class TextEncoder(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.final_norm_epsilon = final_norm_epsilon
         self.projection_bias = projection_bias
+        self.remat = remat
 
         dtype, eps = self.dtype_policy, layer_norm_epsilon
         self.token_embedding = keras.layers.Embedding(
@@ -159,7 +163,10 @@ class TextEncoder(keras.layers.Layer):
         x = self.token_embedding(token_ids)
         x = x + ops.cast(self.position_embedding[:length], x.dtype)[None]
         for block in self.blocks:
-            x = block(x, key_mask=key_mask)
+            if self.remat:
+                x = keras.remat(lambda tokens, block=block: block(tokens, key_mask=key_mask))(x)
+            else:
+                x = block(x, key_mask=key_mask)
         x = self.final_norm(x)
         pooled = self._pool(x, token_ids, valid, key_mask)
         return pooled if self.projection is None else self.projection(pooled)
@@ -212,6 +219,7 @@ class TextEncoder(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "final_norm_epsilon": self.final_norm_epsilon,
                 "projection_bias": self.projection_bias,
+                "remat": self.remat,
             }
         )
         return config

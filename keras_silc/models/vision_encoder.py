@@ -45,6 +45,8 @@ class VisionEncoder(keras.layers.Layer):
             `(x - mean) / std` before the patch embedding; the default 0.5 maps them
             to [-1, 1] as big_vision and SigLIP do. CLIP uses the ImageNet-like
             statistics of its training set.
+        remat: bool. Recompute each block's activations in the backward pass instead
+            of keeping them (`keras.remat`): less memory for about one more forward.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class VisionEncoder(keras.layers.Layer):
         layer_norm_epsilon=LAYER_NORM_EPSILON,
         pixel_mean=(0.5, 0.5, 0.5),
         pixel_std=(0.5, 0.5, 0.5),
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -98,6 +101,7 @@ class VisionEncoder(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.pixel_mean = tuple(float(m) for m in pixel_mean)
         self.pixel_std = tuple(float(s) for s in pixel_std)
+        self.remat = remat
 
         dtype, eps = self.dtype_policy, layer_norm_epsilon
         self.patch_embedding = keras.layers.Dense(
@@ -204,7 +208,7 @@ class VisionEncoder(keras.layers.Layer):
         if self.pre_norm_layer is not None:
             x = self.pre_norm_layer(x)
         for block in self.blocks:
-            x = block(x)
+            x = keras.remat(block)(x) if self.remat else block(x)
         return self.final_norm(x)
 
     def _project(self, x):
@@ -280,6 +284,7 @@ class VisionEncoder(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "pixel_mean": self.pixel_mean,
                 "pixel_std": self.pixel_std,
+                "remat": self.remat,
             }
         )
         return config
