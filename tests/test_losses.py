@@ -113,3 +113,45 @@ def test_losses_compute_in_float32_for_low_precision_inputs():
     teacher = keras.ops.cast(rng.uniform(-1, 1, (2, 2, 8)), "bfloat16")
     value = losses.self_distillation_loss(student, teacher, np.zeros(8, np.float32))
     assert keras.backend.standardize_dtype(value.dtype) == "float32"
+
+
+def test_chunked_contrastive_losses_match_the_dense_ones_and_their_gradients():
+    """Values against numpy; gradients against autodiff of the dense losses. Chunks of
+    3 and 4 rows do not divide the batch of 10, so the last chunk is short."""
+    rng = np.random.default_rng(2)
+    img, txt = _unit(rng, 10, 8), _unit(rng, 10, 8)
+    scale, bias = np.float32(7.0), np.float32(-3.0)
+    logits = scale * img @ txt.T
+    clip_expected = (
+        -0.5
+        * (np.trace(_log_softmax(logits, axis=1)) + np.trace(_log_softmax(logits, axis=0)))
+        / 10
+    )
+    labels = 2 * np.eye(10) - 1
+    siglip_expected = np.log1p(np.exp(-labels * (logits + bias))).sum() / 10
+    pairs = [
+        (
+            lambda i, t, s: losses.clip_loss(i, t, s),
+            lambda i, t, s: losses.chunked_clip_loss(i, t, s, 3),
+            clip_expected,
+        ),
+        (
+            lambda i, t, s: losses.siglip_loss(i, t, s, bias),
+            lambda i, t, s: losses.chunked_siglip_loss(i, t, s, bias, 4),
+            siglip_expected,
+        ),
+    ]
+    for dense, chunked, expected in pairs:
+        np.testing.assert_allclose(to_numpy(chunked(img, txt, scale)), expected, rtol=1e-5)
+        for wrt in range(3):
+            inputs = [img, txt, np.array(scale)]
+
+            def at(fn, x, wrt=wrt, inputs=inputs):
+                return fn(*[x if k == wrt else v for k, v in enumerate(inputs)])
+
+            want = gradient(lambda x, d=dense: at(d, x), inputs[wrt])
+            got = gradient(lambda x, c=chunked: at(c, x), inputs[wrt])
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    want = gradient(lambda b: losses.siglip_loss(img, txt, scale, b), np.array(bias))
+    got = gradient(lambda b: losses.chunked_siglip_loss(img, txt, scale, b, 4), np.array(bias))
+    np.testing.assert_allclose(got, want, rtol=1e-5)

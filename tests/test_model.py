@@ -321,3 +321,16 @@ def test_remat_keeps_fewer_activations_for_the_backward_pass():
         return total[0]
 
     assert saved_bytes(True) < 0.5 * saved_bytes(False)
+
+
+@pytest.mark.parametrize("contrastive_loss", ["clip", "siglip"])
+def test_chunked_contrastive_loss_gives_the_same_step(contrastive_loss):
+    results = []
+    for chunk in (None, 3):
+        model = tiny_model(contrastive_loss=contrastive_loss, contrastive_chunk_size=chunk)
+        batch = model.example_batch(8, seed=0)
+        history = _fit_steps(model, batch, 1, warmup_steps=0)
+        results.append((history["contrastive_loss"][0], weights_numpy(model.trainable_variables)))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
+    for chunked, dense in zip(results[1][1], results[0][1], strict=True):
+        np.testing.assert_allclose(chunked, dense, rtol=1e-4, atol=1e-6)

@@ -106,6 +106,10 @@ class SilcModel(SilcTrainer, keras.Model):
         logit_bias_init: float or None. Initial SigLIP bias (-10 by default).
         max_logit_scale: float or None. Clamp on t (CLIP: 100 by default; SigLIP:
             none).
+        contrastive_chunk_size: int or None. Compute the contrastive loss this many
+            rows at a time (`losses.chunked_clip_loss` / `chunked_siglip_loss`): same
+            values and gradients, memory linear rather than quadratic in the batch.
+            None (the default) computes the (B, B) matrix at once.
         inference_tower: "student" or "teacher". The image tower that
             `encode_image` and `dense_image_features` use.
         recipe: dict. Defaults for `compile()`: learning_rate, warmup_steps,
@@ -135,6 +139,7 @@ class SilcModel(SilcTrainer, keras.Model):
         logit_scale_init=None,
         logit_bias_init=None,
         max_logit_scale=None,
+        contrastive_chunk_size=None,
         inference_tower="student",
         recipe=None,
         tokenizer=None,
@@ -183,6 +188,12 @@ class SilcModel(SilcTrainer, keras.Model):
         self.logit_bias_init = logit_bias_init if logit_bias_init is not None else -10.0
         self.max_logit_scale = max_logit_scale or (None if siglip else 100.0)
         self.inference_tower = inference_tower
+        if contrastive_chunk_size is not None and contrastive_chunk_size < 1:
+            raise ValueError(
+                f"contrastive_chunk_size must be a positive int or None, got "
+                f"{contrastive_chunk_size!r}."
+            )
+        self.contrastive_chunk_size = contrastive_chunk_size
         self.recipe = merge_config(DEFAULT_RECIPE, recipe or {})
         if isinstance(tokenizer, dict):
             # A saved model's config: register SilcTokenizer (keras_silc.data is not
@@ -348,6 +359,15 @@ class SilcModel(SilcTrainer, keras.Model):
         return ops.exp(log_scale)
 
     def _contrastive(self, image_embeddings, text_embeddings, logit_scale):
+        chunk = self.contrastive_chunk_size
+        if chunk and (image_embeddings.shape[0] is None or image_embeddings.shape[0] > chunk):
+            if self.contrastive_loss == "clip":
+                return losses.chunked_clip_loss(
+                    image_embeddings, text_embeddings, logit_scale, chunk
+                )
+            return losses.chunked_siglip_loss(
+                image_embeddings, text_embeddings, logit_scale, self.logit_bias, chunk
+            )
         if self.contrastive_loss == "clip":
             return losses.clip_loss(image_embeddings, text_embeddings, logit_scale)
         return losses.siglip_loss(image_embeddings, text_embeddings, logit_scale, self.logit_bias)
@@ -674,6 +694,7 @@ class SilcModel(SilcTrainer, keras.Model):
                 "logit_scale_init": self.logit_scale_init,
                 "logit_bias_init": self.logit_bias_init,
                 "max_logit_scale": self.max_logit_scale,
+                "contrastive_chunk_size": self.contrastive_chunk_size,
                 "inference_tower": self.inference_tower,
                 "recipe": self.recipe,
                 "tokenizer": (
