@@ -88,7 +88,13 @@ def train(args, demo_overrides=None):
 
     keras.utils.set_random_seed(args.seed)
     pairs, captions = demo.make_pairs(
-        args.data, args.data_path, args.image_key, args.caption_key, args.num_scenes, args.seed
+        args.data,
+        args.data_path,
+        args.image_key,
+        args.caption_key,
+        args.num_scenes,
+        args.seed,
+        class_only_captions=args.class_only_captions,
     )
     text_length = merge_config(preset_config(args.preset), overrides)["text"]["max_length"]
     tokenizer = _tokenizer_for(args, captions, text_length)
@@ -106,6 +112,7 @@ def train(args, demo_overrides=None):
         "steps": args.steps,
         "checkpoint_every": steps_per_epoch,
         "seed": args.seed,
+        "class_only_captions": args.class_only_captions if args.data == "fashion_scenes" else None,
     }
 
     def build_model():
@@ -227,7 +234,7 @@ def list_presets(args):
         print(f"{name:<10} {preset['description']}")
 
 
-def _add_training_arguments(parser, steps, batch_size, output):
+def _add_training_arguments(parser, steps, batch_size, output, class_only_captions=0.0):
     parser.add_argument(
         "--set",
         action="append",
@@ -245,6 +252,13 @@ def _add_training_arguments(parser, steps, batch_size, output):
     parser.add_argument("--image-key", help="Image field or column of --data.")
     parser.add_argument("--caption-key", help="Caption field or column of --data.")
     parser.add_argument("--num-scenes", type=int, default=20_000, help="Fashion training scenes.")
+    parser.add_argument(
+        "--class-only-captions",
+        type=float,
+        default=class_only_captions,
+        help="Fraction of Fashion scenes captioned with class names only (no colours or "
+        f"positions, which are a shortcut for small models). Default {class_only_captions}.",
+    )
     parser.add_argument("--tokenizer", help="A SentencePiece .model or WordPiece .txt file.")
     parser.add_argument("--vocabulary-size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=steps)
@@ -277,7 +291,13 @@ def make_parser():
     )
     from keras_silc import demo
 
-    _add_training_arguments(demo_parser, demo.DEMO_STEPS, demo.DEMO_BATCH, "runs/demo")
+    _add_training_arguments(
+        demo_parser,
+        demo.DEMO_STEPS,
+        demo.DEMO_BATCH,
+        "runs/demo",
+        class_only_captions=demo.DEMO_CLASS_ONLY_CAPTIONS,
+    )
     demo_parser.set_defaults(func=run_demo)
 
     evaluate_parser = commands.add_parser(
