@@ -162,7 +162,7 @@ def zero_shot_segmentation(
         masks: (N, H, W) int: 0 background, c + 1 for class c; any resolution (the scores
             are upsampled to it).
         class_names: the C class names.
-        source: "map_values" (the paper) or "tokens".
+        source: "map_values" (the paper), "tokens" or None (see `segment`).
         background: "ignore" (score non-background pixels among the C classes: the paper's
             mIoU) or "include" (a background prompt class; every pixel over C + 1 classes).
         background_name: the class name put into the templates for the background.

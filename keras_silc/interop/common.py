@@ -4,19 +4,30 @@ two-tower model is extended with, and assigning weights with errors that name th
 import numpy as np
 from keras import ops
 
+from keras_silc.models.presets import PRESETS
 from keras_silc.models.presets import merge_config
 
-# The distillation head and crops added to a pretrained model: the paper's head
-# (K = 65,536) and views (2 global crops at the model's resolution, 8 local crops).
+# The distillation head and crops added to a pretrained model: the paper's (silc_b16's)
+# head (K = 65,536) and views (2 global crops at the model's resolution, 8 local crops).
 SILC_DEFAULTS = {
-    "head": {
-        "num_prototypes": 65_536,
-        "hidden_dim": 2048,
-        "bottleneck_dim": 256,
-        "num_layers": 3,
-    },
-    "num_global_crops": 2,
-    "num_local_crops": 8,
+    key: PRESETS["silc_b16"]["config"][key]
+    for key in ("head", "num_global_crops", "num_local_crops")
+}
+
+# How each family's image tower differs from SILC's, whichever library it comes from.
+# The towers take [0, 1] images and normalise them themselves.
+SIGLIP_PIXELS = {"pixel_mean": (0.5, 0.5, 0.5), "pixel_std": (0.5, 0.5, 0.5)}
+OPENAI_CLIP_PIXELS = {
+    "pixel_mean": (0.48145466, 0.4578275, 0.40821073),
+    "pixel_std": (0.26862954, 0.26130258, 0.27577711),
+}
+SIGLIP_VISION = {"output_dim": None, "pooling": "map"}
+CLIP_VISION = {
+    "pooling": "cls",
+    "class_token": True,
+    "pre_norm": True,
+    "patch_bias": False,
+    "projection_bias": False,
 }
 
 

@@ -110,8 +110,8 @@ def silc_config_from_huggingface(directory, **overrides):
                 "This SigLIP checkpoint has no attention-pooling head (vision_use_head="
                 "False); keras_silc's image tower needs one."
             )
-        vision.update({"output_dim": None, "pooling": "map"})
-        vision.update(pixels or {"pixel_mean": (0.5,) * 3, "pixel_std": (0.5,) * 3})
+        vision.update(common.SIGLIP_VISION)
+        vision.update(pixels or common.SIGLIP_PIXELS)
         text.update(
             {
                 "output_dim": text_config.get("projection_size") or text_config["hidden_size"],
@@ -120,20 +120,9 @@ def silc_config_from_huggingface(directory, **overrides):
             }
         )
     else:
-        from keras_silc.interop.keras_hub import OPENAI_CLIP_PIXELS
-
         projection_dim = config.get("projection_dim", 512)
-        vision.update(
-            {
-                "output_dim": projection_dim,
-                "pooling": "cls",
-                "class_token": True,
-                "pre_norm": True,
-                "patch_bias": False,
-                "projection_bias": False,
-            }
-        )
-        vision.update(pixels or OPENAI_CLIP_PIXELS)
+        vision.update({**common.CLIP_VISION, "output_dim": projection_dim})
+        vision.update(pixels or common.OPENAI_CLIP_PIXELS)
         eos = text_config.get("eos_token_id", 2)
         text.update(
             {

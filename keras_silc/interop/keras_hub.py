@@ -11,14 +11,6 @@ from keras import ops
 
 from keras_silc.interop import common
 
-# keras-hub's preprocessing maps images to the backbone's input range; our towers take
-# [0, 1] images and normalise them themselves.
-SIGLIP_PIXELS = {"pixel_mean": (0.5, 0.5, 0.5), "pixel_std": (0.5, 0.5, 0.5)}
-OPENAI_CLIP_PIXELS = {
-    "pixel_mean": (0.48145466, 0.4578275, 0.40821073),
-    "pixel_std": (0.26862954, 0.26130258, 0.27577711),
-}
-
 _ACTIVATIONS = {"gelu_approximate": "gelu_approximate", "quick_gelu": "quick_gelu", "gelu": "gelu"}
 
 
@@ -93,10 +85,9 @@ def silc_config_from_keras_hub(backbone, **overrides):
     if family == "siglip":
         vision = {
             **tower,
-            "output_dim": None,
-            "pooling": "map",
+            **common.SIGLIP_VISION,
             "layer_norm_epsilon": vision_encoder.layer_norm_epsilon,
-            **SIGLIP_PIXELS,
+            **common.SIGLIP_PIXELS,
         }
         text.update(
             {
@@ -111,14 +102,10 @@ def silc_config_from_keras_hub(backbone, **overrides):
         projection_dim = backbone.vision_projection.units
         vision = {
             **tower,
+            **common.CLIP_VISION,
             "output_dim": projection_dim,
-            "pooling": "cls",
-            "class_token": True,
-            "pre_norm": True,
-            "patch_bias": False,
-            "projection_bias": False,
             "layer_norm_epsilon": 1e-5,
-            **OPENAI_CLIP_PIXELS,
+            **common.OPENAI_CLIP_PIXELS,
         }
         text.update(
             {

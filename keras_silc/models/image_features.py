@@ -43,11 +43,7 @@ class ImageFeatureExtractor(keras.Model):
 
     def call(self, images):
         images = keras.ops.cast(images, self.compute_dtype)
-        encoder = self.encoder
-        h, w = encoder.patch_grid(images.shape)
-        tokens = encoder.tokens(images)
-        pooled = encoder._project(encoder.pool(tokens))
-        dense = encoder.dense_from_tokens(tokens, (h, w), self.dense_source)
+        pooled, dense = self.encoder.pooled_and_dense(images, self.dense_source)
         if self.normalize:
             pooled, dense = l2_normalize(pooled), l2_normalize(dense)
         return {"pooled": pooled, "dense": dense}
@@ -68,7 +64,7 @@ class ImageFeatureExtractor(keras.Model):
         `KERAS_BACKEND=tensorflow` or `jax`: the saved file is backend-independent.
         """
         if input_signature is None:
-            size = self.vision["image_size"] if "image_size" in self.vision else 256
+            size = self.encoder.image_size
             input_signature = [keras.InputSpec(shape=(None, size, size, 3), dtype="float32")]
         if keras.backend.backend() == "torch" and format == "tf_saved_model":
             import importlib.util

@@ -229,6 +229,12 @@ class VisionEncoder(keras.layers.Layer):
         """Pooled embeddings (N, J), not normalised."""
         return self._project(self.pool(self.tokens(images)))
 
+    def pooled_and_dense(self, images, source=None):
+        """`call` and `dense_features` from one pass through the blocks."""
+        tokens = self.tokens(images)
+        pooled = self._project(self.pool(tokens))
+        return pooled, self.dense_from_tokens(tokens, self.patch_grid(images.shape), source)
+
     def dense_features(self, images, source=None):
         """Per-patch features (N, h, w, J) in the shared space, not normalised.
 
