@@ -1,8 +1,10 @@
-"""Backward-pass memory of two memory options, each against the plain computation.
+"""Backward-pass memory of three memory options, each against the plain computation.
 
 - `remat`: the image tower with and without `remat=True`.
 - `contrastive`: `clip_loss` against `chunked_clip_loss` (`contrastive_chunk_size`) as the
   batch grows: quadratic against linear.
+- `accumulation`: a whole SILC training step (`SilcModel.train_step`) at one batch size,
+  in one piece and with `gradient_accumulation_steps` M = 2, 4, ...
 
 PyTorch: bytes of the tensors autograd saves for the backward pass (counted with
 `torch.autograd.graph.saved_tensors_hooks`). JAX: the compiled gradient's temporary buffer
@@ -10,6 +12,10 @@ size reported by XLA (`memory_analysis().temp_size_in_bytes`). Other backends: n
 
     KERAS_BACKEND=torch python benchmarks/memory.py remat --depth 12 --batch-size 16
     KERAS_BACKEND=jax python benchmarks/memory.py contrastive --batch-sizes 1024,4096,16384
+    KERAS_BACKEND=jax python benchmarks/memory.py accumulation --batch-size 64 --steps 1,4,16
+
+For `accumulation` under PyTorch the figure is the peak of the bytes held for backward at
+any moment of the step (each micro-batch's are freed by its backward pass).
 """
 
 import argparse
@@ -114,25 +120,89 @@ def measure_contrastive(args, measure):
         print(f"| {batch} | {dense / 2**20:.1f} | {chunked / 2**20:.1f} | {chunked / dense:.3f}x |")
 
 
+def silc_step_bytes(args, steps):
+    """Memory of one SilcModel training step with gradient_accumulation_steps=steps."""
+    from keras_silc import SilcModel
+
+    keras.utils.set_random_seed(0)
+    model = SilcModel.from_preset(args.preset, gradient_accumulation_steps=steps)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
+    batch = model.example_batch(args.batch_size)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        model.optimizer.build(model.trainable_variables)
+        state = tuple(
+            [v.value for v in variables]
+            for variables in (
+                model.trainable_variables,
+                model.non_trainable_variables,
+                model.optimizer.variables,
+                model.metrics_variables,
+            )
+        )
+        compiled = jax.jit(model.train_step).lower(state, batch).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+    import weakref
+
+    import torch
+
+    held, peak = [0], [0]
+
+    class Saved:
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+    def release(size):
+        held[0] -= size
+
+    def pack(tensor):
+        box, size = Saved(tensor), tensor.numel() * tensor.element_size()
+        held[0] += size
+        peak[0] = max(peak[0], held[0])
+        weakref.finalize(box, release, size)
+        return box
+
+    batch = {k: torch.as_tensor(v) for k, v in batch.items()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor):
+        model.train_step(batch)
+    return peak[0]
+
+
+def measure_accumulation(args, _):
+    rows = [(m, silc_step_bytes(args, m)) for m in (int(m) for m in args.steps.split(","))]
+    baseline = dict(rows).get(1) or rows[0][1]
+    print(f"{args.preset}, one training step at batch {args.batch_size}")
+    print("| gradient_accumulation_steps | micro-batch | MiB | ratio to M=1 |")
+    print("|---|---|---|---|")
+    for steps, size in rows:
+        micro = args.batch_size // steps
+        print(f"| {steps} | {micro} | {size / 2**20:.1f} | {size / baseline:.2f}x |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["remat", "contrastive"])
+    parser.add_argument("what", choices=["remat", "contrastive", "accumulation"])
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--patch-size", type=int, default=8)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--depth", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=16, help="remat")
+    parser.add_argument("--batch-size", type=int, default=16, help="remat, accumulation")
     parser.add_argument("--batch-sizes", default="1024,4096,16384", help="contrastive")
     parser.add_argument("--chunk-size", type=int, default=512, help="contrastive")
+    parser.add_argument("--preset", default="silc_tiny", help="accumulation")
+    parser.add_argument("--steps", default="1,2,4,8", help="accumulation: values of M")
     args = parser.parse_args()
     backend = keras.backend.backend()
     if backend not in MEASURES:
         raise SystemExit(f"Not measured on {backend}: run with KERAS_BACKEND=torch or jax.")
     print(f"backend {backend}: {WHAT[backend]}")
-    if args.what == "remat":
-        measure_remat(args, MEASURES[backend])
-    else:
-        measure_contrastive(args, MEASURES[backend])
+    measure = {
+        "remat": measure_remat,
+        "contrastive": measure_contrastive,
+        "accumulation": measure_accumulation,
+    }[args.what]
+    measure(args, MEASURES[backend])
 
 
 if __name__ == "__main__":

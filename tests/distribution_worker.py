@@ -3,7 +3,8 @@
 Run as `python distribution_worker.py OUT.npz` with KERAS_BACKEND=jax; it sets
 `--xla_force_host_platform_device_count=8` itself (before JAX starts). The same initial weights
 train two steps on the same global batch three ways: on one device, with `DataParallel` over 8
-devices, and with `ModelParallel` (a 4-way data x 2-way model mesh, towers' weight matrices
+devices (also in two micro-batches with `gradient_accumulation_steps=2`), and with
+`ModelParallel` (a 4-way data x 2-way model mesh, towers' weight matrices
 split on the model axis by `silc_layout_map`). Losses and every weight (student, teacher,
 center, logit scale) are written for the test to compare.
 """
@@ -25,11 +26,11 @@ from keras_silc.distribution import silc_layout_map  # noqa: E402
 GLOBAL_BATCH = 16
 
 
-def run(distribution, init_weights, batch):
+def run(distribution, init_weights, batch, **overrides):
     keras.distribution.set_distribution(distribution)
     try:
         keras.utils.set_random_seed(0)
-        model = SilcModel.from_preset("silc_tiny")
+        model = SilcModel.from_preset("silc_tiny", **overrides)
         model.set_weights(init_weights)
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, global_clipnorm=1.0))
         history = model.fit(batch, batch_size=GLOBAL_BATCH, epochs=2, shuffle=False, verbose=0)
@@ -59,6 +60,13 @@ def main(path):
     results = {"single": run(None, init_weights, batch)}
     results["data_parallel"] = run(
         keras.distribution.DataParallel(devices=devices), init_weights, batch
+    )
+    # Data parallel in two micro-batches of 8 (one example per device each).
+    results["data_parallel_accumulated"] = run(
+        keras.distribution.DataParallel(devices=devices),
+        init_weights,
+        batch,
+        gradient_accumulation_steps=2,
     )
     mesh = keras.distribution.DeviceMesh((4, 2), ("batch", "model"), devices)
     results["model_parallel"] = run(

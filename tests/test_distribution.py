@@ -46,7 +46,7 @@ def test_data_and_model_parallel_match_one_device(tmp_path):
     values = [k for k in keys if not k.startswith(("devices/", "shard/"))]
     assert any(k.startswith("weight/teacher/") for k in values)
     assert any(k.endswith("center") for k in values)
-    for name in ("data_parallel", "model_parallel"):
+    for name in ("data_parallel", "data_parallel_accumulated", "model_parallel"):
         for key in values:
             np.testing.assert_allclose(
                 runs[f"{name}/{key}"], runs[f"single/{key}"], rtol=1e-5, atol=1e-5, err_msg=key

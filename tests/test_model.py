@@ -334,3 +334,44 @@ def test_chunked_contrastive_loss_gives_the_same_step(contrastive_loss):
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
     for chunked, dense in zip(results[1][1], results[0][1], strict=True):
         np.testing.assert_allclose(chunked, dense, rtol=1e-4, atol=1e-6)
+
+
+def _one_sgd_step(batch, **overrides):
+    """Loss, logs and every weight (student, teacher, center, ...) after one SGD step."""
+    model = tiny_model(**overrides)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
+    logs = model.train_on_batch(batch, return_dict=True)
+    return {k: float(v) for k, v in logs.items()}, weights_numpy(model.weights)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"contrastive_loss": "siglip", "contrastive_chunk_size": 3}],
+    ids=["silc_c", "silc_s_chunked"],
+)
+def test_gradient_accumulation_gives_the_full_batch_step(overrides):
+    """Micro-batches change memory, not the step: loss, logs, student, teacher and center
+    equal the full-batch step's (a large SGD step, so that a missing or doubled gradient
+    term shows)."""
+    batch = tiny_model().example_batch(12, seed=3)
+    full_logs, full_weights = _one_sgd_step(batch, **overrides)
+    logs, weights = _one_sgd_step(batch, gradient_accumulation_steps=3, **overrides)
+    assert logs.keys() == full_logs.keys()
+    for key in full_logs:
+        np.testing.assert_allclose(logs[key], full_logs[key], rtol=1e-5, err_msg=key)
+    before = weights_numpy(tiny_model(**overrides).weights)
+    moved = 0
+    for start, full, accumulated in zip(before, full_weights, weights, strict=True):
+        np.testing.assert_allclose(accumulated - start, full - start, rtol=1e-3, atol=1e-6)
+        moved += np.abs(full - start).max() > 1e-4
+    assert moved > len(before) // 2  # the step moved most weights
+
+
+def test_gradient_accumulation_errors_and_config():
+    with pytest.raises(ValueError, match="gradient_accumulation_steps must be a positive int"):
+        tiny_model(gradient_accumulation_steps=0)
+    model = tiny_model(gradient_accumulation_steps=4)
+    assert SilcModel.from_config(model.get_config()).gradient_accumulation_steps == 4
+    model.compile()
+    with pytest.raises(ValueError, match="must divide the batch size.*6 examples"):
+        model.train_on_batch(model.example_batch(6))

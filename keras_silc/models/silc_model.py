@@ -110,6 +110,14 @@ class SilcModel(SilcTrainer, keras.Model):
             rows at a time (`losses.chunked_clip_loss` / `chunked_siglip_loss`): same
             values and gradients, memory linear rather than quadratic in the batch.
             None (the default) computes the (B, B) matrix at once.
+        gradient_accumulation_steps: int. M: compute each training step in M
+            micro-batches of B / M examples (GradCache): the loss, the gradients, the
+            EMA teacher and the center are those of the full batch of B (every example
+            is a negative for every other), while the towers' activation memory is that
+            of one micro-batch. Costs one extra forward pass of the contrastive views.
+            Defaults to 1 (no splitting). Unlike the Keras optimizers'
+            `gradient_accumulation_steps`, which would contrast each `fit` batch
+            alone and move the teacher every batch, this keeps SILC's objective exact.
         inference_tower: "student" or "teacher". The image tower that
             `encode_image` and `dense_image_features` use.
         recipe: dict. Defaults for `compile()`: learning_rate, warmup_steps,
@@ -140,6 +148,7 @@ class SilcModel(SilcTrainer, keras.Model):
         logit_bias_init=None,
         max_logit_scale=None,
         contrastive_chunk_size=None,
+        gradient_accumulation_steps=1,
         inference_tower="student",
         recipe=None,
         tokenizer=None,
@@ -194,6 +203,12 @@ class SilcModel(SilcTrainer, keras.Model):
                 f"{contrastive_chunk_size!r}."
             )
         self.contrastive_chunk_size = contrastive_chunk_size
+        if not isinstance(gradient_accumulation_steps, int) or gradient_accumulation_steps < 1:
+            raise ValueError(
+                f"gradient_accumulation_steps must be a positive int, got "
+                f"{gradient_accumulation_steps!r}."
+            )
+        self.gradient_accumulation_steps = gradient_accumulation_steps
         self.recipe = merge_config(DEFAULT_RECIPE, recipe or {})
         if isinstance(tokenizer, dict):
             # A saved model's config: register SilcTokenizer (keras_silc.data is not
@@ -378,12 +393,22 @@ class SilcModel(SilcTrainer, keras.Model):
         aux holds the terms to log and `teacher_logits_mean`, the (K,) batch mean
         of the teacher's logits that updates the center after the step.
         """
-        images, token_ids = batch["image"], batch["text"]
-        logit_scale = self.logit_scale()
-        text_embeddings = l2_normalize(self.text_encoder(token_ids))
+        image_embeddings, text_embeddings = self.contrastive_embeddings(batch)
+        contrastive, aux = self.contrastive_terms(image_embeddings, text_embeddings)
+        total = contrastive
+        if self.self_distillation:
+            distillation = self.distillation_terms(batch)
+            total = total + self.distillation_weight * distillation["distillation_loss"]
+            aux.update(distillation)
+        aux["loss"] = total
+        return total, aux
 
-        # Contrastive alignment: the full image and every global crop, each a B x B
-        # problem at the same batch size, averaged.
+    def contrastive_embeddings(self, batch):
+        """Normalised (B, V, J) image embeddings of the V contrastive views (the full
+        image, then each global crop with `multi_view_contrastive`) and (B, J) text
+        embeddings."""
+        images = batch["image"]
+        text_embeddings = l2_normalize(self.text_encoder(batch["text"]))
         views = images[:, None]
         if self.multi_view_contrastive:
             views = ops.concatenate([views, ops.cast(batch["global_crops"], images.dtype)], axis=1)
@@ -393,48 +418,123 @@ class SilcModel(SilcTrainer, keras.Model):
         image_embeddings = ops.reshape(
             image_embeddings, (-1, num_views, image_embeddings.shape[-1])
         )
+        return image_embeddings, text_embeddings
+
+    def contrastive_terms(self, image_embeddings, text_embeddings):
+        """Contrastive alignment of every view with the text, each view a B x B
+        problem at the same batch size, averaged. Returns (loss, aux)."""
+        logit_scale = self.logit_scale()
+        num_views = image_embeddings.shape[1]
         contrastive = sum(
             self._contrastive(image_embeddings[:, v], text_embeddings, logit_scale)
             for v in range(num_views)
         ) / float(num_views)
-
         aux = {"contrastive_loss": contrastive, "temperature": 1.0 / logit_scale}
         if self.logit_bias is not None:
             aux["logit_bias"] = ops.cast(self.logit_bias, "float32")
-        total = contrastive
-        if self.self_distillation:
-            global_crops, local_crops = batch["global_crops"], batch["local_crops"]
-            num_global, num_local = global_crops.shape[1], local_crops.shape[1]
-            # Teacher on the global crops, no gradient.
-            teacher_logits = self.teacher(
-                ops.reshape(global_crops, (-1,) + tuple(global_crops.shape[2:]))
+        return contrastive, aux
+
+    def distillation_terms(self, batch):
+        """The teacher on the global crops (no gradient), the student on the local
+        crops, and the distillation loss between them. Every term is a mean over
+        examples, so it splits over micro-batches."""
+        global_crops, local_crops = batch["global_crops"], batch["local_crops"]
+        num_global, num_local = global_crops.shape[1], local_crops.shape[1]
+        teacher_logits = self.teacher(
+            ops.reshape(global_crops, (-1,) + tuple(global_crops.shape[2:]))
+        )
+        teacher_logits = ops.stop_gradient(
+            ops.reshape(
+                ops.cast(teacher_logits, "float32"), (-1, num_global, teacher_logits.shape[-1])
             )
-            teacher_logits = ops.stop_gradient(
-                ops.reshape(
-                    ops.cast(teacher_logits, "float32"), (-1, num_global, teacher_logits.shape[-1])
+        )
+        student_logits = self.student(
+            ops.reshape(local_crops, (-1,) + tuple(local_crops.shape[2:]))
+        )
+        student_logits = ops.reshape(student_logits, (-1, num_local, student_logits.shape[-1]))
+        distillation, teacher_entropy = losses.distillation_terms(
+            student_logits,
+            teacher_logits,
+            self.center,
+            self.student_temperature,
+            self.teacher_temperature,
+        )
+        return {
+            "distillation_loss": distillation,
+            "teacher_entropy": teacher_entropy,
+            "student_teacher_kl": distillation - teacher_entropy,
+            "teacher_logits_mean": ops.mean(teacher_logits, axis=(0, 1)),
+        }
+
+    # ------------------------------------------------ gradient accumulation
+    # With gradient_accumulation_steps = M the trainers compute the full-batch step
+    # in micro-batches (GradCache, Gao et al. 2021): (1) embed every micro-batch
+    # without gradients; (2) the contrastive loss of the whole batch and its gradient
+    # with respect to the embeddings; (3) per micro-batch, backpropagate those
+    # embedding gradients and the micro-batch's share of the distillation loss
+    # through the towers, summing the weight gradients.
+    def split_micro_batches(self, batch):
+        """The batch's entries as (M, B / M, ...) arrays. Micro-batch j holds examples
+        j, j + M, j + 2M, ...: strided, so that each device's shard of a data-parallel
+        batch feeds every micro-batch equally."""
+        steps = self.gradient_accumulation_steps
+        micro = {}
+        for key in self.required_keys():
+            value = batch[key]
+            size = value.shape[0]
+            if size is not None and size % steps:
+                raise ValueError(
+                    f"gradient_accumulation_steps={steps} must divide the batch size, but "
+                    f"batch['{key}'] has {size} examples. Use a batch size that is a multiple "
+                    f"of {steps}, or another gradient_accumulation_steps."
                 )
-            )
-            # Student on the local crops.
-            student_logits = self.student(
-                ops.reshape(local_crops, (-1,) + tuple(local_crops.shape[2:]))
-            )
-            student_logits = ops.reshape(student_logits, (-1, num_local, student_logits.shape[-1]))
-            distillation, teacher_entropy = losses.distillation_terms(
-                student_logits,
-                teacher_logits,
-                self.center,
-                self.student_temperature,
-                self.teacher_temperature,
-            )
-            total = total + self.distillation_weight * distillation
-            aux.update(
-                distillation_loss=distillation,
-                teacher_entropy=teacher_entropy,
-                student_teacher_kl=distillation - teacher_entropy,
-                teacher_logits_mean=ops.mean(teacher_logits, axis=(0, 1)),
-            )
+            value = ops.reshape(value, (-1, steps) + tuple(value.shape[1:]))
+            micro[key] = ops.moveaxis(value, 1, 0)
+        return micro
+
+    def micro_batch_embeddings(self, micro_batches):
+        """Step (1): (M * b, V, J) image and (M * b, J) text embeddings, micro-batch
+        by micro-batch, in micro-batch order. Call without recording gradients."""
+
+        def embed(micro):
+            image_embeddings, text_embeddings = self.contrastive_embeddings(micro)
+            return ops.stop_gradient(image_embeddings), ops.stop_gradient(text_embeddings)
+
+        image_embeddings, text_embeddings = ops.map(embed, micro_batches)
+        image_embeddings = ops.reshape(image_embeddings, (-1,) + tuple(image_embeddings.shape[2:]))
+        text_embeddings = ops.reshape(text_embeddings, (-1,) + tuple(text_embeddings.shape[2:]))
+        return image_embeddings, text_embeddings
+
+    def micro_batch_objective(self, micro, image_gradients, text_gradients):
+        """Step (3): a scalar whose gradient with respect to the weights is micro-batch
+        j's share of the full-batch gradient: the embeddings dotted with the
+        (constant) gradients of the full contrastive loss with respect to them, plus
+        1 / M of the micro-batch's distillation loss. Returns (objective, aux)."""
+        image_embeddings, text_embeddings = self.contrastive_embeddings(micro)
+        objective = ops.sum(
+            ops.cast(image_embeddings, "float32") * ops.stop_gradient(image_gradients)
+        ) + ops.sum(ops.cast(text_embeddings, "float32") * ops.stop_gradient(text_gradients))
+        aux = {}
+        if self.self_distillation:
+            aux = self.distillation_terms(micro)
+            weight = self.distillation_weight / self.gradient_accumulation_steps
+            objective = objective + weight * aux["distillation_loss"]
+        return objective, aux
+
+    def combine_micro_batch_aux(self, contrastive_aux, micro_aux):
+        """The full-batch aux from the contrastive terms and the (M, ...) stacked
+        micro-batch terms, which are means over equal micro-batches."""
+        aux = dict(contrastive_aux)
+        aux.update({key: ops.mean(value, axis=0) for key, value in micro_aux.items()})
+        total = aux["contrastive_loss"]
+        if self.self_distillation:
+            total = total + self.distillation_weight * aux["distillation_loss"]
         aux["loss"] = total
-        return total, aux
+        return aux
+
+    def contrastive_variables(self):
+        """The weights that only the contrastive loss of the whole batch touches."""
+        return [self.log_logit_scale] + ([self.logit_bias] if self.logit_bias is not None else [])
 
     def update_state_after_step(self, aux):
         """After the optimizer step: EMA teacher, center, metrics. Returns logs.
@@ -649,6 +749,14 @@ class SilcModel(SilcTrainer, keras.Model):
             raise ValueError("SilcModel computes its own losses; do not pass `loss` to compile().")
         super().compile(optimizer=optimizer, **kwargs)
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        if getattr(inner, "gradient_accumulation_steps", None):
+            warnings.warn(
+                "The optimizer's gradient_accumulation_steps contrasts each fit batch only "
+                "with itself and moves the EMA teacher and the center every batch. For the "
+                "step of one large batch in micro-batches, build the model with "
+                "SilcModel(..., gradient_accumulation_steps=M) instead.",
+                stacklevel=2,
+            )
         if not getattr(inner, "built", False) and getattr(inner, "weight_decay", None):
             inner.exclude_from_weight_decay(
                 var_list=[v for v in self.trainable_variables if v.name != "kernel"]
@@ -695,6 +803,7 @@ class SilcModel(SilcTrainer, keras.Model):
                 "logit_bias_init": self.logit_bias_init,
                 "max_logit_scale": self.max_logit_scale,
                 "contrastive_chunk_size": self.contrastive_chunk_size,
+                "gradient_accumulation_steps": self.gradient_accumulation_steps,
                 "inference_tower": self.inference_tower,
                 "recipe": self.recipe,
                 "tokenizer": (

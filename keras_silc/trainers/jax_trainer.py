@@ -12,36 +12,96 @@ def _values(scope, variables):
 
 
 class JaxSilcTrainer:
-    def _losses_stateless(self, trainable, non_trainable, batch):
+    def _mapping(self, trainable, non_trainable):
         mapping = list(zip(self.trainable_variables, trainable, strict=True))
-        mapping += list(zip(self.non_trainable_variables, non_trainable, strict=True))
-        with keras.StatelessScope(state_mapping=mapping) as scope:
+        return mapping + list(zip(self.non_trainable_variables, non_trainable, strict=True))
+
+    def _losses_stateless(self, trainable, non_trainable, batch):
+        with keras.StatelessScope(state_mapping=self._mapping(trainable, non_trainable)) as scope:
             loss, aux = self.compute_losses(batch)
         return loss, aux, _values(scope, self.non_trainable_variables)
+
+    def _scale_loss(self, optimizer_values, loss):
+        with keras.StatelessScope(zip(self.optimizer.variables, optimizer_values, strict=True)):
+            return self.optimizer.scale_loss(loss)
 
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_values, metric_values = state
         batch = unpack_batch(data)
         self.validate_batch(batch)
 
-        def scaled_loss(trainable):
-            loss, aux, new_non_trainable = self._losses_stateless(trainable, non_trainable, batch)
-            with keras.StatelessScope(zip(self.optimizer.variables, optimizer_values, strict=True)):
-                scaled = self.optimizer.scale_loss(loss)
-            return scaled, (aux, new_non_trainable)
+        if self.gradient_accumulation_steps > 1:
+            grads, aux = self._accumulate_gradients(
+                trainable, non_trainable, optimizer_values, batch
+            )
+        else:
 
-        (_, (aux, non_trainable)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(trainable)
+            def scaled_loss(trainable):
+                loss, aux, new_non_trainable = self._losses_stateless(
+                    trainable, non_trainable, batch
+                )
+                return self._scale_loss(optimizer_values, loss), (aux, new_non_trainable)
+
+            (_, (aux, non_trainable)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(
+                trainable
+            )
         trainable, optimizer_values = self.optimizer.stateless_apply(
             optimizer_values, grads, trainable
         )
-        mapping = list(zip(self.trainable_variables, trainable, strict=True))
-        mapping += list(zip(self.non_trainable_variables, non_trainable, strict=True))
+        mapping = self._mapping(trainable, non_trainable)
         mapping += list(zip(self.metrics_variables, metric_values, strict=True))
         with keras.StatelessScope(state_mapping=mapping) as scope:
             logs = self.update_state_after_step(aux)
         non_trainable = _values(scope, self.non_trainable_variables)
         metric_values = _values(scope, self.metrics_variables)
         return logs, (trainable, non_trainable, optimizer_values, metric_values)
+
+    def _accumulate_gradients(self, trainable, non_trainable, optimizer_values, batch):
+        """The full batch's gradients in micro-batches (see `SilcModel`); a `lax.scan`
+        over micro-batches, so only one micro-batch's activations are live at a time."""
+        micro = self.split_micro_batches(batch)
+        with keras.StatelessScope(state_mapping=self._mapping(trainable, non_trainable)):
+            image_embeddings, text_embeddings = self.micro_batch_embeddings(micro)
+
+        # The contrastive loss of the whole batch: gradients for the embeddings and for
+        # the weights it alone touches (temperature, bias).
+        positions = [
+            next(i for i, v in enumerate(self.trainable_variables) if v is variable)
+            for variable in self.contrastive_variables()
+        ]
+
+        def contrastive(image_embeddings, text_embeddings, values):
+            current = list(trainable)
+            for position, value in zip(positions, values, strict=True):
+                current[position] = value
+            with keras.StatelessScope(state_mapping=self._mapping(current, non_trainable)):
+                loss, aux = self.contrastive_terms(image_embeddings, text_embeddings)
+            return loss, aux
+
+        (_, contrastive_aux), (image_grads, text_grads, value_grads) = jax.value_and_grad(
+            contrastive, argnums=(0, 1, 2), has_aux=True
+        )(image_embeddings, text_embeddings, [trainable[p] for p in positions])
+        grads = [jax.numpy.zeros_like(value) for value in trainable]
+        for position, grad in zip(positions, value_grads, strict=True):
+            grads[position] = self._scale_loss(optimizer_values, grad)
+
+        steps = self.gradient_accumulation_steps
+        image_grads = image_grads.reshape((steps, -1) + image_grads.shape[1:])
+        text_grads = text_grads.reshape((steps, -1) + text_grads.shape[1:])
+
+        def micro_step(grads, inputs):
+            micro_batch, image_grad, text_grad = inputs
+
+            def objective(trainable):
+                with keras.StatelessScope(state_mapping=self._mapping(trainable, non_trainable)):
+                    value, aux = self.micro_batch_objective(micro_batch, image_grad, text_grad)
+                return self._scale_loss(optimizer_values, value), aux
+
+            micro_grads, aux = jax.grad(objective, has_aux=True)(trainable)
+            return [g + m for g, m in zip(grads, micro_grads, strict=True)], aux
+
+        grads, micro_aux = jax.lax.scan(micro_step, grads, (micro, image_grads, text_grads))
+        return grads, self.combine_micro_batch_aux(contrastive_aux, micro_aux)
 
     def test_step(self, state, data):
         trainable, non_trainable, metric_values = state

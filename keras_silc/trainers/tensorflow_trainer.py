@@ -6,18 +6,84 @@ from keras_silc.distribution import check_distribution_support
 from keras_silc.trainers.common import unpack_batch
 
 
+def _zeros_for_none(grads, variables):
+    return [
+        tf.zeros(v.shape, v.dtype) if g is None else g
+        for g, v in zip(grads, variables, strict=True)
+    ]
+
+
 class TensorFlowSilcTrainer:
     def train_step(self, data):
         check_distribution_support()  # refuse replica-local negatives and centers
         batch = unpack_batch(data)
         self.validate_batch(batch)
-        with tf.GradientTape() as tape:
-            _, aux = self.compute_losses(batch)
-            scaled = self.optimizer.scale_loss(aux["loss"])
         trainable = self.trainable_variables
-        grads = tape.gradient(scaled, trainable)
+        if self.gradient_accumulation_steps > 1:
+            grads, aux = self._accumulate_gradients(batch)
+        else:
+            with tf.GradientTape() as tape:
+                _, aux = self.compute_losses(batch)
+                scaled = self.optimizer.scale_loss(aux["loss"])
+            grads = tape.gradient(scaled, trainable)
         self.optimizer.apply(grads, trainable)
         return self.update_state_after_step(aux)
+
+    def _accumulate_gradients(self, batch):
+        """The full batch's gradients in micro-batches (see `SilcModel`); a
+        `tf.while_loop` over micro-batches, one at a time."""
+        trainable = self.trainable_variables
+        micro = self.split_micro_batches(batch)
+        image_embeddings, text_embeddings = self.micro_batch_embeddings(micro)  # no tape
+        variables = self.contrastive_variables()
+        with tf.GradientTape() as tape:
+            tape.watch([image_embeddings, text_embeddings])
+            contrastive, contrastive_aux = self.contrastive_terms(image_embeddings, text_embeddings)
+        image_grads, text_grads, *variable_grads = tape.gradient(
+            contrastive, [image_embeddings, text_embeddings] + variables
+        )
+        scaled = {
+            id(v): self.optimizer.scale_loss(g)
+            for v, g in zip(variables, variable_grads, strict=True)
+        }
+        grads = [scaled.get(id(v), tf.zeros(v.shape, v.dtype)) for v in trainable]
+
+        steps = self.gradient_accumulation_steps
+        image_grads = tf.reshape(image_grads, [steps, -1] + image_grads.shape[1:].as_list())
+        text_grads = tf.reshape(text_grads, [steps, -1] + text_grads.shape[1:].as_list())
+        # The shapes of the per-micro-batch terms, from a trace that is not run.
+        example = {key: value[0] for key, value in micro.items()}
+        aux_shapes = {
+            key: value.shape
+            for key, value in self.micro_batch_objective(example, image_grads[0], text_grads[0])[
+                1
+            ].items()
+        }
+
+        def body(j, grads, aux_arrays):
+            micro_batch = {key: value[j] for key, value in micro.items()}
+            with tf.GradientTape() as tape:
+                objective, aux = self.micro_batch_objective(
+                    micro_batch, image_grads[j], text_grads[j]
+                )
+                scaled = self.optimizer.scale_loss(objective)
+            micro_grads = _zeros_for_none(tape.gradient(scaled, trainable), trainable)
+            grads = [g + m for g, m in zip(grads, micro_grads, strict=True)]
+            aux_arrays = {key: aux_arrays[key].write(j, aux[key]) for key in aux_arrays}
+            return j + 1, grads, aux_arrays
+
+        aux_arrays = {
+            key: tf.TensorArray(tf.float32, size=steps, element_shape=shape)
+            for key, shape in aux_shapes.items()
+        }
+        _, grads, aux_arrays = tf.while_loop(
+            lambda j, *_: j < steps,
+            body,
+            (tf.constant(0), grads, aux_arrays),
+            parallel_iterations=1,
+        )
+        micro_aux = {key: array.stack() for key, array in aux_arrays.items()}
+        return grads, self.combine_micro_batch_aux(contrastive_aux, micro_aux)
 
     def test_step(self, data):
         batch = unpack_batch(data)
