@@ -4,7 +4,9 @@ For each (batch size, precision, mode) the step runs in its own process (so peak
 configuration's alone) on the current `KERAS_BACKEND`: `train_on_batch` after compilation and
 warm-up steps. Modes: `silc` (all views, teacher, distillation head), `clip` (the full image
 only: the baseline measured in the same run) and `silc_remat` (SILC with every transformer
-block rematerialised: `vision`/`text` `remat=True`; compare its memory and time with `silc`). Printed per configuration: images/s, model
+block rematerialised: `vision`/`text` `remat=True`) and `silc_accumM` (SILC in M micro-batches:
+`gradient_accumulation_steps=M`, e.g. `silc_accum4`); compare the last two's memory and time
+with `silc`. Printed per configuration: images/s, model
 FLOP/s (analytic count from train_step.py) and peak memory: host RSS on a CPU
 (`ru_maxrss`), device peak on a GPU (`torch.cuda.max_memory_allocated` or JAX's
 `peak_bytes_in_use`). Ratios: mixed_bfloat16 against float32 at the same batch and mode, and
@@ -94,6 +96,8 @@ def worker(args):
     switches = TABLE6_ROWS["clip"] if args.mode == "clip" else {}
     if args.mode == "silc_remat":
         switches = {"vision": {"remat": True}, "text": {"remat": True}}
+    elif args.mode.startswith("silc_accum"):
+        switches = {"gradient_accumulation_steps": int(args.mode.removeprefix("silc_accum"))}
     if args.preset:
         geometry = paper_geometry(args.preset)
         model = SilcModel.from_preset(args.preset, **switches)
@@ -199,7 +203,7 @@ def main():
         silc = results.get((batch_size, precision, "silc"))
         memory_vs_silc = (
             f"{r['peak_memory_bytes'] / silc['peak_memory_bytes']:.2f}x"
-            if silc and mode == "silc_remat"
+            if silc and mode.startswith(("silc_remat", "silc_accum"))
             else "-"
         )
         row = (
