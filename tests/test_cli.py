@@ -95,3 +95,24 @@ def test_parse_overrides_builds_nested_values():
         "contrastive_loss": "siglip",
         "head": {"num_prototypes": 64},
     }
+
+
+def test_demo_trains_the_documented_model_with_class_only_captions(tmp_path):
+    from keras_silc import demo
+
+    args = cli.make_parser().parse_args(["demo"])
+    assert (args.steps, args.batch_size) == (demo.DEMO_STEPS, demo.DEMO_BATCH) == (600, 64)
+    assert args.class_only_captions == demo.DEMO_CLASS_ONLY_CAPTIONS == 1.0
+    output = str(tmp_path / "demo")
+    small = [a for a in SMALL if a not in ("--set", "num_local_crops=2")]
+    assert cli.main(["demo", "--output", output, *small, "--skip-evaluation"]) == 0
+    with open(os.path.join(output, "run_config.json")) as handle:
+        overrides = json.load(handle)["overrides"]
+    assert overrides["vision"] == demo.DEMO_OVERRIDES["vision"]
+    assert overrides["num_local_crops"] == demo.DEMO_OVERRIDES["num_local_crops"]
+    # Every training caption names classes only: no colour or position words.
+    pairs, captions = demo.make_pairs("fashion_scenes", num_scenes=32, class_only_captions=1.0)
+    words = {"left", "right", "top", "bottom", "center", "red", "green", "blue", "yellow"}
+    assert not any(
+        words & set(caption.replace(",", " ").replace(".", " ").split()) for caption in captions
+    )
