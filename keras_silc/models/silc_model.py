@@ -511,9 +511,13 @@ class SilcModel(SilcTrainer, keras.Model):
         (constant) gradients of the full contrastive loss with respect to them, plus
         1 / M of the micro-batch's distillation loss. Returns (objective, aux)."""
         image_embeddings, text_embeddings = self.contrastive_embeddings(micro)
-        objective = ops.sum(
-            ops.cast(image_embeddings, "float32") * ops.stop_gradient(image_gradients)
-        ) + ops.sum(ops.cast(text_embeddings, "float32") * ops.stop_gradient(text_gradients))
+        objective = sum(
+            ops.sum(ops.cast(value, "float32") * ops.cast(ops.stop_gradient(grad), "float32"))
+            for value, grad in (
+                (image_embeddings, image_gradients),
+                (text_embeddings, text_gradients),
+            )
+        )
         aux = {}
         if self.self_distillation:
             aux = self.distillation_terms(micro)
