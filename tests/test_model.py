@@ -368,8 +368,10 @@ def test_gradient_accumulation_gives_the_full_batch_step(overrides):
 
 
 def test_gradient_accumulation_errors_and_config():
-    with pytest.raises(ValueError, match="gradient_accumulation_steps must be a positive int"):
-        tiny_model(gradient_accumulation_steps=0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="gradient_accumulation_steps must be a positive int"):
+            tiny_model(gradient_accumulation_steps=bad)
+    assert tiny_model(gradient_accumulation_steps=np.int64(2)).gradient_accumulation_steps == 2
     model = tiny_model(gradient_accumulation_steps=4)
     assert SilcModel.from_config(model.get_config()).gradient_accumulation_steps == 4
     model.compile()

@@ -9,6 +9,7 @@ center. The backend plumbing (gradients, optimizer, stateless JAX) lives in
 """
 
 import math
+import numbers
 import warnings
 
 import keras
@@ -203,12 +204,16 @@ class SilcModel(SilcTrainer, keras.Model):
                 f"{contrastive_chunk_size!r}."
             )
         self.contrastive_chunk_size = contrastive_chunk_size
-        if not isinstance(gradient_accumulation_steps, int) or gradient_accumulation_steps < 1:
+        if (
+            isinstance(gradient_accumulation_steps, bool)
+            or not isinstance(gradient_accumulation_steps, numbers.Integral)
+            or gradient_accumulation_steps < 1
+        ):
             raise ValueError(
                 f"gradient_accumulation_steps must be a positive int, got "
                 f"{gradient_accumulation_steps!r}."
             )
-        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.gradient_accumulation_steps = int(gradient_accumulation_steps)
         self.recipe = merge_config(DEFAULT_RECIPE, recipe or {})
         if isinstance(tokenizer, dict):
             # A saved model's config: register SilcTokenizer (keras_silc.data is not
