@@ -56,6 +56,7 @@ def train_and_evaluate(row, seed, args):
     from keras_silc import SilcModel
     from keras_silc import data
     from keras_silc import demo
+    from keras_silc.cli import parse_overrides
     from keras_silc.models.presets import merge_config
 
     spec = ROWS[row][1]
@@ -76,6 +77,7 @@ def train_and_evaluate(row, seed, args):
             **TABLE6_ROWS[spec["row"]],
         },
     )
+    overrides = merge_config(overrides, parse_overrides(args.set))
     model = SilcModel.from_preset("silc_tiny", tokenizer=tokenizer, **overrides)
     model.compile()
     dataset = data.training_dataset(
@@ -100,25 +102,103 @@ def train_and_evaluate(row, seed, args):
         "batch_size": args.batch_size,
         "examples_seen": args.steps * args.batch_size,
         "class_only_captions": args.class_only_captions,
+        "overrides": sorted(args.set),
+        "config": overrides,
         "final_loss": float(history.history["loss"][-1]),
+        "final_logs": {k: float(v[-1]) for k, v in history.history.items()},
         "train_seconds": train_seconds,
         "eval_seconds": time.time() - start,
         "results": results,
     }
 
 
+def teacher_summary(run):
+    """The distillation's end-of-training state, where the row has one."""
+    logs = run.get("final_logs", {})
+    if "teacher_entropy" not in logs:
+        return ""
+    return f", teacher entropy {logs['teacher_entropy']:.2f}, KL {logs['student_teacher_kl']:.3f}"
+
+
 def run_path(args, row, seed):
     return os.path.join(args.output, f"{row}-seed{seed}.json")
 
 
-def launch(args, row, seed):
-    """Runs one (row, seed) in a fresh process (clean graph, memory and RNG state)."""
+def worker_command(args, row, seed):
+    """The command that runs one (row, seed) in a fresh process (clean graph, memory, RNG)."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", row, "--seed", str(seed)]
     for flag in ("steps", "batch_size", "num_scenes", "eval_items", "eval_scenes", "output"):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     command += ["--vocabulary-size", str(args.vocabulary_size)]
     command += ["--class-only-captions", str(args.class_only_captions)]
-    subprocess.run(command, check=True)
+    for pair in args.set:
+        command += ["--set", pair]
+    return command
+
+
+def worker_cpus(slot, jobs):
+    """The CPUs of worker slot `slot` of `jobs`: the machine's CPUs split evenly, so that
+    parallel runs do not compete for cores (None where affinity is not available)."""
+    if jobs == 1 or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cpus) // jobs)
+    return cpus[(slot * share) % len(cpus) :][:share]
+
+
+def run_queue(args, queue):
+    """Runs the (row, seed) pairs of `queue`, `args.jobs` at a time, each on its own CPUs
+    with as many framework threads as it has CPUs. A failed run stops the table."""
+    pending, running = list(queue), {}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            row, seed = pending.pop(0)
+            slot = min(set(range(args.jobs)) - {s for s, _ in running.values()})
+            cpus = worker_cpus(slot, args.jobs)
+            env = dict(os.environ)
+            if cpus is not None:
+                threads = str(len(cpus))
+                for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+                    env[name] = threads
+                env["TF_NUM_INTEROP_THREADS"] = "1"
+            print(f"[table6] {row} seed {seed}: training {args.steps} steps", flush=True)
+            process = subprocess.Popen(
+                worker_command(args, row, seed),
+                env=env,
+                preexec_fn=(lambda cpus=cpus: os.sched_setaffinity(0, cpus)) if cpus else None,
+            )
+            running[process] = (slot, (row, seed))
+        finished = None
+        while finished is None:
+            for process in running:
+                if process.poll() is not None:
+                    finished = process
+                    break
+            else:
+                time.sleep(1.0)
+        _, (row, seed) = running.pop(finished)
+        if finished.returncode:
+            for process in running:
+                process.terminate()
+            raise SystemExit(f"[table6] {row} seed {seed} failed (exit {finished.returncode}).")
+
+
+def check_settings(path, args):
+    with open(path) as handle:
+        run = json.load(handle)
+    settings = (
+        run["steps"],
+        run["batch_size"],
+        run.get("class_only_captions", 0.0),
+        run.get("overrides", []),
+    )
+    if settings != (args.steps, args.batch_size, args.class_only_captions, sorted(args.set)):
+        raise SystemExit(
+            f"{path} is from a run of {run['steps']} steps of {run['batch_size']} with "
+            f"class_only_captions={settings[2]} and --set {settings[3]}; use another "
+            "--output or delete it."
+        )
+    return run
 
 
 def summarize(runs, rows):
@@ -172,6 +252,8 @@ def markdown(table, runs, args, wall_seconds):
         f"min over {len(runs)} runs, wall time {wall_seconds / 60:.1f} min for this invocation. "
         "Metrics in %, mean +/- std over seeds (chance: zero-shot 10%)."
     )
+    if args.set:
+        lines.append(f"Overrides (--set): {', '.join(sorted(args.set))}.")
     return "\n".join(lines) + "\n"
 
 
@@ -189,10 +271,25 @@ def main():
         default=0.0,
         help="fraction of train scenes captioned with class names only (fashion_scenes)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model override for every row, as in `keras-silc train --set` "
+        "(e.g. head.num_prototypes=256); recorded in each run's JSON",
+    )
     parser.add_argument("--eval-items", type=int, default=2000)
     parser.add_argument("--eval-scenes", type=int, default=500)
     parser.add_argument("--output", default="runs/table6", help="per-run JSON files")
     parser.add_argument("--table", default=None, help="also write the Markdown table here")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at a time, each pinned to its share of the CPUs (on a small CPU, 2 runs "
+        "of one thread each finish sooner than 2 runs one after the other)",
+    )
     parser.add_argument("--quick", action="store_true", help="2 rows, 1 seed, a few steps")
     parser.add_argument("--worker", choices=list(ROWS), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -211,7 +308,7 @@ def main():
         result = train_and_evaluate(args.worker, args.seed, args)
         os.makedirs(args.output, exist_ok=True)
         with open(run_path(args, args.worker, args.seed), "w") as handle:
-            json.dump(result, handle, indent=1)
+            json.dump(result, handle, indent=1, default=str)
         return
 
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -219,29 +316,26 @@ def main():
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     start = time.time()
+    # Seed-major: a partial table has every row at the first seeds.
+    order = [(row, seed) for seed in seeds for row in rows]
+    for row, seed in order:
+        if os.path.exists(run_path(args, row, seed)):
+            check_settings(run_path(args, row, seed), args)
+    run_queue(args, [key for key in order if not os.path.exists(run_path(args, *key))])
     runs = []
-    for seed in seeds:  # seed-major: a partial table has every row at the first seeds
-        for row in rows:
-            path = run_path(args, row, seed)
-            if not os.path.exists(path):
-                print(f"[table6] {row} seed {seed}: training {args.steps} steps", flush=True)
-                launch(args, row, seed)
-            with open(path) as handle:
-                run = json.load(handle)
-            settings = (run["steps"], run["batch_size"], run.get("class_only_captions", 0.0))
-            if settings != (args.steps, args.batch_size, args.class_only_captions):
-                raise SystemExit(
-                    f"{path} is from a run of {run['steps']} steps of {run['batch_size']} with "
-                    f"class_only_captions={settings[2]}; use another --output or delete it."
-                )
-            runs.append(run)
-            print(
-                f"[table6] {row} seed {seed}: "
-                + ", ".join(f"{METRICS[k]} {100 * run['results'][k]:.1f}" for k in METRICS)
-                + f" ({run['train_seconds']:.0f} s training)",
-                flush=True,
-            )
+    for row, seed in order:
+        run = check_settings(run_path(args, row, seed), args)
+        runs.append(run)
+        print(
+            f"[table6] {row} seed {seed}: "
+            + ", ".join(f"{METRICS[k]} {100 * run['results'][k]:.1f}" for k in METRICS)
+            + teacher_summary(run)
+            + f" ({run['train_seconds']:.0f} s training)",
+            flush=True,
+        )
     text = markdown(summarize(runs, rows), runs, args, time.time() - start)
     print()
     print(text)

@@ -58,19 +58,32 @@ def test_notebook_runs_top_to_bottom(name, tmp_path):
 
 
 def test_reproduce_table6_quick_mode(tmp_path):
-    """The Table 6 script end to end at smoke size: two rows, one seed, a table."""
+    """The Table 6 script end to end at smoke size: two rows, one seed, a table; two runs at
+    a time, with a model override recorded in each run."""
+    import json
     import subprocess
     import sys
 
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "reproduce_table6.py")
     table = tmp_path / "table.md"
-    command = [sys.executable, script, "--quick", "--output", str(tmp_path / "runs")]
+    command = [sys.executable, script, "--quick", "--output", str(tmp_path / "runs"), "--jobs", "2"]
+    command += ["--set", "head.num_prototypes=128"]
     subprocess.run(command + ["--table", str(table)], check=True, timeout=900)
     text = table.read_text()
     assert "| CLIP |" in text and "| + self-distillation (SILC-C) |" in text
-    assert "minus CLIP" in text
+    assert "minus CLIP" in text and "head.num_prototypes=128" in text
     runs = sorted(os.listdir(tmp_path / "runs"))
     assert runs == ["clip-seed0.json", "silc_c-seed0.json"]
+    with open(tmp_path / "runs" / "silc_c-seed0.json") as handle:
+        run = json.load(handle)
+    assert run["overrides"] == ["head.num_prototypes=128"]
+    assert run["config"]["head"]["num_prototypes"] == 128
+    assert run["config"]["self_distillation"] is True
+    assert "teacher_entropy" in run["final_logs"]
     # A second invocation reuses the finished runs instead of training again.
     again = subprocess.run(command, check=True, timeout=300, capture_output=True, text=True)
     assert "training 4 steps" not in again.stdout and "clip seed 0: ZS top-1" in again.stdout
+    # Runs made with other overrides are not mixed into the table.
+    other = command[:-1] + ["head.num_prototypes=64"]
+    mixed = subprocess.run(other, timeout=300, capture_output=True, text=True)
+    assert mixed.returncode != 0 and "use another --output" in mixed.stderr
