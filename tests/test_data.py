@@ -66,6 +66,21 @@ def test_views_match_the_batch_format_of_every_preset(preset):
         assert 0.0 <= float(tf.reduce_min(views[key])) <= float(tf.reduce_max(views[key])) <= 1.0
 
 
+def test_uint8_pixels_give_the_views_of_their_float_image():
+    # The pipeline keeps decoded pixels in uint8 and scales after resizing; the views must be
+    # those of the float image, whether the crops shrink (area) or grow (bilinear).
+    pixels = tf.cast(tf.random.stateless_uniform([300, 280, 3], [1, 2], maxval=256), tf.uint8)
+    floats = tf.image.convert_image_dtype(pixels, tf.float32)
+    for size, local_size in ((64, 32), (512, 96)):
+        config = data.MultiCropConfig(image_size=size, local_crop_size=local_size)
+        views = [
+            data.multi_crop_views(x, tf.constant("a"), config, _seed(3)) for x in (pixels, floats)
+        ]
+        for key in ("image", "global_crops", "local_crops"):
+            assert views[0][key].dtype == tf.float32
+            np.testing.assert_allclose(views[0][key], views[1][key], atol=1e-5)
+
+
 @pytest.mark.parametrize("scale", [(0.4, 1.0), (0.05, 0.4)])
 def test_crop_areas_and_ratios_fall_in_their_ranges(scale):
     height, width = 120, 100

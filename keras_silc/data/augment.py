@@ -204,7 +204,8 @@ def resize(image, size):
 
     Area averaging is the box filter that antialiasing approximates and ~3x cheaper on a CPU
     than `antialias=True` bilinear (which was half of the pipeline's time); when a side grows,
-    bilinear (antialiased in the shrinking direction) is used.
+    bilinear (antialiased in the shrinking direction) is used. A uint8 image gives float32
+    in [0, 1].
     """
     shape = tf.shape(image)
     shrinks = tf.logical_and(shape[0] >= size, shape[1] >= size)
@@ -213,6 +214,9 @@ def resize(image, size):
         lambda: tf.image.resize(image, (size, size), method="area"),
         lambda: tf.image.resize(image, (size, size), method="bilinear", antialias=True),
     )
+    if image.dtype == tf.uint8:
+        # Resizing reads uint8 and writes float32: scale the small output, not the input.
+        resized = resized * (1.0 / 255.0)
     return tf.ensure_shape(resized, [size, size, image.shape[-1]])
 
 
@@ -398,7 +402,7 @@ def multi_crop_views(image, caption, config, seed):
     """The training views of one image.
 
     Args:
-        image: (H, W, 3) float32 in [0, 1].
+        image: (H, W, 3) float32 in [0, 1], or uint8 (scaled to [0, 1] once resized).
         caption: tf.string scalar (left/right swapped when captioned views are flipped).
         config: `MultiCropConfig`.
         seed: (2,) int seed; the same seed gives the same views.

@@ -12,6 +12,16 @@ from keras_silc.data.stats import DataStats
 
 def decode_image(element):
     """(H, W, 3) float32 in [0, 1] from encoded bytes, a file path or a uint8/float array."""
+    image = decode_pixels(element)
+    if image.dtype == tf.uint8:
+        return tf.image.convert_image_dtype(image, tf.float32)
+    return image
+
+
+def decode_pixels(element):
+    """(H, W, 3) pixels as stored: uint8 from encoded bytes, a file path or a uint8 array,
+    float32 in [0, 1] from a float array. The multi-crop views take either; uint8 is
+    converted after resizing, on the small crops, not on the decoded image."""
     if "image_path" in element:
         image = tf.io.read_file(element["image_path"])
     else:
@@ -24,7 +34,7 @@ def decode_image(element):
     if image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)
     if image.dtype == tf.uint8:
-        return tf.image.convert_image_dtype(image, tf.float32)
+        return image
     return tf.cast(image, tf.float32)
 
 
@@ -131,7 +141,7 @@ def training_dataset(
         )
 
     def decode(index, element):
-        return index, {"image": decode_image(element), "caption": element["caption"]}
+        return index, {"image": decode_pixels(element), "caption": element["caption"]}
 
     def make_views(index, element):
         # Seeds follow the example's position in the stream: the same seed and order give
