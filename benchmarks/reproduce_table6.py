@@ -109,6 +109,7 @@ def train_and_evaluate(row, seed, args):
         "overrides": sorted(args.set),
         "config": overrides,
         "final_loss": float(history.history["loss"][-1]),
+        # One epoch: each log is its mean over the run.
         "final_logs": {k: float(v[-1]) for k, v in history.history.items()},
         "train_seconds": train_seconds,
         "eval_seconds": time.time() - start,
@@ -117,11 +118,14 @@ def train_and_evaluate(row, seed, args):
 
 
 def teacher_summary(run):
-    """The distillation's end-of-training state, where the row has one."""
+    """The distillation's state, where the row has one (Keras logs: means over the run)."""
     logs = run.get("final_logs", {})
     if "teacher_entropy" not in logs:
         return ""
-    return f", teacher entropy {logs['teacher_entropy']:.2f}, KL {logs['student_teacher_kl']:.3f}"
+    return (
+        f", teacher entropy {logs['teacher_entropy']:.2f} and KL "
+        f"{logs['student_teacher_kl']:.3f} (run means)"
+    )
 
 
 def run_path(args, row, seed):
@@ -174,12 +178,8 @@ def run_queue(args, queue):
             running[process] = (slot, (row, seed))
         finished = None
         while finished is None:
-            for process in running:
-                if process.poll() is not None:
-                    finished = process
-                    break
-            else:
-                time.sleep(1.0)
+            finished = next((p for p in running if p.poll() is not None), None)
+            time.sleep(0 if finished else 1.0)
         _, (row, seed) = running.pop(finished)
         if finished.returncode:
             for process in running:
