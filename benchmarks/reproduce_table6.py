@@ -156,7 +156,8 @@ def worker_cpus(slot, jobs):
 
 def run_queue(args, queue):
     """Runs the (row, seed) pairs of `queue`, `args.jobs` at a time, each on its own CPUs
-    with as many framework threads as it has CPUs. A failed run stops the table."""
+    (OpenMP, MKL and TensorFlow get as many threads; JAX is held to them by the affinity).
+    A failed run stops the table."""
     pending, running = list(queue), {}
     while pending or running:
         while pending and len(running) < args.jobs:
@@ -176,10 +177,8 @@ def run_queue(args, queue):
                 preexec_fn=(lambda cpus=cpus: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
             running[process] = (slot, (row, seed))
-        finished = None
-        while finished is None:
-            finished = next((p for p in running if p.poll() is not None), None)
-            time.sleep(0 if finished else 1.0)
+        while (finished := next((p for p in running if p.poll() is not None), None)) is None:
+            time.sleep(1.0)
         _, (row, seed) = running.pop(finished)
         if finished.returncode:
             for process in running:
