@@ -1,5 +1,7 @@
 """SilcModel: the EMA teacher, the center, training, presets, errors."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -71,6 +73,44 @@ def test_momentums_are_configurable():
     np.testing.assert_allclose(to_numpy(model.center), teacher_logits.mean(0), rtol=1e-5, atol=1e-7)
 
 
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_teacher_temperature_warm_up_is_linear_then_fixed():
+    model = tiny_model(
+        warmup_teacher_temperature=0.02,
+        teacher_temperature=0.06,
+        teacher_temperature_warmup_steps=4,
+    )
+    batch = model.example_batch(4, seed=2)
+    num_global, num_local = batch["global_crops"].shape[1], batch["local_crops"].shape[1]
+    teacher = to_numpy(
+        model.teacher(batch["global_crops"].reshape((-1,) + batch["global_crops"].shape[2:]))
+    )
+    student = to_numpy(
+        model.student(batch["local_crops"].reshape((-1,) + batch["local_crops"].shape[2:]))
+    )
+    history = _fit_steps(model, batch, 6, warmup_steps=0)
+    np.testing.assert_allclose(
+        history["teacher_temperature"], [0.02, 0.03, 0.04, 0.05, 0.06, 0.06], rtol=1e-5
+    )
+    assert float(to_numpy(model.distillation_steps)) == 6.0
+    # The first step's loss is the cross-entropy at the starting tau_t (center still 0).
+    p_t = np.exp(_log_softmax(teacher.reshape(4, num_global, -1) / 0.02))
+    log_p_s = _log_softmax(student.reshape(4, num_local, -1) / 0.1)
+    expected = -np.einsum("bgk,blk->b", p_t, log_p_s).mean() / (num_global * num_local)
+    np.testing.assert_allclose(history["distillation_loss"][0], expected, rtol=1e-4)
+    config = SilcModel.from_config(model.get_config()).get_config()
+    assert config["teacher_temperature_warmup_steps"] == 4
+    assert config["warmup_teacher_temperature"] == 0.02
+    # Fixed tau_t (the default) adds no step counter and logs no schedule.
+    assert tiny_model().distillation_steps is None
+    with pytest.raises(ValueError, match="warmup_teacher_temperature"):
+        tiny_model(teacher_temperature_warmup_steps=10)
+
+
 def test_short_fit_lowers_the_loss_and_logs_every_metric(model, batch):
     history = _fit_steps(model, batch, 15, warmup_steps=2)
     for name in (
@@ -121,8 +161,14 @@ def test_every_table6_row_trains(row):
     model = tiny_model(**TABLE6_ROWS[row])
     batch = model.example_batch(4)
     needed = set(model.required_keys())
-    history = _fit_steps(model, {k: v for k, v in batch.items() if k in needed}, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = _fit_steps(model, {k: v for k, v in batch.items() if k in needed}, 2)
     assert np.isfinite(history["loss"][-1])
+    # Every trainable weight gets a gradient: without distillation the head is frozen.
+    assert not [w for w in caught if "Gradients do not exist" in str(w.message)]
+    head_trainable = [v for v in model.trainable_variables if "/head/" in v.path]
+    assert bool(head_trainable) == (row == "silc")
     assert ("distillation_loss" in history) == (row == "silc")
     assert (model.teacher is not None) == ("ema" in row or row == "silc")
     if row == "clip":

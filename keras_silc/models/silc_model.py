@@ -95,6 +95,13 @@ class SilcModel(SilcTrainer, keras.Model):
         distillation_weight: float. Weight of the distillation loss. Defaults to 1.
         student_temperature: float. tau_s. Defaults to 0.1.
         teacher_temperature: float. tau_t. Defaults to 0.04.
+        warmup_teacher_temperature: float or None. With
+            `teacher_temperature_warmup_steps`, tau_t starts here and moves linearly to
+            `teacher_temperature` over those steps (DINO's teacher-temperature warm-up,
+            e.g. 0.04 to 0.07; the paper keeps tau_t fixed, so it is off by default).
+        teacher_temperature_warmup_steps: int. Length of that warm-up in training steps;
+            0 (the default) keeps tau_t fixed. The step count is a non-trainable weight,
+            so a resumed run continues the schedule.
         teacher_momentum: float. lambda in `teacher = lambda teacher + (1 - lambda)
             student`, fixed for the whole run. Defaults to 0.966.
         center_momentum: float. m in `center = m center + (1 - m) mean(teacher)`.
@@ -140,6 +147,8 @@ class SilcModel(SilcTrainer, keras.Model):
         distillation_weight=1.0,
         student_temperature=0.1,
         teacher_temperature=0.04,
+        warmup_teacher_temperature=None,
+        teacher_temperature_warmup_steps=0,
         teacher_momentum=0.966,
         center_momentum=0.9,
         num_global_crops=2,
@@ -188,6 +197,16 @@ class SilcModel(SilcTrainer, keras.Model):
         self.distillation_weight = distillation_weight
         self.student_temperature = student_temperature
         self.teacher_temperature = teacher_temperature
+        if teacher_temperature_warmup_steps < 0 or (
+            teacher_temperature_warmup_steps and not warmup_teacher_temperature
+        ):
+            raise ValueError(
+                "A teacher-temperature warm-up needs teacher_temperature_warmup_steps > 0 and "
+                f"warmup_teacher_temperature > 0 (the starting tau_t); got "
+                f"{teacher_temperature_warmup_steps!r} steps from {warmup_teacher_temperature!r}."
+            )
+        self.warmup_teacher_temperature = warmup_teacher_temperature
+        self.teacher_temperature_warmup_steps = int(teacher_temperature_warmup_steps)
         self.teacher_momentum = teacher_momentum
         self.center_momentum = center_momentum
         self.num_global_crops = num_global_crops
@@ -226,6 +245,10 @@ class SilcModel(SilcTrainer, keras.Model):
         # Layers and state.
         dtype = self.dtype_policy
         self.student = ImageTower(self.vision_config, self.head_config, name="student", dtype=dtype)
+        if not self_distillation:
+            # No loss reaches the head: frozen, it stays out of the optimizer (no
+            # "gradients do not exist" warnings, no weight decay on unused weights).
+            self.student.head.trainable = False
         self.text_encoder = TextEncoder(**self.text_config, name="text_encoder", dtype=dtype)
         self.text_encoder.build()
         if self.student.encoder.embedding_dim != self.text_encoder.embedding_dim:
@@ -268,6 +291,15 @@ class SilcModel(SilcTrainer, keras.Model):
             if self_distillation
             else None
         )
+        # Steps taken, for the teacher-temperature schedule (only where there is one, so
+        # that fixed-tau_t models keep their weights list).
+        self.distillation_steps = (
+            self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="distillation_steps"
+            )
+            if self_distillation and self.teacher_temperature_warmup_steps
+            else None
+        )
         if tokenizer is not None:
             self._check_tokenizer(tokenizer)
         metric_names = ["loss", "contrastive_loss", "temperature"]
@@ -275,6 +307,8 @@ class SilcModel(SilcTrainer, keras.Model):
             metric_names.append("logit_bias")
         if self_distillation:
             metric_names += ["distillation_loss", "teacher_entropy", "student_teacher_kl"]
+            if self.distillation_steps is not None:
+                metric_names.append("teacher_temperature")
         self.trackers = [keras.metrics.Mean(name=name) for name in metric_names]
         self.built = True
 
@@ -462,14 +496,28 @@ class SilcModel(SilcTrainer, keras.Model):
             teacher_logits,
             self.center,
             self.student_temperature,
-            self.teacher_temperature,
+            self.current_teacher_temperature(),
         )
-        return {
+        terms = {
             "distillation_loss": distillation,
             "teacher_entropy": teacher_entropy,
             "student_teacher_kl": distillation - teacher_entropy,
             "teacher_logits_mean": ops.mean(teacher_logits, axis=(0, 1)),
         }
+        if self.distillation_steps is not None:
+            terms["teacher_temperature"] = self.current_teacher_temperature()
+        return terms
+
+    def current_teacher_temperature(self):
+        """tau_t at this step: fixed, or on its linear warm-up (then fixed)."""
+        if self.distillation_steps is None:
+            return self.teacher_temperature
+        progress = ops.minimum(
+            ops.cast(self.distillation_steps, "float32") / self.teacher_temperature_warmup_steps,
+            1.0,
+        )
+        start, end = self.warmup_teacher_temperature, self.teacher_temperature
+        return start + (end - start) * progress
 
     # ------------------------------------------------ gradient accumulation
     # With gradient_accumulation_steps = M the trainers compute the full-batch step
@@ -560,6 +608,8 @@ class SilcModel(SilcTrainer, keras.Model):
                     m * teacher_weight.value
                     + (1.0 - m) * ops.cast(student_weight.value, teacher_weight.dtype)
                 )
+        if self.distillation_steps is not None:
+            self.distillation_steps.assign(self.distillation_steps.value + 1.0)
         if self.center is not None:
             m = self.center_momentum
             self.center.assign(m * self.center.value + (1.0 - m) * aux["teacher_logits_mean"])
@@ -803,6 +853,8 @@ class SilcModel(SilcTrainer, keras.Model):
                 "distillation_weight": self.distillation_weight,
                 "student_temperature": self.student_temperature,
                 "teacher_temperature": self.teacher_temperature,
+                "warmup_teacher_temperature": self.warmup_teacher_temperature,
+                "teacher_temperature_warmup_steps": self.teacher_temperature_warmup_steps,
                 "teacher_momentum": self.teacher_momentum,
                 "center_momentum": self.center_momentum,
                 "num_global_crops": self.num_global_crops,
