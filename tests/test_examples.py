@@ -72,12 +72,24 @@ def test_reproduce_table6_quick_mode(tmp_path):
     text = table.read_text()
     assert "| CLIP |" in text and "| + self-distillation (SILC-C) |" in text
     assert "minus CLIP" in text and "head.num_prototypes=128" in text
+    assert "Evaluated on 100 single test items" in text and "binomial standard error" in text
     runs = sorted(os.listdir(tmp_path / "runs"))
-    assert runs == ["clip-seed0.json", "silc_c-seed0.json"]
+    assert runs == [
+        "clip-seed0.json",
+        "clip-seed0.weights.h5",
+        "silc_c-seed0.json",
+        "silc_c-seed0.weights.h5",
+    ]
     with open(tmp_path / "runs" / "silc_c-seed0.json") as handle:
         run = json.load(handle)
     assert run["overrides"] == ["head.num_prototypes=128"]
     assert run["config"]["head"]["num_prototypes"] == 128
+    assert (run["eval_items"], run["eval_scenes"]) == (100, 40)
+    # The saved weights fit a model built from the recorded config.
+    from keras_silc import SilcModel
+
+    model = SilcModel.from_preset("silc_tiny", **run["config"])
+    model.load_weights(str(tmp_path / "runs" / "silc_c-seed0.weights.h5"))
     assert run["config"]["self_distillation"] is True
     assert "teacher_entropy" in run["final_logs"]
     # A second invocation reuses the finished runs instead of training again.
