@@ -28,6 +28,7 @@ when the machine is shared.
 
     python benchmarks/input_pipeline.py                  # 512 images, 3 rounds (~3 min)
     python benchmarks/input_pipeline.py --quick          # smoke test (~1 min: 4 processes)
+    python benchmarks/input_pipeline.py --color-jitter fused   # ours with the fused jitter
     python benchmarks/input_pipeline.py --torchvision-python /path/to/venv/bin/python
 """
 
@@ -488,6 +489,7 @@ def setup_ours(args, geometry):
         tokenizer=hashing_tokenizer(geometry["vocabulary_size"], geometry["text_length"]),
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
+        augmentation={"color_jitter": args.color_jitter},
     )
     if args.cores == 1:
         options = tf.data.Options()
@@ -719,6 +721,7 @@ def worker_command(python, kind, args, cores=None, pin_cpu=None):
         "seconds",
         "warmup",
         "shuffle_buffer",
+        "color_jitter",
     ):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     command += ["--data-dir", args.data_dir]
@@ -805,6 +808,13 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds per run")
     parser.add_argument("--shuffle-buffer", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--color-jitter",
+        choices=("exact", "fused"),
+        default="exact",
+        help="ours: MultiCropConfig.color_jitter (exact: torchvision's ops one by one, as the "
+        "PIL baseline; fused: one affine colour map per crop)",
+    )
     parser.add_argument(
         "--data-dir", help="shards directory (reused if it has shards; default: a temp dir)"
     )
@@ -906,7 +916,8 @@ def print_table(args, configs, pipelines, results, elapsed, load):
         f"{args.local_crops} x {args.local_size}, batch {args.batch_size}, source "
         f"{args.source_height}x{args.source_width} JPEG q90, {args.images} images; median of "
         f"{args.rounds} interleaved round(s), {args.seconds:g} s timed each; load average "
-        f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs."
+        f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs; "
+        f"ours with color_jitter={args.color_jitter!r}."
     )
     print()
     print(

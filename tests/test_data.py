@@ -198,6 +198,67 @@ def test_photometric_ops_follow_torchvisions_formulas():
     np.testing.assert_allclose(blurred[2], _numpy_blur(x[2], 0.7, 6), atol=1e-5)
 
 
+def _numpy_fused_jitter(x, b, c, s, hue, grey):
+    """Hand-written reference: the four factors one after the other without clipping, hue as
+    a rotation of NTSC YIQ's chroma plane, grayscale, then one clip."""
+    luma = np.array([0.2989, 0.5870, 0.1140])
+    yiq = np.array(
+        [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
+    )
+    out = np.empty_like(x)
+    for n in range(len(x)):
+        y = x[n] * b[n]
+        y = c[n] * y + (1 - c[n]) * (y @ luma).mean()
+        y = s[n] * y + (1 - s[n]) * (y @ luma)[..., None]
+        angle = -2 * np.pi * hue[n]
+        rotation = np.array(
+            [[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]]
+        )
+        y = y @ (np.linalg.inv(yiq) @ rotation @ yiq).T
+        if grey[n]:
+            y = np.repeat((y @ luma)[..., None], 3, axis=-1)
+        out[n] = np.clip(y, 0, 1)
+    return out
+
+
+def test_fused_colour_jitter_is_one_affine_map():
+    images = tf.random.stateless_uniform([4, 10, 10, 3], [7, 8])
+    x = images.numpy().astype(np.float64)
+    b, c, s = [0.6, 1.3, 1.0, 1.1], [1.4, 0.7, 1.0, 0.9], [0.8, 1.2, 1.0, 1.0]
+    hue, grey = [0.1, -0.25, 0.0, 0.05], [False, False, False, True]
+    fused = augment.fused_color_jitter(images, b, c, s, hue, grey).numpy()
+    np.testing.assert_allclose(fused, _numpy_fused_jitter(x, b, c, s, hue, grey), atol=2e-5)
+    # Where nothing clips and hue is 0, it equals the exact ops one after the other.
+    mid = tf.random.stateless_uniform([4, 10, 10, 3], [9, 9], 0.35, 0.65)
+    f = [1.1, 0.9, 1.0, 1.05]
+    exact = augment.grayscale(
+        augment.adjust_saturation(
+            augment.adjust_contrast(augment.adjust_brightness(mid, f), f[::-1]), f
+        ),
+        tf.constant(grey),
+    )
+    fused = augment.fused_color_jitter(mid, f, f[::-1], f, [0.0] * 4, grey)
+    np.testing.assert_allclose(fused, exact, atol=1e-5)
+    # The hue turns the same way as HSV's (colorsys): a small shift of saturated colours
+    # moves their HSV hue by about the same amount.
+    colours = np.array([[[[0.7, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.3, 0.7], [0.6, 0.5, 0.1]]]])
+    turned = augment.fused_color_jitter(
+        tf.constant(colours, tf.float32), [1.0], [1.0], [1.0], [0.03], [False]
+    ).numpy()
+    shifts = [
+        (colorsys.rgb_to_hsv(*after)[0] - colorsys.rgb_to_hsv(*before)[0] + 0.5) % 1.0 - 0.5
+        for before, after in zip(colours[0, 0], turned[0, 0], strict=True)
+    ]
+    np.testing.assert_allclose(shifts, 0.03, atol=0.015)
+    # Through the config: same shapes and range, and a clear error for an unknown mode.
+    config = data.MultiCropConfig(image_size=16, local_crop_size=8, color_jitter="fused")
+    views = data.multi_crop_views(images[0], tf.constant("a bag"), config, _seed(0))
+    for key in ("global_crops", "local_crops"):
+        assert 0.0 <= float(tf.reduce_min(views[key])) <= float(tf.reduce_max(views[key])) <= 1.0
+    with pytest.raises(ValueError, match="color_jitter"):
+        data.MultiCropConfig(color_jitter="fast")
+
+
 def test_photometric_probabilities_are_per_crop():
     config = data.MultiCropConfig(
         color_jitter_probability=0.0, grayscale_probability=0.0, blur_sigma=(28.0, 28.0)

@@ -52,6 +52,12 @@ class MultiCropConfig:
             the second); local crops are not solarized.
         augment_full_image: also apply photometric jitter to the full image (off: the
             contrastive view stays clean, as in CLIP/SigLIP training).
+        color_jitter: "exact" (default): torchvision's ops one after the other, each clipped
+            to [0, 1], hue rotated in HSV. "fused": the same four random factors and
+            grayscale composed into one affine colour map per crop (hue as a rotation about
+            the grey axis in YIQ, as NVIDIA DALI's colour twist does), clipped once: several
+            times cheaper on a CPU; it differs from "exact" only where an intermediate value
+            would have been clipped, and in the hue model.
         local_hue, local_saturation: hue and saturation jitter of the local crops only
             (default: `hue`, `saturation`). Local crops are never compared with a caption, so
             they may change colours that captions name: the student must then match the
@@ -77,6 +83,7 @@ class MultiCropConfig:
     blur_sigma: tuple = (0.1, 2.0)
     solarize_probabilities: tuple = (0.0, 0.2)
     augment_full_image: bool = False
+    color_jitter: str = "exact"
     local_hue: float = None
     local_saturation: float = None
 
@@ -94,6 +101,8 @@ class MultiCropConfig:
             raise ValueError(
                 f"flip must be 'captioned_swap', 'uncaptioned' or 'none', got {self.flip!r}."
             )
+        if self.color_jitter not in ("exact", "fused"):
+            raise ValueError(f"color_jitter must be 'exact' or 'fused', got {self.color_jitter!r}.")
         if self.image_size <= 0 or self.local_crop_size <= 0:
             raise ValueError("image_size and local_crop_size must be positive.")
         if self.num_global_crops < 0 or self.num_local_crops < 0:
@@ -303,6 +312,58 @@ def adjust_hue(images, deltas):
     )
 
 
+# RGB -> YIQ (NTSC). A hue shift is a rotation of the (I, Q) chroma plane about the grey axis Y.
+_YIQ = (
+    (0.299, 0.587, 0.114),
+    (0.595716, -0.274453, -0.321263),
+    (0.211456, -0.522591, 0.311135),
+)
+
+
+def hue_rotation_matrices(deltas):
+    """Per-crop 3x3 matrices (column-vector convention, y = M x) that rotate hue by `deltas`
+    (fractions of a turn, the sign of HSV's hue shift) about the grey axis in YIQ."""
+    angle = -2.0 * math.pi * tf.reshape(tf.cast(deltas, tf.float32), [-1])
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    one, zero = tf.ones_like(cos), tf.zeros_like(cos)
+    rotation = tf.reshape(
+        tf.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], axis=-1), [-1, 3, 3]
+    )
+    yiq = tf.constant(_YIQ, tf.float32)
+    return tf.linalg.inv(yiq)[None] @ rotation @ yiq[None]
+
+
+def fused_color_jitter(images, brightness, contrast, saturation, hue, grey):
+    """Brightness, contrast, saturation, hue (in this order) and grayscale as one affine
+    colour map per crop, clipped once (`MultiCropConfig(color_jitter="fused")`).
+
+    Args: (N, H, W, 3) crops in [0, 1]; per-crop factors (N,) (1 for no change), hue
+    deltas (N,) (0 for none) and a grayscale mask (N,).
+    """
+
+    def column(values):
+        return tf.reshape(tf.cast(values, tf.float32), [-1, 1, 1])
+
+    luma = tf.constant(LUMA, tf.float32)
+    grey_map = tf.tile(luma[None, :], [3, 1])  # y = grey_map x: every channel the luminance
+    eye = tf.eye(3)
+    b, c, s = column(brightness), column(contrast), column(saturation)
+    # Contrast blends with the mean grey level of the brightened crop: b * mean grey.
+    mean = tf.linalg.matvec(tf.reduce_mean(images, axis=[1, 2]), luma)
+    matrix = c * b * eye
+    shift = (1 - c[:, :, 0]) * b[:, :, 0] * mean[:, None] * tf.ones([1, 3])  # (N, 3)
+    for step in (
+        s * eye + (1 - s) * grey_map,
+        hue_rotation_matrices(hue),
+        tf.where(column(grey) > 0, grey_map, eye),
+    ):
+        matrix = step @ matrix
+        shift = tf.linalg.matvec(step, shift)
+    flat = tf.reshape(images, [tf.shape(images)[0], -1, 3])
+    mapped = tf.matmul(flat, matrix, transpose_b=True) + shift[:, None, :]
+    return tf.reshape(tf.clip_by_value(mapped, 0.0, 1.0), tf.shape(images))
+
+
 def grayscale(images, mask):
     """Crops where `mask` is true turned grey (three equal channels)."""
     return _color_transform(images, _blend_with_grey(tf.where(mask, 0.0, 1.0)))
@@ -362,16 +423,24 @@ def photometric(images, config, seed, blur_probabilities, solarize_probabilities
         return tf.where(apply, 1 - amount + 2 * amount * draw, 1.0)
 
     jitter = draws[0] < config.color_jitter_probability
-    if config.brightness:
-        images = adjust_brightness(images, factors(draws[1], config.brightness, jitter))
-    if config.contrast:
-        images = adjust_contrast(images, factors(draws[2], config.contrast, jitter))
-    if config.saturation:
-        images = adjust_saturation(images, factors(draws[3], config.saturation, jitter))
-    if config.hue:
-        images = adjust_hue(images, tf.where(jitter, config.hue * (2 * draws[4] - 1), 0.0))
-    if config.grayscale_probability > 0:
-        images = grayscale(images, draws[5] < config.grayscale_probability)
+    brightness = factors(draws[1], config.brightness, jitter)
+    contrast = factors(draws[2], config.contrast, jitter)
+    saturation = factors(draws[3], config.saturation, jitter)
+    hue = tf.where(jitter, config.hue * (2 * draws[4] - 1), 0.0)
+    grey = draws[5] < config.grayscale_probability
+    if config.color_jitter == "fused":
+        images = fused_color_jitter(images, brightness, contrast, saturation, hue, grey)
+    else:
+        if config.brightness:
+            images = adjust_brightness(images, brightness)
+        if config.contrast:
+            images = adjust_contrast(images, contrast)
+        if config.saturation:
+            images = adjust_saturation(images, saturation)
+        if config.hue:
+            images = adjust_hue(images, hue)
+        if config.grayscale_probability > 0:
+            images = grayscale(images, grey)
     if max(blur_probabilities) > 0:
         scale = (images.shape[1] or _DINO_BLUR_REFERENCE_SIZE) / _DINO_BLUR_REFERENCE_SIZE
         low, high = config.blur_sigma[0] * scale, config.blur_sigma[1] * scale
