@@ -65,8 +65,9 @@ def train_and_evaluate(row, seed, args):
 
     spec = ROWS[row][1]
     keras.utils.set_random_seed(seed)
+    data_seed = seed if args.data_seed is None else args.data_seed
     scenes = data.fashion_scenes(
-        "train", args.num_scenes, 64, seed=seed, class_only_captions=args.class_only_captions
+        "train", args.num_scenes, 64, seed=data_seed, class_only_captions=args.class_only_captions
     )
     captions = list(scenes["caption"])
     tokenizer = data.SilcTokenizer.from_captions(
@@ -112,6 +113,8 @@ def train_and_evaluate(row, seed, args):
         "overrides": sorted(args.set),
         "eval_items": args.eval_items,
         "eval_scenes": args.eval_scenes,
+        "num_scenes": args.num_scenes,
+        "data_seed": data_seed,
         "config": overrides,
         "final_loss": float(history.history["loss"][-1]),
         # One epoch: each log is its mean over the run.
@@ -142,6 +145,8 @@ def worker_command(args, row, seed):
     command = [sys.executable, os.path.abspath(__file__), "--worker", row, "--seed", str(seed)]
     for flag in ("steps", "batch_size", "num_scenes", "eval_items", "eval_scenes", "output"):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.data_seed is not None:
+        command += ["--data-seed", str(args.data_seed)]
     command += ["--vocabulary-size", str(args.vocabulary_size)]
     command += ["--class-only-captions", str(args.class_only_captions)]
     for pair in args.set:
@@ -202,6 +207,9 @@ def check_settings(path, args):
         # Runs from before these were recorded used 2,000 items and 500 scenes.
         run.get("eval_items", 2000),
         run.get("eval_scenes", 500),
+        run.get("num_scenes", 20_000),
+        # The train scenes' seed: the run's own seed unless --data-seed fixed it.
+        run.get("data_seed", run["seed"]),
     )
     wanted = (
         args.steps,
@@ -210,12 +218,15 @@ def check_settings(path, args):
         sorted(args.set),
         args.eval_items,
         args.eval_scenes,
+        args.num_scenes,
+        run["seed"] if args.data_seed is None else args.data_seed,
     )
     if settings != wanted:
         raise SystemExit(
             f"{path} is from a run of {run['steps']} steps of {run['batch_size']} with "
             f"class_only_captions={settings[2]}, --set {settings[3]}, evaluated on "
-            f"{settings[4]} items and {settings[5]} scenes; use another --output or delete it."
+            f"{settings[4]} items and {settings[5]} scenes, {settings[6]} train scenes "
+            f"(data seed {settings[7]}); use another --output or delete it."
         )
     return run
 
@@ -281,6 +292,11 @@ def markdown(table, runs, args, wall_seconds):
     )
     if args.set:
         lines.append(f"Overrides (--set): {', '.join(sorted(args.set))}.")
+    if args.data_seed is not None:
+        lines.append(
+            f"Every run trained on the same {args.num_scenes:,} scenes (data seed "
+            f"{args.data_seed})."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -293,6 +309,14 @@ def main():
     )
     parser.add_argument("--batch-size", type=int, default=None, help="default: demo.DEMO_BATCH")
     parser.add_argument("--num-scenes", type=int, default=20_000)
+    parser.add_argument(
+        "--data-seed",
+        type=int,
+        default=None,
+        help="draw every run's train scenes with this seed (default: the run's seed), to "
+        "separate the spread that the training set brings from that of the initialisation "
+        "and augmentation",
+    )
     parser.add_argument("--vocabulary-size", type=int, default=1000)
     parser.add_argument(
         "--class-only-captions",
