@@ -368,8 +368,7 @@ def main():
     args.batch_size = args.batch_size or demo.DEMO_BATCH
 
     if args.worker:
-        result = train_and_evaluate(args.worker, args.seed, args)
-        os.makedirs(args.output, exist_ok=True)
+        result = train_and_evaluate(args.worker, args.seed, args)  # makes args.output
         with open(run_path(args, args.worker, args.seed), "w") as handle:
             json.dump(result, handle, indent=1, default=str)
         return

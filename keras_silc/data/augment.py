@@ -280,10 +280,14 @@ def adjust_brightness(images, factors):
     return tf.clip_by_value(images * _per_crop(factors), 0.0, 1.0)
 
 
+def _mean_grey(images):
+    """The mean grey level (N,) of each crop (N, H, W, 3)."""
+    return tf.linalg.matvec(tf.reduce_mean(images, axis=[1, 2]), tf.constant(LUMA))
+
+
 def adjust_contrast(images, factors):
     """torchvision's contrast: blend with the mean grey level of each crop, clipped."""
-    channel_means = tf.reduce_mean(images, axis=[1, 2])  # (N, 3)
-    mean = tf.linalg.matvec(channel_means, tf.constant(LUMA))
+    mean = _mean_grey(images)
     factors = _per_crop(factors)
     return tf.clip_by_value(images * factors + (1 - factors) * _per_crop(mean), 0.0, 1.0)
 
@@ -321,16 +325,17 @@ _YIQ = (
 
 
 def hue_rotation_matrices(deltas):
-    """Per-crop 3x3 matrices (column-vector convention, y = M x) that rotate hue by `deltas`
+    """Per-crop 3x3 matrices for `_color_transform` (out = x @ M) that rotate hue by `deltas`
     (fractions of a turn, the sign of HSV's hue shift) about the grey axis in YIQ."""
     angle = -2.0 * math.pi * tf.reshape(tf.cast(deltas, tf.float32), [-1])
     cos, sin = tf.cos(angle), tf.sin(angle)
     one, zero = tf.ones_like(cos), tf.zeros_like(cos)
+    # The transpose of the rotation of (I, Q): x @ M is M^T acting on column vectors.
     rotation = tf.reshape(
-        tf.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], axis=-1), [-1, 3, 3]
+        tf.stack([one, zero, zero, zero, cos, sin, zero, -sin, cos], axis=-1), [-1, 3, 3]
     )
     yiq = tf.constant(_YIQ, tf.float32)
-    return tf.linalg.inv(yiq)[None] @ rotation @ yiq[None]
+    return tf.transpose(yiq)[None] @ rotation @ tf.transpose(tf.linalg.inv(yiq))[None]
 
 
 def fused_color_jitter(images, brightness, contrast, saturation, hue, grey):
@@ -340,28 +345,21 @@ def fused_color_jitter(images, brightness, contrast, saturation, hue, grey):
     Args: (N, H, W, 3) crops in [0, 1]; per-crop factors (N,) (1 for no change), hue
     deltas (N,) (0 for none) and a grayscale mask (N,).
     """
-
-    def column(values):
-        return tf.reshape(tf.cast(values, tf.float32), [-1, 1, 1])
-
-    luma = tf.constant(LUMA, tf.float32)
-    grey_map = tf.tile(luma[None, :], [3, 1])  # y = grey_map x: every channel the luminance
-    eye = tf.eye(3)
-    b, c, s = column(brightness), column(contrast), column(saturation)
-    # Contrast blends with the mean grey level of the brightened crop: b * mean grey.
-    mean = tf.linalg.matvec(tf.reduce_mean(images, axis=[1, 2]), luma)
-    matrix = c * b * eye
-    shift = (1 - c[:, :, 0]) * b[:, :, 0] * mean[:, None] * tf.ones([1, 3])  # (N, 3)
+    b = tf.reshape(tf.cast(brightness, tf.float32), [-1, 1])
+    c = tf.reshape(tf.cast(contrast, tf.float32), [-1, 1])
+    # Brightness, then contrast against the brightened crop's mean grey (b * mean grey):
+    # out = x @ matrix + shift.
+    matrix = (c * b)[:, :, None] * tf.eye(3)
+    shift = (1 - c) * b * _mean_grey(images)[:, None] * tf.ones([1, 3])  # (N, 3)
     for step in (
-        s * eye + (1 - s) * grey_map,
+        _blend_with_grey(saturation),
         hue_rotation_matrices(hue),
-        tf.where(column(grey) > 0, grey_map, eye),
+        _blend_with_grey(tf.where(grey, 0.0, 1.0)),
     ):
-        matrix = step @ matrix
-        shift = tf.linalg.matvec(step, shift)
-    flat = tf.reshape(images, [tf.shape(images)[0], -1, 3])
-    mapped = tf.matmul(flat, matrix, transpose_b=True) + shift[:, None, :]
-    return tf.reshape(tf.clip_by_value(mapped, 0.0, 1.0), tf.shape(images))
+        matrix = matrix @ step
+        shift = tf.linalg.matvec(step, shift, transpose_a=True)
+    mapped = _color_transform(images, matrix) + shift[:, None, None, :]
+    return tf.clip_by_value(mapped, 0.0, 1.0)
 
 
 def grayscale(images, mask):

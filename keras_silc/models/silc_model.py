@@ -491,12 +491,13 @@ class SilcModel(SilcTrainer, keras.Model):
             ops.reshape(local_crops, (-1,) + tuple(local_crops.shape[2:]))
         )
         student_logits = ops.reshape(student_logits, (-1, num_local, student_logits.shape[-1]))
+        teacher_temperature = self.current_teacher_temperature()
         distillation, teacher_entropy = losses.distillation_terms(
             student_logits,
             teacher_logits,
             self.center,
             self.student_temperature,
-            self.current_teacher_temperature(),
+            teacher_temperature,
         )
         terms = {
             "distillation_loss": distillation,
@@ -505,7 +506,7 @@ class SilcModel(SilcTrainer, keras.Model):
             "teacher_logits_mean": ops.mean(teacher_logits, axis=(0, 1)),
         }
         if self.distillation_steps is not None:
-            terms["teacher_temperature"] = self.current_teacher_temperature()
+            terms["teacher_temperature"] = teacher_temperature
         return terms
 
     def current_teacher_temperature(self):
