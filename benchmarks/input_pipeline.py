@@ -29,6 +29,13 @@ when the machine is shared.
     python benchmarks/input_pipeline.py                  # 512 images, 3 rounds (~3 min)
     python benchmarks/input_pipeline.py --quick          # smoke test (~1 min: 4 processes)
     python benchmarks/input_pipeline.py --color-jitter fused   # ours with the fused jitter
+    python benchmarks/input_pipeline.py --photometric accelerator   # photometric on the device
+
+With `--photometric accelerator` the host pipeline draws the photometric parameters but leaves
+the pixels to the model's step (`MultiCropConfig(photometric="accelerator")`); the benchmark
+then also times that stage (`keras_silc.layers.apply_photometric`, on `--stage-backend`) on the
+device Keras sees, one core when it is this CPU, and prints what a core would deliver if this
+CPU were the accelerator too.
     python benchmarks/input_pipeline.py --torchvision-python /path/to/venv/bin/python
 """
 
@@ -471,8 +478,8 @@ def hashing_tokenizer(vocabulary_size, length):
     return tokenize
 
 
-def setup_ours(args, geometry):
-    """Builds the tf.data pipeline once; returns a function that times a fresh iterator."""
+def setup_ours_dataset(args, geometry):
+    """Our tf.data pipeline on the shards, threads limited with `--cores 1`."""
     import tensorflow as tf
 
     if args.cores == 1:
@@ -489,13 +496,19 @@ def setup_ours(args, geometry):
         tokenizer=hashing_tokenizer(geometry["vocabulary_size"], geometry["text_length"]),
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
-        augmentation={"color_jitter": args.color_jitter},
+        augmentation={"color_jitter": args.color_jitter, "photometric": args.photometric},
     )
     if args.cores == 1:
         options = tf.data.Options()
         options.threading.private_threadpool_size = 1
         options.threading.max_intra_op_parallelism = 1
         dataset = dataset.with_options(options)
+    return dataset
+
+
+def setup_ours(args, geometry):
+    """Builds the tf.data pipeline once; returns a function that times a fresh iterator."""
+    dataset = setup_ours_dataset(args, geometry)
 
     def measure_once():
         iterator = dataset.as_numpy_iterator()
@@ -508,6 +521,66 @@ def setup_ours(args, geometry):
             gc.collect()
 
     return measure_once
+
+
+def setup_accelerator_stage(args, geometry):
+    """Times the model-side half of `--photometric accelerator` on a real batch of ours."""
+    import keras
+
+    from keras_silc.layers import apply_photometric
+
+    batch = next(setup_ours_dataset(args, geometry).as_numpy_iterator())
+    sets = [
+        tuple(batch[f"{name}_{key}"] for key in ("crops", "crop_color", "crop_blur"))
+        for name in ("global", "local")
+        if f"{name}_crop_color" in batch
+    ]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        stage = jax.jit(lambda sets: [apply_photometric(*inputs) for inputs in sets])
+        sets = jax.device_put(sets)
+
+        def run():
+            jax.block_until_ready(stage(sets))
+    else:
+        sets = [tuple(keras.ops.convert_to_tensor(x) for x in inputs) for inputs in sets]
+
+        def run():
+            keras.ops.convert_to_numpy(sum(keras.ops.sum(apply_photometric(*x)) for x in sets))
+
+    def measure_once():
+        run()  # compile / warm up
+        cpu0, t0, calls = cpu_seconds([]), time.perf_counter(), 0
+        while time.perf_counter() - t0 < args.seconds or calls < 3:
+            run()
+            calls += 1
+        elapsed, cpu = time.perf_counter() - t0, cpu_seconds([]) - cpu0
+        images = calls * args.batch_size
+        return {
+            "images": images,
+            "seconds": elapsed,
+            "images_per_s": images / elapsed,
+            "cpu_seconds": cpu,
+            "images_per_cpu_s": images / cpu if cpu > 0 else float("nan"),
+            "device": str(keras.backend.backend()) + " " + _device_name(),
+        }
+
+    return measure_once
+
+
+def _device_name():
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].device_kind
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return "default device"
 
 
 # ------------------------------------------------------------------------- timing
@@ -693,7 +766,12 @@ def worker_main(args):
     if args.worker == "make-data":
         print(RESULT_PREFIX + json.dumps(worker_make_data(args)), flush=True)
         return
-    setup = {"ours": setup_ours, "pil": setup_pil, "torchvision": setup_torchvision}
+    setup = {
+        "ours": setup_ours,
+        "pil": setup_pil,
+        "torchvision": setup_torchvision,
+        "accelerator-stage": setup_accelerator_stage,
+    }
     started = time.perf_counter()
     measure_once = setup[args.worker](args, geometry_of(args))
     print(f"{READY_PREFIX}{time.perf_counter() - started:.1f}", flush=True)
@@ -722,15 +800,22 @@ def worker_command(python, kind, args, cores=None, pin_cpu=None):
         "warmup",
         "shuffle_buffer",
         "color_jitter",
+        "photometric",
     ):
-        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        if getattr(args, flag) is not None:
+            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     command += ["--data-dir", args.data_dir]
     if cores is not None:
         command += ["--cores", str(cores)]
     if pin_cpu is not None:
         command += ["--pin-cpu", str(pin_cpu)]
     env = dict(os.environ)
-    env.setdefault("KERAS_BACKEND", "tensorflow")  # the pipeline is tf.data whatever the backend
+    if kind == "accelerator-stage":
+        env["KERAS_BACKEND"] = args.stage_backend
+    else:
+        env.setdefault(
+            "KERAS_BACKEND", "tensorflow"
+        )  # the pipeline is tf.data whatever the backend
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if cores == 1:
         for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
@@ -811,9 +896,22 @@ def parse_args(argv=None):
     parser.add_argument(
         "--color-jitter",
         choices=("exact", "fused"),
-        default="exact",
-        help="ours: MultiCropConfig.color_jitter (exact: torchvision's ops one by one, as the "
-        "PIL baseline; fused: one affine colour map per crop)",
+        help="ours: MultiCropConfig.color_jitter (exact, the host default: torchvision's ops "
+        "one by one, as the PIL baseline; fused: one affine colour map per crop, the only "
+        "mode with --photometric accelerator)",
+    )
+    parser.add_argument(
+        "--photometric",
+        choices=("host", "accelerator"),
+        default="host",
+        help="ours: MultiCropConfig.photometric (accelerator: the host draws the parameters, "
+        "the model's step applies them)",
+    )
+    parser.add_argument(
+        "--stage-backend",
+        default="jax",
+        choices=("jax", "torch", "tensorflow"),
+        help="Keras backend that times the accelerator stage",
     )
     parser.add_argument(
         "--data-dir", help="shards directory (reused if it has shards; default: a temp dir)"
@@ -826,7 +924,9 @@ def parse_args(argv=None):
         "--torchvision-python", help="also time DINO's torchvision transforms with this Python"
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test")
-    parser.add_argument("--worker", choices=("make-data", "ours", "pil", "torchvision"))
+    parser.add_argument(
+        "--worker", choices=("make-data", "ours", "pil", "torchvision", "accelerator-stage")
+    )
     parser.add_argument("--cores", type=int, default=1)
     parser.add_argument("--pin-cpu", type=int)
     args = parser.parse_args(argv)
@@ -871,6 +971,11 @@ def main(argv=None):
         for label, cores, pin in configs:
             for kind, python in pipelines:
                 workers[label, kind] = Worker(python, kind, args, cores=cores, pin_cpu=pin)
+        if args.photometric == "accelerator":
+            pin = None if args.no_pin else cpus[0]
+            workers["stage", "accelerator-stage"] = Worker(
+                sys.executable, "accelerator-stage", args, cores=1, pin_cpu=pin
+            )
         setup = {key: worker.ready() for key, worker in workers.items()}
         print(
             "set up: "
@@ -894,7 +999,10 @@ def main(argv=None):
                         f"({result['images']} images in {result['seconds']:.1f} s)",
                         flush=True,
                     )
-        print_table(args, configs, pipelines, results, time.perf_counter() - started, load)
+        stage = None
+        if args.photometric == "accelerator":
+            stage = [workers["stage", "accelerator-stage"].measure() for _ in range(args.rounds)]
+        print_table(args, configs, pipelines, results, time.perf_counter() - started, load, stage)
     finally:
         for worker in workers.values():
             worker.close()
@@ -902,7 +1010,7 @@ def main(argv=None):
             shutil.rmtree(args.data_dir, ignore_errors=True)
 
 
-def print_table(args, configs, pipelines, results, elapsed, load):
+def print_table(args, configs, pipelines, results, elapsed, load, stage=None):
     def median(label, kind, key):
         return statistics.median(r[key] for r in results[label, kind])
 
@@ -917,7 +1025,8 @@ def print_table(args, configs, pipelines, results, elapsed, load):
         f"{args.source_height}x{args.source_width} JPEG q90, {args.images} images; median of "
         f"{args.rounds} interleaved round(s), {args.seconds:g} s timed each; load average "
         f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs; "
-        f"ours with color_jitter={args.color_jitter!r}."
+        f"ours with color_jitter={args.color_jitter or 'default'!r}, "
+        f"photometric={args.photometric!r}."
     )
     print()
     print(
@@ -945,6 +1054,21 @@ def print_table(args, configs, pipelines, results, elapsed, load):
         f"{label}: {ratios[label]:.2f}x ({cpu_ratios[label]:.2f}x per CPU-s)" for label in ratios
     )
     print(f"target >= 2.0x per core: {verdict} (ours / PIL, {detail})")
+    if stage:
+        rate = statistics.median(r["images_per_s"] for r in stage)
+        print(
+            f"accelerator stage (apply_photometric on {stage[0]['device']}, one core if a CPU): "
+            f"{rate:.1f} images/s, {1000 / rate:.2f} ms per image."
+        )
+        if "1 core" in ratios:
+            host = median("1 core", "ours", "images_per_s")
+            pil = median("1 core", "pil", "images_per_s")
+            both = 1 / (1 / host + 1 / rate)
+            print(
+                f"if this CPU core also ran that stage: {both:.1f} images/s, "
+                f"{both / pil:.2f}x PIL per core (what a CPU-only run gets; on a GPU/TPU the "
+                "stage's cost falls on the accelerator)."
+            )
     print(f"total {elapsed:.0f} s")
 
 

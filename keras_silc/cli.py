@@ -114,6 +114,8 @@ def train(args, demo_overrides=None):
         "seed": args.seed,
         "class_only_captions": args.class_only_captions if args.data == "fashion_scenes" else None,
     }
+    if args.photometric != "host":  # recorded only when set, so older runs still resume
+        run_config["photometric"] = args.photometric
 
     def build_model():
         keras.utils.set_random_seed(args.seed)
@@ -122,7 +124,8 @@ def train(args, demo_overrides=None):
         return model
 
     def build_dataset(start_example, model):
-        augmentation = demo.FASHION_AUGMENTATION if args.data == "fashion_scenes" else None
+        augmentation = dict(demo.FASHION_AUGMENTATION) if args.data == "fashion_scenes" else {}
+        augmentation["photometric"] = args.photometric
         return training_dataset(
             pairs,
             model,
@@ -258,6 +261,13 @@ def _add_training_arguments(parser, steps, batch_size, output, class_only_captio
         default=class_only_captions,
         help="Fraction of Fashion scenes captioned with class names only (no colours or "
         f"positions, which are a shortcut for small models). Default {class_only_captions}.",
+    )
+    parser.add_argument(
+        "--photometric",
+        choices=("host", "accelerator"),
+        default="host",
+        help="Where the crops' colour jitter, blur and solarize run: in tf.data (host, "
+        "default) or in the model's step on the GPU/TPU (accelerator: for a small host).",
     )
     parser.add_argument("--tokenizer", help="A SentencePiece .model or WordPiece .txt file.")
     parser.add_argument("--vocabulary-size", type=int, default=512)

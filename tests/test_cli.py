@@ -57,6 +57,16 @@ def test_train_evaluates_reports_and_resumes(tmp_path, capsys):
     )
 
 
+def test_train_with_photometric_on_the_accelerator(tmp_path):
+    output = str(tmp_path / "run")
+    args = ["train", "--output", output, *SMALL, "--skip-evaluation"]
+    assert cli.main([*args, "--photometric", "accelerator"]) == 0
+    with open(os.path.join(output, "run_config.json")) as handle:
+        assert json.load(handle)["photometric"] == "accelerator"
+    # The same folder with the augmentation moved back to the host is another run.
+    assert cli.main(args) == 2
+
+
 def test_user_errors_exit_cleanly(tmp_path, capsys):
     assert cli.main(["train", "--preset", "silc_huge", "--output", str(tmp_path)]) == 2
     assert "Unknown preset 'silc_huge'. Available presets" in capsys.readouterr().err

@@ -192,7 +192,7 @@ def test_photometric_ops_follow_torchvisions_formulas():
         augment.solarize(images, 0.3), np.where(x >= 0.3, 1 - x, x), atol=1e-7
     )
     # Each crop is blurred with its own sigma; sigma 0 leaves a crop unchanged.
-    blurred = augment.gaussian_blur(images, [1.5, 0.0, 0.7], 2.0).numpy()
+    blurred = augment.gaussian_blur(images, [1.5, 0.0, 0.7], 6).numpy()
     np.testing.assert_allclose(blurred[0], _numpy_blur(x[0], 1.5, 6), atol=1e-5)
     np.testing.assert_allclose(blurred[1], x[1], atol=1e-6)
     np.testing.assert_allclose(blurred[2], _numpy_blur(x[2], 0.7, 6), atol=1e-5)
@@ -257,6 +257,85 @@ def test_fused_colour_jitter_is_one_affine_map():
         assert 0.0 <= float(tf.reduce_min(views[key])) <= float(tf.reduce_max(views[key])) <= 1.0
     with pytest.raises(ValueError, match="color_jitter"):
         data.MultiCropConfig(color_jitter="fast")
+
+
+def test_accelerator_photometric_matches_numpy_and_the_host():
+    """keras.ops on the accelerator: the fused colour map, the blur and solarize against the
+    numpy references, and the whole view set against the host's fused path (same draws)."""
+    from keras import ops
+
+    from keras_silc.layers import photometric as accelerator
+
+    images = tf.random.stateless_uniform([1, 4, 14, 12, 3], [7, 8])
+    x = images.numpy()[0].astype(np.float64)
+    b, c, s = [0.6, 1.3, 1.0, 1.1], [1.4, 0.7, 1.0, 0.9], [0.8, 1.2, 1.0, 1.0]
+    hue, grey, solar = [0.1, -0.25, 0.0, 0.05], [0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0]
+    color = np.stack([b, c, s, hue, grey, solar], axis=-1)[None].astype(np.float32)
+    sigmas = [1.5, 0.0, 0.7, 1.0]
+    blur = augment.gaussian_kernels(sigmas, 3).numpy()[None]
+    out = ops.convert_to_numpy(accelerator.apply_photometric(images.numpy(), color, blur))[0]
+    jittered = _numpy_fused_jitter(x, b, c, s, hue, np.array(grey) > 0)
+    for n, sigma in enumerate(sigmas):
+        expected = _numpy_blur(jittered[n], sigma, 3) if sigma else jittered[n]
+        expected = np.minimum(expected, 1 - expected) if solar[n] else expected
+        np.testing.assert_allclose(out[n], expected, atol=3e-5)
+    # The pipeline's views with photometric="accelerator", finished by the model's op, are
+    # the host's fused views: same seeds, same parameters.
+    image = tf.constant(np.random.RandomState(0).randint(0, 256, (40, 36, 3)).astype("uint8"))
+    geometry = {"image_size": 16, "local_crop_size": 8, "num_local_crops": 3}
+    host_config = data.MultiCropConfig(color_jitter="fused", **geometry)
+    config = data.MultiCropConfig(photometric="accelerator", **geometry)
+    assert config.color_jitter == "fused" and host_config.photometric == "host"
+    for i in range(4):
+        host = data.multi_crop_views(image, tf.constant("a bag"), host_config, _seed(i))
+        views = data.multi_crop_views(image, tf.constant("a bag"), config, _seed(i))
+        np.testing.assert_array_equal(views["image"], host["image"])
+        assert views["global_crop_color"].shape == (2, 6)
+        assert views["local_crop_blur"].shape[0] == 3 and views["local_crop_blur"].shape[1] % 2
+        for name in ("global", "local"):
+            finished = accelerator.apply_photometric(
+                *(
+                    views[f"{name}_{key}"].numpy()[None]
+                    for key in ("crops", "crop_color", "crop_blur")
+                )
+            )
+            np.testing.assert_allclose(
+                ops.convert_to_numpy(finished)[0], host[f"{name}_crops"], atol=1e-5
+            )
+    with pytest.raises(ValueError, match="color_jitter='fused'"):
+        data.MultiCropConfig(photometric="accelerator", color_jitter="exact")
+    with pytest.raises(ValueError, match="photometric must be"):
+        data.MultiCropConfig(photometric="gpu")
+
+
+def test_fit_with_photometric_on_the_accelerator_equals_the_host_pipeline():
+    pairs = data.from_arrays(_images(8), CAPTIONS * 2)
+    results = {}
+    for where in ("host", "accelerator"):
+        model = tiny_model()
+        model.compile()
+        dataset = _pipeline(
+            model, pairs, augmentation={"photometric": where, "color_jitter": "fused"}
+        )
+        batch = next(iter(dataset))
+        if where == "accelerator":
+            assert {"global_crop_color", "global_crop_blur", "local_crop_color"} <= set(batch)
+        history = model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0).history
+        results[where] = (history["loss"][-1], model.student.get_weights()[0])
+    np.testing.assert_allclose(results["accelerator"][0], results["host"][0], rtol=1e-4)
+    np.testing.assert_allclose(results["accelerator"][1], results["host"][1], atol=1e-5)
+    # A half-shipped or misshapen parameter set is refused with what belongs together.
+    model = tiny_model()
+    batch = {
+        k: v.numpy()
+        for k, v in next(
+            iter(_pipeline(model, pairs, augmentation={"photometric": "accelerator"}))
+        ).items()
+    }
+    with pytest.raises(ValueError, match="without the rest"):
+        model.validate_batch({k: v for k, v in batch.items() if k != "local_crop_blur"})
+    with pytest.raises(ValueError, match="K odd"):
+        model.validate_batch({**batch, "global_crop_blur": batch["global_crop_blur"][..., :-1]})
 
 
 def test_photometric_probabilities_are_per_crop():

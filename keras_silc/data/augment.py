@@ -52,12 +52,22 @@ class MultiCropConfig:
             the second); local crops are not solarized.
         augment_full_image: also apply photometric jitter to the full image (off: the
             contrastive view stays clean, as in CLIP/SigLIP training).
-        color_jitter: "exact" (default): torchvision's ops one after the other, each clipped
-            to [0, 1], hue rotated in HSV. "fused": the same four random factors and
-            grayscale composed into one affine colour map per crop (hue as a rotation about
-            the grey axis in YIQ, as NVIDIA DALI's colour twist does), clipped once: several
-            times cheaper on a CPU; it differs from "exact" only where an intermediate value
-            would have been clipped, and in the hue model.
+        color_jitter: "exact" (default on the host): torchvision's ops one after the other,
+            each clipped to [0, 1], hue rotated in HSV. "fused" (default, and the only mode,
+            with `photometric="accelerator"`): the same four random factors and grayscale
+            composed into one affine colour map per crop (hue as a rotation about the grey
+            axis in YIQ, as NVIDIA DALI's colour twist does), clipped once: several times
+            cheaper on a CPU; it differs from "exact" only where an intermediate value would
+            have been clipped, and in the hue model.
+        photometric: where the crops' photometric augmentation runs. "host" (default): in
+            tf.data, the batch holds finished crops. "accelerator": tf.data draws the same
+            random parameters (so the batches stay seeded and identical on every backend) but
+            leaves the pixels alone; the batch carries them as "global_crop_color" /
+            "global_crop_blur" and "local_crop_color" / "local_crop_blur", and `SilcModel`
+            applies them on the GPU/TPU at the start of its step. This takes colour jitter,
+            grayscale, blur and solarize (most of the pipeline's CPU time) off a small host,
+            e.g. a 2-core Colab VM feeding a GPU. Flips stay on the host (captions depend on
+            them).
         local_hue, local_saturation: hue and saturation jitter of the local crops only
             (default: `hue`, `saturation`). Local crops are never compared with a caption, so
             they may change colours that captions name: the student must then match the
@@ -83,7 +93,8 @@ class MultiCropConfig:
     blur_sigma: tuple = (0.1, 2.0)
     solarize_probabilities: tuple = (0.0, 0.2)
     augment_full_image: bool = False
-    color_jitter: str = "exact"
+    color_jitter: str = None
+    photometric: str = "host"
     local_hue: float = None
     local_saturation: float = None
 
@@ -101,8 +112,21 @@ class MultiCropConfig:
             raise ValueError(
                 f"flip must be 'captioned_swap', 'uncaptioned' or 'none', got {self.flip!r}."
             )
+        if self.photometric not in ("host", "accelerator"):
+            raise ValueError(
+                f"photometric must be 'host' or 'accelerator', got {self.photometric!r}."
+            )
+        if self.color_jitter is None:
+            default = "fused" if self.photometric == "accelerator" else "exact"
+            object.__setattr__(self, "color_jitter", default)
         if self.color_jitter not in ("exact", "fused"):
             raise ValueError(f"color_jitter must be 'exact' or 'fused', got {self.color_jitter!r}.")
+        if self.photometric == "accelerator" and self.color_jitter != "fused":
+            raise ValueError(
+                "photometric='accelerator' applies the fused colour map on the accelerator; "
+                "color_jitter='exact' (torchvision's clipped ops in HSV) runs only on the host. "
+                "Use color_jitter='fused' (or leave it unset), or photometric='host'."
+            )
         if self.image_size <= 0 or self.local_crop_size <= 0:
             raise ValueError("image_size and local_crop_size must be positive.")
         if self.num_global_crops < 0 or self.num_local_crops < 0:
@@ -368,9 +392,7 @@ def grayscale(images, mask):
 
 
 def _blur_one(image, sigma, radius):
-    x = tf.range(-radius, radius + 1, dtype=tf.float32)
-    kernel = tf.exp(-0.5 * tf.square(x / sigma))
-    kernel = tf.tile((kernel / tf.reduce_sum(kernel))[:, None], [1, 3])  # (K, channels)
+    kernel = tf.tile(gaussian_kernels(sigma, radius)[0][:, None], [1, 3])  # (K, channels)
     # Reflect padding keeps the borders from darkening.
     padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], "REFLECT")
     blurred = tf.nn.depthwise_conv2d(padded, kernel[None, :, :, None], [1, 1, 1, 1], "VALID")
@@ -378,12 +400,11 @@ def _blur_one(image, sigma, radius):
     return blurred[0]
 
 
-def gaussian_blur(images, sigmas, max_sigma):
+def gaussian_blur(images, sigmas, radius):
     """Separable Gaussian blur of (N, H, W, 3) crops, each with its own sigma (0: no blur).
 
-    The kernel spans 3 * max_sigma each side; crops with sigma 0 skip the work.
+    The kernel spans `radius` pixels each side; crops with sigma 0 skip the work.
     """
-    radius = max(1, int(math.ceil(3 * max_sigma)))
     sigmas = tf.unstack(tf.cast(tf.reshape(sigmas, [-1]), tf.float32), num=images.shape[0])
     return tf.stack(
         [
@@ -405,6 +426,62 @@ def solarize(images, threshold=0.5):
     return tf.where(images >= threshold, 1.0 - images, images)
 
 
+def photometric_parameters(config, seed, size, blur_probabilities, solarize_probabilities):
+    """The random photometric parameters of N crops of side `size` (N = len(probabilities)).
+
+    Returns a dict of (N,) float32 tensors: "brightness", "contrast", "saturation" (factors, 1
+    for no change), "hue" (a shift, 0 for none), "grayscale" and "solarize" (0 or 1), and
+    "blur_sigma" (0 for no blur).
+    """
+    num_crops = len(blur_probabilities)
+    draws = tf.unstack(tf.random.stateless_uniform([9, num_crops], seed))
+
+    def factors(draw, amount, apply):
+        return tf.where(apply, 1 - amount + 2 * amount * draw, 1.0)
+
+    jitter = draws[0] < config.color_jitter_probability
+    scale = (size or _DINO_BLUR_REFERENCE_SIZE) / _DINO_BLUR_REFERENCE_SIZE
+    low, high = config.blur_sigma[0] * scale, config.blur_sigma[1] * scale
+    blur = draws[6] < tf.constant(blur_probabilities, tf.float32)
+    return {
+        "brightness": factors(draws[1], config.brightness, jitter),
+        "contrast": factors(draws[2], config.contrast, jitter),
+        "saturation": factors(draws[3], config.saturation, jitter),
+        "hue": tf.where(jitter, config.hue * (2 * draws[4] - 1), 0.0),
+        "grayscale": tf.cast(draws[5] < config.grayscale_probability, tf.float32),
+        "blur_sigma": tf.where(blur, low + (high - low) * draws[7], 0.0),
+        "solarize": tf.cast(draws[8] < tf.constant(solarize_probabilities, tf.float32), tf.float32),
+    }
+
+
+def blur_radius(config, size):
+    """The Gaussian kernel's half-width for crops of side `size`: 3 sigma at the largest sigma."""
+    high = config.blur_sigma[1] * (size or _DINO_BLUR_REFERENCE_SIZE) / _DINO_BLUR_REFERENCE_SIZE
+    return max(1, int(math.ceil(3 * high)))
+
+
+def gaussian_kernels(sigmas, radius):
+    """(N, 2 radius + 1) normalised 1-D Gaussian kernels; a delta where sigma is 0."""
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    sigmas = tf.reshape(tf.cast(sigmas, tf.float32), [-1, 1])
+    safe = tf.where(sigmas > 0, sigmas, 1.0)
+    kernels = tf.exp(-0.5 * tf.square(x / safe))
+    kernels = kernels / tf.reduce_sum(kernels, axis=1, keepdims=True)
+    delta = tf.cast(tf.equal(x, 0.0), tf.float32)[None]
+    return tf.where(sigmas > 0, kernels, delta)
+
+
+# The order of the per-crop colour parameters in the batch's "*_crop_color" entries.
+COLOR_PARAMETERS = ("brightness", "contrast", "saturation", "hue", "grayscale", "solarize")
+
+
+def photometric_batch_entries(params, config, size):
+    """The accelerator's inputs for N crops: (N, 6) colour parameters (`COLOR_PARAMETERS`)
+    and (N, K) blur kernels (see `keras_silc.layers.apply_photometric`)."""
+    color = tf.stack([params[name] for name in COLOR_PARAMETERS], axis=-1)
+    return color, gaussian_kernels(params["blur_sigma"], blur_radius(config, size))
+
+
 def photometric(images, config, seed, blur_probabilities, solarize_probabilities):
     """DINO's photometric augmentation of a stack of crops (N, H, W, 3).
 
@@ -412,20 +489,14 @@ def photometric(images, config, seed, blur_probabilities, solarize_probabilities
     `config.color_jitter_probability`, grayscale, then Gaussian blur and solarize with the
     per-crop probabilities given (sequences of length N).
     """
-    num_crops = len(blur_probabilities)
-    if num_crops == 0:
+    if len(blur_probabilities) == 0:
         return images
-    draws = tf.unstack(tf.random.stateless_uniform([9, num_crops], seed))
-
-    def factors(draw, amount, apply):
-        return tf.where(apply, 1 - amount + 2 * amount * draw, 1.0)
-
-    jitter = draws[0] < config.color_jitter_probability
-    brightness = factors(draws[1], config.brightness, jitter)
-    contrast = factors(draws[2], config.contrast, jitter)
-    saturation = factors(draws[3], config.saturation, jitter)
-    hue = tf.where(jitter, config.hue * (2 * draws[4] - 1), 0.0)
-    grey = draws[5] < config.grayscale_probability
+    params = photometric_parameters(
+        config, seed, images.shape[1], blur_probabilities, solarize_probabilities
+    )
+    brightness, contrast = params["brightness"], params["contrast"]
+    saturation, hue = params["saturation"], params["hue"]
+    grey = params["grayscale"] > 0
     if config.color_jitter == "fused":
         images = fused_color_jitter(images, brightness, contrast, saturation, hue, grey)
     else:
@@ -440,14 +511,9 @@ def photometric(images, config, seed, blur_probabilities, solarize_probabilities
         if config.grayscale_probability > 0:
             images = grayscale(images, grey)
     if max(blur_probabilities) > 0:
-        scale = (images.shape[1] or _DINO_BLUR_REFERENCE_SIZE) / _DINO_BLUR_REFERENCE_SIZE
-        low, high = config.blur_sigma[0] * scale, config.blur_sigma[1] * scale
-        blur = draws[6] < tf.constant(blur_probabilities, tf.float32)
-        sigmas = tf.where(blur, low + (high - low) * draws[7], 0.0)
-        images = gaussian_blur(images, sigmas, high)
+        images = gaussian_blur(images, params["blur_sigma"], blur_radius(config, images.shape[1]))
     if max(solarize_probabilities) > 0:
-        solar = _per_crop(draws[8] < tf.constant(solarize_probabilities, tf.float32))
-        images = tf.where(solar, solarize(images), images)
+        images = tf.where(_per_crop(params["solarize"] > 0), solarize(images), images)
     return images
 
 
@@ -476,7 +542,10 @@ def multi_crop_views(image, caption, config, seed):
 
     Returns:
         A dict with "image" (S, S, 3), "global_crops" (G, S, S, 3) when G > 0,
-        "local_crops" (L, s, s, 3) when L > 0, all float32 in [0, 1], and "caption".
+        "local_crops" (L, s, s, 3) when L > 0, all float32 in [0, 1], and "caption". With
+        `config.photometric="accelerator"` the crops are not yet photometrically augmented
+        and the dict also holds their parameters: "global_crop_color" (G, 6) and
+        "global_crop_blur" (G, K), "local_crop_color" (L, 6) and "local_crop_blur" (L, k).
     """
     seeds = _seeds(seed, 7)
     flip_seed, full_seed, global_seed, local_seed, local_flip_seed = seeds[:5]
@@ -505,12 +574,15 @@ def multi_crop_views(image, caption, config, seed):
         )
         # Captioned views flip with the full image.
         crops = tf.cond(flip_captioned, lambda: tf.reverse(crops, [2]), lambda: crops)
-        views["global_crops"] = photometric(
-            crops,
-            config,
-            global_seed,
-            cycle(config.global_blur_probabilities, config.num_global_crops),
-            cycle(config.solarize_probabilities, config.num_global_crops),
+        views.update(
+            _crop_photometric(
+                "global",
+                crops,
+                config,
+                global_seed,
+                cycle(config.global_blur_probabilities, config.num_global_crops),
+                cycle(config.solarize_probabilities, config.num_global_crops),
+            )
         )
 
     if config.num_local_crops:
@@ -531,11 +603,26 @@ def multi_crop_views(image, caption, config, seed):
                 config.saturation if config.local_saturation is None else config.local_saturation
             ),
         )
-        views["local_crops"] = photometric(
-            crops,
-            local_config,
-            local_seed,
-            [config.local_blur_probability] * config.num_local_crops,
-            [0.0] * config.num_local_crops,
+        views.update(
+            _crop_photometric(
+                "local",
+                crops,
+                local_config,
+                local_seed,
+                [config.local_blur_probability] * config.num_local_crops,
+                [0.0] * config.num_local_crops,
+            )
         )
     return views
+
+
+def _crop_photometric(name, crops, config, seed, blur_probabilities, solarize_probabilities):
+    """{"<name>_crops"} augmented here, or with `photometric="accelerator"` the raw crops
+    and their parameters {"<name>_crop_color", "<name>_crop_blur"} (the same draws)."""
+    if config.photometric == "host":
+        crops = photometric(crops, config, seed, blur_probabilities, solarize_probabilities)
+        return {f"{name}_crops": crops}
+    size = crops.shape[1]
+    params = photometric_parameters(config, seed, size, blur_probabilities, solarize_probabilities)
+    color, blur = photometric_batch_entries(params, config, size)
+    return {f"{name}_crops": crops, f"{name}_crop_color": color, f"{name}_crop_blur": blur}

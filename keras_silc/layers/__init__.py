@@ -1,6 +1,7 @@
 from keras_silc.layers.distillation_head import DistillationHead
 from keras_silc.layers.distillation_head import WeightNormalizedDense
 from keras_silc.layers.distillation_head import l2_normalize
+from keras_silc.layers.photometric import apply_photometric
 from keras_silc.layers.position_embedding import PositionEmbedding2D
 from keras_silc.layers.transformer import MAPHead
 from keras_silc.layers.transformer import MlpBlock
@@ -15,5 +16,6 @@ __all__ = [
     "PositionEmbedding2D",
     "TransformerBlock",
     "WeightNormalizedDense",
+    "apply_photometric",
     "l2_normalize",
 ]

@@ -18,6 +18,7 @@ from keras import ops
 
 from keras_silc import losses
 from keras_silc.layers.distillation_head import l2_normalize
+from keras_silc.layers.photometric import apply_photometric
 from keras_silc.models.image_tower import ImageTower
 from keras_silc.models.presets import merge_config
 from keras_silc.models.presets import preset_config
@@ -67,6 +68,13 @@ IMAGE_KEYS = {
     "local_crops": "(B, L, s, s, 3)",
 }
 
+# Photometric parameters that a `MultiCropConfig(photometric="accelerator")` pipeline ships
+# with the unaugmented crops; the model applies them at the start of its step.
+PHOTOMETRIC_KEYS = {
+    "global_crops": ("global_crop_color", "global_crop_blur"),
+    "local_crops": ("local_crop_color", "local_crop_blur"),
+}
+
 
 @keras.saving.register_keras_serializable(package="keras_silc")
 class SilcModel(SilcTrainer, keras.Model):
@@ -80,7 +88,11 @@ class SilcModel(SilcTrainer, keras.Model):
         text:         (B, T) integer token ids, 0 for padding.
     S and s may be any multiple of the patch size; `global_crops` is only needed with
     `multi_view_contrastive` or `self_distillation`, `local_crops` only with
-    `self_distillation`.
+    `self_distillation`. A batch may also carry the crops' photometric parameters
+    ("global_crop_color" (B, G, 6) with "global_crop_blur" (B, G, K), and the same for
+    the local crops, from `MultiCropConfig(photometric="accelerator")`): the step then
+    applies colour jitter, grayscale, blur and solarize to those crops on the accelerator
+    first (`keras_silc.layers.apply_photometric`).
 
     Args:
         vision: dict. `VisionEncoder` arguments (image_size, patch_size, width, ...).
@@ -639,6 +651,55 @@ class SilcModel(SilcTrainer, keras.Model):
         shape = IMAGE_KEYS.get(key, "(B, T)")
         return f"expected {shape} ({geometry})"
 
+    def prepare_batch(self, batch):
+        """Validates a batch and applies any photometric parameters it carries to its
+        crops (see `PHOTOMETRIC_KEYS`); the returned batch holds finished crops."""
+        self.validate_batch(batch)
+        carried = [key for key, names in PHOTOMETRIC_KEYS.items() if names[0] in batch]
+        if not carried:
+            return batch
+        batch = dict(batch)
+        for key in carried:
+            color_key, blur_key = PHOTOMETRIC_KEYS[key]
+            color, blur = batch.pop(color_key), batch.pop(blur_key)
+            if key in self.required_keys():
+                batch[key] = ops.cast(apply_photometric(batch[key], color, blur), batch[key].dtype)
+        return batch
+
+    def _validate_photometric(self, batch):
+        for key, (color_key, blur_key) in PHOTOMETRIC_KEYS.items():
+            present = [name for name in (color_key, blur_key) if name in batch]
+            if not present:
+                continue
+            how = (
+                f"'{color_key}' (B, N, 6) and '{blur_key}' (B, N, K), K odd, come together "
+                f"with '{key}' (N crops), as MultiCropConfig(photometric='accelerator') makes them"
+            )
+            if len(present) == 1 or key not in batch:
+                raise ValueError(f"The batch has {present} without the rest: {how}.")
+            crops = tuple(batch[key].shape)
+            color, blur = tuple(batch[color_key].shape), tuple(batch[blur_key].shape)
+            if (
+                len(color) != 3
+                or color[-1] != 6
+                or len(blur) != 3
+                or blur[-1] is None
+                or blur[-1] % 2 == 0
+                or color[:2] != crops[:2]
+                or blur[:2] != crops[:2]
+            ):
+                raise ValueError(
+                    f"batch['{color_key}'] is {color} and batch['{blur_key}'] is {blur} for "
+                    f"batch['{key}'] of {crops}; {how}."
+                )
+            radius = blur[-1] // 2
+            if radius >= min(crops[2:4]):
+                raise ValueError(
+                    f"batch['{blur_key}'] has kernels of {blur[-1]} taps, too wide for "
+                    f"{crops[2]}x{crops[3]} crops (reflect padding needs radius < side); "
+                    "lower MultiCropConfig.blur_sigma."
+                )
+
     def validate_batch(self, batch):
         """Checks keys, ranks, sizes and dtypes; raises ValueError naming the key.
 
@@ -706,6 +767,7 @@ class SilcModel(SilcTrainer, keras.Model):
                 f"The batch's entries disagree on the batch size: "
                 f"{ {key: tuple(batch[key].shape) for key in self.required_keys()} }."
             )
+        self._validate_photometric(batch)
 
     # -------------------------------------------------------------- inference
     def _inference_encoder(self):

@@ -27,8 +27,7 @@ class JaxSilcTrainer:
 
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_values, metric_values = state
-        batch = unpack_batch(data)
-        self.validate_batch(batch)
+        batch = self.prepare_batch(unpack_batch(data))
 
         if self.gradient_accumulation_steps > 1:
             grads, aux = self._accumulate_gradients(
@@ -105,8 +104,7 @@ class JaxSilcTrainer:
 
     def test_step(self, state, data):
         trainable, non_trainable, metric_values = state
-        batch = unpack_batch(data)
-        self.validate_batch(batch)
+        batch = self.prepare_batch(unpack_batch(data))
         _, aux, non_trainable = self._losses_stateless(trainable, non_trainable, batch)
         with keras.StatelessScope(zip(self.metrics_variables, metric_values, strict=True)) as scope:
             logs = self.update_metrics(aux)

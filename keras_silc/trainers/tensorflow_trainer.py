@@ -16,8 +16,7 @@ def _zeros_for_none(grads, variables):
 class TensorFlowSilcTrainer:
     def train_step(self, data):
         check_distribution_support()  # refuse replica-local negatives and centers
-        batch = unpack_batch(data)
-        self.validate_batch(batch)
+        batch = self.prepare_batch(unpack_batch(data))
         trainable = self.trainable_variables
         if self.gradient_accumulation_steps > 1:
             grads, aux = self._accumulate_gradients(batch)
@@ -86,7 +85,6 @@ class TensorFlowSilcTrainer:
         return grads, self.combine_micro_batch_aux(contrastive_aux, micro_aux)
 
     def test_step(self, data):
-        batch = unpack_batch(data)
-        self.validate_batch(batch)
+        batch = self.prepare_batch(unpack_batch(data))
         _, aux = self.compute_losses(batch)
         return self.update_metrics(aux)

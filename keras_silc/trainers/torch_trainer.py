@@ -9,8 +9,7 @@ from keras_silc.trainers.common import unpack_batch
 class TorchSilcTrainer:
     def train_step(self, data):
         check_distribution_support()  # refuse replica-local negatives and centers
-        batch = unpack_batch(data)
-        self.validate_batch(batch)
+        batch = self.prepare_batch(unpack_batch(data))
         self.zero_grad()
         if self.gradient_accumulation_steps > 1:
             aux = self._accumulate_gradients(batch)
@@ -50,8 +49,7 @@ class TorchSilcTrainer:
         return self.combine_micro_batch_aux(contrastive_aux, stacked)
 
     def test_step(self, data):
-        batch = unpack_batch(data)
-        self.validate_batch(batch)
+        batch = self.prepare_batch(unpack_batch(data))
         with torch.no_grad():
             _, aux = self.compute_losses(batch)
             return self.update_metrics(aux)
