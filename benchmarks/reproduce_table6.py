@@ -23,6 +23,7 @@ Defaults are those of the table in docs/results.md: 1,500 steps of 64, class-onl
 """
 
 import argparse
+import collections
 import json
 import os
 import statistics
@@ -40,6 +41,8 @@ ROWS = {
 }
 # SILC's row and the contrastive baseline it must beat.
 PAIRS = {"silc_c": "clip", "silc_s": "siglip"}
+# Test scenes on which a trained SILC row's head is checked for collapse.
+DIAGNOSTIC_SCENES = 256
 # The table in docs/results.md: 1,500 steps of demo.DEMO_BATCH (96,000 examples seen).
 TABLE_STEPS = 1500
 METRICS = {
@@ -102,6 +105,13 @@ def train_and_evaluate(row, seed, args):
     results = demo.evaluate_fashion(
         model, num_items=args.eval_items, num_scenes=args.eval_scenes, shots=(1, 10)
     )
+    distillation = None
+    if model.self_distillation:
+        # The trained head itself (the logs are run means): has it collapsed?
+        from keras_silc import evaluation
+
+        probe = data.fashion_scenes("test", DIAGNOSTIC_SCENES, 64, seed=0)["image"]
+        distillation = evaluation.distillation_diagnostics(model, probe)
     return {
         "row": row,
         "seed": seed,
@@ -122,18 +132,28 @@ def train_and_evaluate(row, seed, args):
         "train_seconds": train_seconds,
         "eval_seconds": time.time() - start,
         "results": results,
+        "distillation": distillation,
     }
 
 
 def teacher_summary(run):
-    """The distillation's state, where the row has one (Keras logs: means over the run)."""
+    """The distillation's state, where the row has one: the Keras logs (means over the run)
+    and, where recorded, the trained teacher on test scenes (`distillation_diagnostics`)."""
     logs = run.get("final_logs", {})
     if "teacher_entropy" not in logs:
         return ""
-    return (
+    text = (
         f", teacher entropy {logs['teacher_entropy']:.2f} and KL "
         f"{logs['student_teacher_kl']:.3f} (run means)"
     )
+    state = run.get("distillation")
+    if state:
+        text += (
+            f"; trained teacher on {DIAGNOSTIC_SCENES} test scenes: entropy "
+            f"{state['entropy']:.2f} of {state['max_entropy']:.2f}, bottleneck cosine "
+            f"{state['bottleneck_cosine']:.3f}, collapse {state['collapse']}"
+        )
+    return text
 
 
 def run_path(args, row, seed):
@@ -272,6 +292,20 @@ def markdown(table, runs, args, wall_seconds):
             if min(table[silc][metric][2], table[baseline][metric][2]) < 2:
                 verdict = "one seed: no spread to compare with"
             lines.append(f"- {name}: {100 * gain:+.1f} (spread {100 * spread:.1f}): {verdict}")
+        lines.append("")
+    collapsed = collections.Counter(
+        (run["row"], run["distillation"]["collapse"]) for run in runs if run.get("distillation")
+    )
+    if collapsed:
+        lines.append(
+            "The trained teachers' distillation heads (distillation_diagnostics on "
+            f"{DIAGNOSTIC_SCENES} test scenes): "
+            + ", ".join(
+                f"{ROWS[row][0]} {count} run(s) {state}"
+                for (row, state), count in sorted(collapsed.items())
+            )
+            + " (uniform: every image gets a flat target, so the distillation teaches nothing)."
+        )
         lines.append("")
     top1 = sum(run["results"]["zero_shot/top1"] for run in runs) / len(runs)
     lines.append(

@@ -428,3 +428,36 @@ def test_callback_writes_history_and_tensorboard(real_model, tmp_path):
         {"miou": [(100, 0.1), (200, 0.3)]}, str(tmp_path / "steps.png"), x_label="step"
     )
     assert os.path.getsize(path) > 1000
+
+
+def test_distillation_diagnostics_see_both_collapses():
+    model = tiny_model()
+    images = np.random.default_rng(0).uniform(size=(12, 32, 32, 3)).astype("float32")
+    fresh = evaluation.distillation_diagnostics(model, images)
+    # Against the whole tower's forward pass and a numpy softmax at tau_t after centring.
+    logits = keras.ops.convert_to_numpy(model.teacher(images)).astype(np.float64)
+    scores = (logits - keras.ops.convert_to_numpy(model.center)) / model.teacher_temperature
+    p = np.exp(scores - scores.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(fresh["entropy"], -(p * np.log(p)).sum(1).mean(), rtol=1e-4)
+    assert fresh["max_entropy"] == pytest.approx(np.log(logits.shape[1]))
+    assert fresh["prototypes_used"] == len(np.unique(p.argmax(1)))
+    assert fresh["collapse"] == "none" and -1 <= fresh["bottleneck_cosine"] < 0.99
+    # Every prototype the same vector: the same score for all K, a uniform target.
+    kernel = model.teacher.head.prototypes.kernel
+    column = keras.ops.convert_to_numpy(kernel)[:, :1]
+    kernel.assign(np.repeat(column, kernel.shape[1], axis=1))
+    uniform = evaluation.distillation_diagnostics(model, images)
+    assert uniform["collapse"] == "uniform"
+    assert uniform["entropy"] == pytest.approx(uniform["max_entropy"], abs=1e-5)
+    # A centre far below one prototype's: that prototype takes every image.
+    center = np.zeros(kernel.shape[1], "float32")
+    center[3] = -50.0
+    model.center.assign(center)
+    dominant = evaluation.distillation_diagnostics(model, images)
+    assert dominant["collapse"] == "dominant" and dominant["prototypes_used"] == 1
+    assert dominant["entropy"] < 1e-3
+    with pytest.raises(ValueError, match="self_distillation"):
+        evaluation.distillation_diagnostics(
+            tiny_model(self_distillation=False, multi_view_contrastive=True), images
+        )

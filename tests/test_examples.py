@@ -92,6 +92,11 @@ def test_reproduce_table6_quick_mode(tmp_path):
     model.load_weights(str(tmp_path / "runs" / "silc_c-seed0.weights.h5"))
     assert run["config"]["self_distillation"] is True
     assert "teacher_entropy" in run["final_logs"]
+    # The trained head's state, checked on test scenes, goes into the JSON and the table.
+    state = run["distillation"]
+    assert state["collapse"] in ("uniform", "dominant", "none")
+    assert 0 <= state["entropy"] <= state["max_entropy"] + 1e-6
+    assert "distillation heads (distillation_diagnostics" in text
     # A second invocation reuses the finished runs instead of training again.
     again = subprocess.run(command, check=True, timeout=300, capture_output=True, text=True)
     assert "training 4 steps" not in again.stdout and "clip seed 0: ZS top-1" in again.stdout

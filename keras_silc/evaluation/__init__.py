@@ -8,6 +8,8 @@
   retrieval evaluators);
 - `zero_shot_segmentation`: dense features from the MAP head's value path against class text
   embeddings, mIoU without background, no post-refinement (the paper's section 4.3);
+- `distillation_diagnostics`: whether the self-distillation head has collapsed (uniform or
+  dominant), on a set of images;
 - `EvaluationCallback`: any of them during `fit`, into History and TensorBoard;
 - `plot_segmentation`, `plot_metrics`: PNG pictures.
 
@@ -19,6 +21,7 @@ from keras_silc.evaluation.callback import EvaluationCallback
 from keras_silc.evaluation.common import as_float_images
 from keras_silc.evaluation.common import embed_images
 from keras_silc.evaluation.common import embed_texts
+from keras_silc.evaluation.distillation import distillation_diagnostics
 from keras_silc.evaluation.few_shot import few_shot_classification
 from keras_silc.evaluation.few_shot import fewshot_accuracy
 from keras_silc.evaluation.few_shot import fit_ridge
@@ -43,6 +46,7 @@ __all__ = [
     "as_float_images",
     "class_embeddings",
     "confusion_matrix",
+    "distillation_diagnostics",
     "embed_images",
     "embed_texts",
     "few_shot_classification",

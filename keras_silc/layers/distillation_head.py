@@ -91,12 +91,16 @@ class DistillationHead(keras.layers.Layer):
         )
         self.prototypes.build(shape)
 
-    def call(self, x):
+    def bottleneck(self, x):
+        """The L2-normalised bottleneck vector (N, bottleneck_dim) that the prototypes score."""
         for i, layer in enumerate(self.mlp):
             x = layer(x)
             if i < len(self.mlp) - 1:
                 x = ops.gelu(x, approximate=False)
-        return self.prototypes(l2_normalize(x))
+        return l2_normalize(x)
+
+    def call(self, x):
+        return self.prototypes(self.bottleneck(x))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.num_prototypes,)
