@@ -556,13 +556,8 @@ def setup_accelerator_stage(args, geometry):
             run()
             calls += 1
         elapsed, cpu = time.perf_counter() - t0, cpu_seconds([]) - cpu0
-        images = calls * args.batch_size
         return {
-            "images": images,
-            "seconds": elapsed,
-            "images_per_s": images / elapsed,
-            "cpu_seconds": cpu,
-            "images_per_cpu_s": images / cpu if cpu > 0 else float("nan"),
+            **rates(calls * args.batch_size, elapsed, cpu),
             "device": str(keras.backend.backend()) + " " + _device_name(),
         }
 
@@ -595,6 +590,17 @@ def cpu_seconds(pids):
     return total
 
 
+def rates(images, seconds, cpu):
+    """A measurement's counts and rates, per wall second and per CPU second."""
+    return {
+        "images": images,
+        "seconds": seconds,
+        "images_per_s": images / seconds,
+        "cpu_seconds": cpu,
+        "images_per_cpu_s": images / cpu if cpu > 0 else float("nan"),
+    }
+
+
 def measure(iterator, args, pids):
     """Discards the first batch and `--warmup` s of batches, then times `--seconds` s."""
     start = time.perf_counter()
@@ -613,13 +619,8 @@ def measure(iterator, args, pids):
         if elapsed >= args.seconds and batches >= 2:
             break
     cpu = cpu_seconds(pids) - cpu0
-    images = batches * args.batch_size
     return {
-        "images": images,
-        "seconds": elapsed,
-        "images_per_s": images / elapsed,
-        "cpu_seconds": cpu,
-        "images_per_cpu_s": images / cpu if cpu > 0 else float("nan"),
+        **rates(batches * args.batch_size, elapsed, cpu),
         "first_batch_s": first_batch,
         "shapes": check,
         "range": [float(np.min(batch["image"])), float(np.max(batch["image"]))],

@@ -15,6 +15,10 @@ import math
 
 import tensorflow as tf
 
+from keras_silc.layers.photometric import COLOR_PARAMETERS
+from keras_silc.layers.photometric import LUMA
+from keras_silc.layers.photometric import YIQ
+
 # torchvision's ColorJitter(0.4, 0.4, 0.2, 0.1) as DINO uses it, and its blur sigma range,
 # which DINO applies at 224 px; we scale it with the crop size.
 _DINO_BLUR_REFERENCE_SIZE = 224
@@ -267,7 +271,6 @@ def random_resized_crops(image, count, size, scale, aspect_ratio, seed):
 # The photometric ops work on a stack of crops (N, H, W, 3) with per-crop random factors, so a
 # view set costs a few ops rather than a few per crop. A crop that skips an op gets its
 # identity factor (1 for a scale, 0 for a shift, a delta kernel for the blur).
-LUMA = (0.2989, 0.5870, 0.1140)  # ITU-R 601-2 weights, as tf.image and torchvision use
 
 
 def _per_crop(values):
@@ -340,14 +343,6 @@ def adjust_hue(images, deltas):
     )
 
 
-# RGB -> YIQ (NTSC). A hue shift is a rotation of the (I, Q) chroma plane about the grey axis Y.
-_YIQ = (
-    (0.299, 0.587, 0.114),
-    (0.595716, -0.274453, -0.321263),
-    (0.211456, -0.522591, 0.311135),
-)
-
-
 def hue_rotation_matrices(deltas):
     """Per-crop 3x3 matrices for `_color_transform` (out = x @ M) that rotate hue by `deltas`
     (fractions of a turn, the sign of HSV's hue shift) about the grey axis in YIQ."""
@@ -358,7 +353,7 @@ def hue_rotation_matrices(deltas):
     rotation = tf.reshape(
         tf.stack([one, zero, zero, zero, cos, sin, zero, -sin, cos], axis=-1), [-1, 3, 3]
     )
-    yiq = tf.constant(_YIQ, tf.float32)
+    yiq = tf.constant(YIQ, tf.float32)
     return tf.transpose(yiq)[None] @ rotation @ tf.transpose(tf.linalg.inv(yiq))[None]
 
 
@@ -440,8 +435,7 @@ def photometric_parameters(config, seed, size, blur_probabilities, solarize_prob
         return tf.where(apply, 1 - amount + 2 * amount * draw, 1.0)
 
     jitter = draws[0] < config.color_jitter_probability
-    scale = (size or _DINO_BLUR_REFERENCE_SIZE) / _DINO_BLUR_REFERENCE_SIZE
-    low, high = config.blur_sigma[0] * scale, config.blur_sigma[1] * scale
+    low, high = _blur_sigma_range(config, size)
     blur = draws[6] < tf.constant(blur_probabilities, tf.float32)
     return {
         "brightness": factors(draws[1], config.brightness, jitter),
@@ -454,10 +448,15 @@ def photometric_parameters(config, seed, size, blur_probabilities, solarize_prob
     }
 
 
+def _blur_sigma_range(config, size):
+    """`config.blur_sigma` (given at DINO's 224 px) scaled to crops of side `size`."""
+    scale = (size or _DINO_BLUR_REFERENCE_SIZE) / _DINO_BLUR_REFERENCE_SIZE
+    return config.blur_sigma[0] * scale, config.blur_sigma[1] * scale
+
+
 def blur_radius(config, size):
     """The Gaussian kernel's half-width for crops of side `size`: 3 sigma at the largest sigma."""
-    high = config.blur_sigma[1] * (size or _DINO_BLUR_REFERENCE_SIZE) / _DINO_BLUR_REFERENCE_SIZE
-    return max(1, int(math.ceil(3 * high)))
+    return max(1, int(math.ceil(3 * _blur_sigma_range(config, size)[1])))
 
 
 def gaussian_kernels(sigmas, radius):
@@ -469,10 +468,6 @@ def gaussian_kernels(sigmas, radius):
     kernels = kernels / tf.reduce_sum(kernels, axis=1, keepdims=True)
     delta = tf.cast(tf.equal(x, 0.0), tf.float32)[None]
     return tf.where(sigmas > 0, kernels, delta)
-
-
-# The order of the per-crop colour parameters in the batch's "*_crop_color" entries.
-COLOR_PARAMETERS = ("brightness", "contrast", "saturation", "hue", "grayscale", "solarize")
 
 
 def photometric_batch_entries(params, config, size):

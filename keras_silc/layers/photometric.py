@@ -11,19 +11,21 @@ Gaussian blur with the shipped kernel (reflect padding); solarize at 0.5.
 import numpy as np
 from keras import ops
 
-# ITU-R 601-2 luma and RGB -> YIQ, as in `keras_silc.data.augment`.
-_LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)
-_YIQ = np.array(
-    [
-        [0.299, 0.587, 0.114],
-        [0.595716, -0.274453, -0.321263],
-        [0.211456, -0.522591, 0.311135],
-    ],
-    np.float64,
+# ITU-R 601-2 luma (as tf.image and torchvision use) and RGB -> YIQ (NTSC), shared with the
+# host's ops in `keras_silc.data.augment`: a hue shift is a rotation of YIQ's (I, Q) plane.
+LUMA = (0.2989, 0.5870, 0.1140)
+YIQ = (
+    (0.299, 0.587, 0.114),
+    (0.595716, -0.274453, -0.321263),
+    (0.211456, -0.522591, 0.311135),
 )
+# The order of the per-crop colour parameters in the batch's "*_crop_color" entries.
+COLOR_PARAMETERS = ("brightness", "contrast", "saturation", "hue", "grayscale", "solarize")
+
+_LUMA = np.array(LUMA, np.float32)
 # For row vectors (out = x @ M): a hue rotation R of (I, Q) is YIQ^T @ R^T-form @ inv(YIQ)^T.
-_TO_YIQ = _YIQ.T.astype(np.float32)
-_FROM_YIQ = np.linalg.inv(_YIQ).T.astype(np.float32)
+_TO_YIQ = np.array(YIQ, np.float64).T.astype(np.float32)
+_FROM_YIQ = np.linalg.inv(np.array(YIQ, np.float64)).T.astype(np.float32)
 
 
 def _blend_with_grey(factors):
@@ -46,7 +48,10 @@ def _hue_rotation(deltas):
 def color_map(crops, color):
     """The fused colour jitter and grayscale of (B, N, H, W, 3) crops in [0, 1], with
     (B, N, 6) parameters (brightness, contrast, saturation, hue, grayscale, solarize)."""
-    brightness, contrast, saturation, hue, grey = (color[..., i] for i in range(5))
+    brightness, contrast, saturation, hue, grey = (
+        color[..., COLOR_PARAMETERS.index(name)]
+        for name in ("brightness", "contrast", "saturation", "hue", "grayscale")
+    )
     mean_grey = ops.einsum("bnc,c->bn", ops.mean(crops, axis=(2, 3)), _LUMA)
     # Brightness, then contrast against the brightened crop's mean grey: out = x @ M + shift.
     matrix = (contrast * brightness)[..., None, None] * np.eye(3, dtype=np.float32)
@@ -98,7 +103,7 @@ def apply_photometric(crops, color, blur):
     Args:
         crops: (B, N, H, W, 3) floats in [0, 1], as the pipeline left them.
         color: (B, N, 6) float32: brightness, contrast, saturation (factors), hue (shift),
-            grayscale and solarize (0 or 1), `keras_silc.data.augment.COLOR_PARAMETERS`.
+            grayscale and solarize (0 or 1), in `COLOR_PARAMETERS` order.
         blur: (B, N, K) float32 normalised 1-D Gaussian kernels, K odd (a delta: no blur).
 
     Returns:
@@ -108,5 +113,5 @@ def apply_photometric(crops, color, blur):
     color = ops.cast(color, "float32")
     blur = ops.cast(blur, "float32")
     crops = gaussian_blur(color_map(crops, color), blur)
-    solarize = color[..., 5][:, :, None, None, None] > 0.5
+    solarize = color[..., COLOR_PARAMETERS.index("solarize")][:, :, None, None, None] > 0.5
     return ops.where(solarize, ops.minimum(crops, 1.0 - crops), crops)
