@@ -1,11 +1,14 @@
 """Building blocks against numpy references and a peer library (jax.image)."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
 from conftest import to_numpy
 
 from keras_silc.layers import DistillationHead
+from keras_silc.layers import HeadBatchNormalization
 from keras_silc.layers import MAPHead
 from keras_silc.layers import MultiHeadAttention
 from keras_silc.layers import PositionEmbedding2D
@@ -118,6 +121,66 @@ def test_distillation_head_logits_are_bounded():
     assert np.abs(logits).max() <= 1.0 + 1e-5
     assert len(head.mlp) == 3
     _roundtrip(head, x)
+
+
+def _gelu(x):
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def test_batch_normalized_head_matches_numpy():
+    """DINO's use_bn head: Dense -> batch norm (batch statistics in training, moving ones
+    at inference) -> GELU, against a numpy forward pass; also in a frozen layer."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 12)).astype(np.float32) + 3.0  # a shared offset, as embeddings have
+    head = DistillationHead(32, hidden_dim=16, bottleneck_dim=8, batch_norm=True)
+    head.build(x.shape)
+    assert [norm.name for norm in head.norms] == ["mlp_0_norm", "mlp_1_norm"]
+    for norm in head.norms:  # affine and moving statistics away from their initial values
+        norm.gamma.assign(rng.uniform(0.5, 1.5, size=16).astype(np.float32))
+        norm.beta.assign(rng.normal(size=16).astype(np.float32))
+        norm.moving_mean.assign(rng.normal(size=16).astype(np.float32))
+        norm.moving_variance.assign(rng.uniform(0.5, 2.0, size=16).astype(np.float32))
+    weights = [(to_numpy(d.kernel), to_numpy(d.bias)) for d in head.mlp]
+    norms = [
+        [to_numpy(v) for v in (n.gamma, n.beta, n.moving_mean, n.moving_variance)]
+        for n in head.norms
+    ]
+    prototypes = to_numpy(head.prototypes.kernel)
+    prototypes = prototypes / np.linalg.norm(prototypes, axis=0)
+
+    def reference(training):
+        h, means = x.astype(np.float64), []
+        for i, (kernel, bias) in enumerate(weights):
+            h = h @ kernel + bias
+            if i < 2:
+                gamma, beta, moving_mean, moving_variance = norms[i]
+                mean, var = (h.mean(0), h.var(0)) if training else (moving_mean, moving_variance)
+                means.append(h.mean(0))
+                h = _gelu((h - mean) / np.sqrt(var + 1e-5) * gamma + beta)
+        h = h / np.linalg.norm(h, axis=-1, keepdims=True)
+        return h @ prototypes, means
+
+    expected, _ = reference(training=False)
+    np.testing.assert_allclose(to_numpy(head(x)), expected, atol=1e-5)
+    expected, batch_means = reference(training=True)
+    head.trainable = False  # the EMA teacher's case: frozen, yet batch statistics
+    np.testing.assert_allclose(to_numpy(head(x, training=True)), expected, atol=1e-5)
+    for norm, (_, _, old_mean, _), batch_mean in zip(head.norms, norms, batch_means, strict=True):
+        np.testing.assert_allclose(
+            to_numpy(norm.moving_mean), 0.9 * old_mean + 0.1 * batch_mean, rtol=1e-5, atol=1e-6
+        )
+    # Batch statistics: an offset that the whole batch shares does not reach the bottleneck.
+    offset = rng.normal(size=(1, 12)).astype(np.float32) * 10
+    np.testing.assert_allclose(
+        to_numpy(head.bottleneck(x + offset, training=True)),
+        to_numpy(head.bottleneck(x, training=True)),
+        atol=1e-4,  # float32 cancellation of the large shared part
+    )
+    head.trainable = True
+    _roundtrip(head, x)
+    _roundtrip(HeadBatchNormalization(momentum=0.5, epsilon=1e-3), x)
+    with pytest.raises(ValueError, match="batch_norm=True needs a hidden layer"):
+        DistillationHead(8, num_layers=1, batch_norm=True)
 
 
 def test_vision_encoder_shapes_and_dense_features():

@@ -423,3 +423,51 @@ def test_gradient_accumulation_errors_and_config():
     model.compile()
     with pytest.raises(ValueError, match="must divide the batch size.*6 examples"):
         model.train_on_batch(model.example_batch(6))
+
+
+def _hidden_mean(tower, crops, micro=None):
+    """Batch mean of the head's first hidden layer (before its batch norm) on `crops`
+    (B, N, H, W, 3), over examples `micro` (all by default) and their N crops."""
+    crops = crops if micro is None else crops[micro]
+    flat = crops.reshape((-1,) + crops.shape[2:])
+    return to_numpy(tower.head.mlp[0](tower.encoder(flat))).mean(axis=0)
+
+
+def test_batch_normalized_head_uses_each_batch_statistics():
+    """head={"batch_norm": True}: in train_step the teacher (frozen for the optimizer)
+    and the student normalise with their batch's statistics and move their averages;
+    evaluate moves nothing."""
+    model = tiny_model(head={"batch_norm": True})
+    batch = model.example_batch(4, seed=0)
+    flat_global = batch["global_crops"].reshape((-1,) + batch["global_crops"].shape[2:])
+    teacher_state = weights_numpy(model.teacher.weights)
+    inference_logits = to_numpy(model.teacher(flat_global))
+    training_logits = to_numpy(model.teacher(flat_global, training=True))
+    model.teacher.set_weights(teacher_state)
+    assert np.abs(training_logits - inference_logits).max() > 1e-2  # the test can tell them apart
+    student_mean = _hidden_mean(model.student, batch["local_crops"])
+    _fit_steps(model, batch, 1, warmup_steps=0)
+    np.testing.assert_allclose(
+        to_numpy(model.center), 0.1 * training_logits.mean(0), rtol=1e-4, atol=1e-6
+    )
+    norm = model.student.head.norms[0]
+    np.testing.assert_allclose(to_numpy(norm.moving_mean), 0.1 * student_mean, rtol=1e-4, atol=1e-6)
+    state = weights_numpy(model.non_trainable_weights)
+    model.evaluate(batch, batch_size=4, verbose=0)
+    for before, after in zip(state, weights_numpy(model.non_trainable_weights), strict=True):
+        np.testing.assert_array_equal(after, before)
+
+
+def test_batch_normalized_head_moves_its_statistics_per_micro_batch():
+    """With gradient accumulation each micro-batch normalises with its own statistics
+    and moves the averages once, in micro-batch order, on every backend."""
+    model = tiny_model(head={"batch_norm": True}, gradient_accumulation_steps=2)
+    batch = model.example_batch(4, seed=1)
+    first, second = (_hidden_mean(model.student, batch["local_crops"], [j, j + 2]) for j in (0, 1))
+    _fit_steps(model, batch, 1, warmup_steps=0)
+    np.testing.assert_allclose(
+        to_numpy(model.student.head.norms[0].moving_mean),
+        0.9 * (0.1 * first) + 0.1 * second,
+        rtol=1e-4,
+        atol=1e-6,
+    )

@@ -1,4 +1,5 @@
 from keras_silc.layers.distillation_head import DistillationHead
+from keras_silc.layers.distillation_head import HeadBatchNormalization
 from keras_silc.layers.distillation_head import WeightNormalizedDense
 from keras_silc.layers.distillation_head import l2_normalize
 from keras_silc.layers.photometric import apply_photometric
@@ -10,6 +11,7 @@ from keras_silc.layers.transformer import TransformerBlock
 
 __all__ = [
     "DistillationHead",
+    "HeadBatchNormalization",
     "MAPHead",
     "MlpBlock",
     "MultiHeadAttention",

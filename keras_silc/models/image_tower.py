@@ -32,8 +32,9 @@ class ImageTower(keras.layers.Layer):
         self.head.build((None, self.encoder.embedding_dim))
         self.built = True
 
-    def call(self, images):
-        return self.head(self.encoder(images))
+    def call(self, images, training=None):
+        # `training` only matters to the head's optional batch normalisation.
+        return self.head(self.encoder(images), training=training)
 
     def compute_output_shape(self, images_shape):
         return (images_shape[0], self.head.num_prototypes)

@@ -438,17 +438,18 @@ class SilcModel(SilcTrainer, keras.Model):
             return losses.clip_loss(image_embeddings, text_embeddings, logit_scale)
         return losses.siglip_loss(image_embeddings, text_embeddings, logit_scale, self.logit_bias)
 
-    def compute_losses(self, batch):
+    def compute_losses(self, batch, training=True):
         """SILC's objective on one batch. Returns (total_loss, aux dict).
 
         aux holds the terms to log and `teacher_logits_mean`, the (K,) batch mean
-        of the teacher's logits that updates the center after the step.
+        of the teacher's logits that updates the center after the step. `training`
+        (False in `test_step`) only matters to a head with batch normalisation.
         """
         image_embeddings, text_embeddings = self.contrastive_embeddings(batch)
         contrastive, aux = self.contrastive_terms(image_embeddings, text_embeddings)
         total = contrastive
         if self.self_distillation:
-            distillation = self.distillation_terms(batch)
+            distillation = self.distillation_terms(batch, training=training)
             total = total + self.distillation_weight * distillation["distillation_loss"]
             aux.update(distillation)
         aux["loss"] = total
@@ -485,14 +486,16 @@ class SilcModel(SilcTrainer, keras.Model):
             aux["logit_bias"] = ops.cast(self.logit_bias, "float32")
         return contrastive, aux
 
-    def distillation_terms(self, batch):
+    def distillation_terms(self, batch, training=True):
         """The teacher on the global crops (no gradient), the student on the local
         crops, and the distillation loss between them. Every term is a mean over
         examples, so it splits over micro-batches."""
         global_crops, local_crops = batch["global_crops"], batch["local_crops"]
         num_global, num_local = global_crops.shape[1], local_crops.shape[1]
+        # Like DINO's teacher, ours is in training mode: a batch-normalised head uses
+        # the statistics of the batch's global crops.
         teacher_logits = self.teacher(
-            ops.reshape(global_crops, (-1,) + tuple(global_crops.shape[2:]))
+            ops.reshape(global_crops, (-1,) + tuple(global_crops.shape[2:])), training=training
         )
         teacher_logits = ops.stop_gradient(
             ops.reshape(
@@ -500,7 +503,7 @@ class SilcModel(SilcTrainer, keras.Model):
             )
         )
         student_logits = self.student(
-            ops.reshape(local_crops, (-1,) + tuple(local_crops.shape[2:]))
+            ops.reshape(local_crops, (-1,) + tuple(local_crops.shape[2:])), training=training
         )
         student_logits = ops.reshape(student_logits, (-1, num_local, student_logits.shape[-1]))
         teacher_temperature = self.current_teacher_temperature()

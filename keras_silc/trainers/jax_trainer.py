@@ -16,9 +16,9 @@ class JaxSilcTrainer:
         mapping = list(zip(self.trainable_variables, trainable, strict=True))
         return mapping + list(zip(self.non_trainable_variables, non_trainable, strict=True))
 
-    def _losses_stateless(self, trainable, non_trainable, batch):
+    def _losses_stateless(self, trainable, non_trainable, batch, training=True):
         with keras.StatelessScope(state_mapping=self._mapping(trainable, non_trainable)) as scope:
-            loss, aux = self.compute_losses(batch)
+            loss, aux = self.compute_losses(batch, training=training)
         return loss, aux, _values(scope, self.non_trainable_variables)
 
     def _scale_loss(self, optimizer_values, loss):
@@ -30,7 +30,7 @@ class JaxSilcTrainer:
         batch = self.prepare_batch(unpack_batch(data))
 
         if self.gradient_accumulation_steps > 1:
-            grads, aux = self._accumulate_gradients(
+            grads, aux, non_trainable = self._accumulate_gradients(
                 trainable, non_trainable, optimizer_values, batch
             )
         else:
@@ -88,24 +88,34 @@ class JaxSilcTrainer:
         image_grads = image_grads.reshape((steps, -1) + image_grads.shape[1:])
         text_grads = text_grads.reshape((steps, -1) + text_grads.shape[1:])
 
-        def micro_step(grads, inputs):
+        # The carry holds the non-trainable state too: a batch-normalised head moves
+        # its statistics once per micro-batch, as on the other backends.
+        def micro_step(carry, inputs):
+            grads, non_trainable = carry
             micro_batch, image_grad, text_grad = inputs
 
             def objective(trainable):
-                with keras.StatelessScope(state_mapping=self._mapping(trainable, non_trainable)):
+                mapping = self._mapping(trainable, non_trainable)
+                with keras.StatelessScope(state_mapping=mapping) as scope:
                     value, aux = self.micro_batch_objective(micro_batch, image_grad, text_grad)
-                return self._scale_loss(optimizer_values, value), aux
+                new_state = _values(scope, self.non_trainable_variables)
+                return self._scale_loss(optimizer_values, value), (aux, new_state)
 
-            micro_grads, aux = jax.grad(objective, has_aux=True)(trainable)
-            return [g + m for g, m in zip(grads, micro_grads, strict=True)], aux
+            micro_grads, (aux, non_trainable) = jax.grad(objective, has_aux=True)(trainable)
+            grads = [g + m for g, m in zip(grads, micro_grads, strict=True)]
+            return (grads, non_trainable), aux
 
-        grads, micro_aux = jax.lax.scan(micro_step, grads, (micro, image_grads, text_grads))
-        return grads, self.combine_micro_batch_aux(contrastive_aux, micro_aux)
+        (grads, non_trainable), micro_aux = jax.lax.scan(
+            micro_step, (grads, non_trainable), (micro, image_grads, text_grads)
+        )
+        return grads, self.combine_micro_batch_aux(contrastive_aux, micro_aux), non_trainable
 
     def test_step(self, state, data):
         trainable, non_trainable, metric_values = state
         batch = self.prepare_batch(unpack_batch(data))
-        _, aux, non_trainable = self._losses_stateless(trainable, non_trainable, batch)
+        _, aux, non_trainable = self._losses_stateless(
+            trainable, non_trainable, batch, training=False
+        )
         with keras.StatelessScope(zip(self.metrics_variables, metric_values, strict=True)) as scope:
             logs = self.update_metrics(aux)
         return logs, (trainable, non_trainable, _values(scope, self.metrics_variables))

@@ -50,14 +50,12 @@ class TensorFlowSilcTrainer:
         steps = self.gradient_accumulation_steps
         image_grads = tf.reshape(image_grads, [steps, -1] + image_grads.shape[1:].as_list())
         text_grads = tf.reshape(text_grads, [steps, -1] + text_grads.shape[1:].as_list())
-        # The shapes of the per-micro-batch terms, from a trace that is not run.
+        # The shapes of the per-micro-batch terms, from a trace in a graph of its own that
+        # is never run (run, it would move a batch-normalised head's statistics once more).
         example = {key: value[0] for key, value in micro.items()}
-        aux_shapes = {
-            key: value.shape
-            for key, value in self.micro_batch_objective(example, image_grads[0], text_grads[0])[
-                1
-            ].items()
-        }
+        probe = tf.function(lambda *args: self.micro_batch_objective(*args)[1])
+        traced = probe.get_concrete_function(example, image_grads[0], text_grads[0])
+        aux_shapes = {key: value.shape for key, value in traced.structured_outputs.items()}
 
         def body(j, grads, aux_arrays):
             micro_batch = {key: value[j] for key, value in micro.items()}
@@ -86,5 +84,5 @@ class TensorFlowSilcTrainer:
 
     def test_step(self, data):
         batch = self.prepare_batch(unpack_batch(data))
-        _, aux = self.compute_losses(batch)
+        _, aux = self.compute_losses(batch, training=False)
         return self.update_metrics(aux)

@@ -51,5 +51,5 @@ class TorchSilcTrainer:
     def test_step(self, data):
         batch = self.prepare_batch(unpack_batch(data))
         with torch.no_grad():
-            _, aux = self.compute_losses(batch)
+            _, aux = self.compute_losses(batch, training=False)
             return self.update_metrics(aux)
