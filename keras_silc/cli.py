@@ -19,7 +19,14 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# Python's spellings, so that `--set head.batch_norm=False` is not the (true) string "False".
+_PYTHON_LITERALS = {"True": True, "False": False, "None": None}
+
+
 def _parse_value(text):
+    """JSON (4, 0.5, true, null, [1, 2], {...}), Python's True/False/None, else the string."""
+    if text.strip() in _PYTHON_LITERALS:
+        return _PYTHON_LITERALS[text.strip()]
     try:
         return json.loads(text)
     except json.JSONDecodeError:

@@ -5,7 +5,8 @@ Run as `python distribution_worker.py OUT.npz` with KERAS_BACKEND=jax; it sets
 train two steps on the same global batch three ways: on one device, with `DataParallel` over 8
 devices (also in two micro-batches with `gradient_accumulation_steps=2`), and with
 `ModelParallel` (a 4-way data x 2-way model mesh, towers' weight matrices
-split on the model axis by `silc_layout_map`). Losses and every weight (student, teacher,
+split on the model axis by `silc_layout_map`); and, with a batch-normalised head, on one device
+and with `DataParallel`. Losses and every weight (student, teacher,
 center, logit scale) are written for the test to compare.
 """
 
@@ -73,6 +74,16 @@ def main(path):
         keras.distribution.ModelParallel(layout_map=silc_layout_map(mesh), batch_dim_name="batch"),
         init_weights,
         batch,
+    )
+    # A batch-normalised head: under DataParallel its statistics are the global batch's.
+    keras.utils.set_random_seed(0)
+    bn_weights = SilcModel.from_preset("silc_tiny", head={"batch_norm": True}).get_weights()
+    results["single_batch_norm"] = run(None, bn_weights, batch, head={"batch_norm": True})
+    results["data_parallel_batch_norm"] = run(
+        keras.distribution.DataParallel(devices=devices),
+        bn_weights,
+        batch,
+        head={"batch_norm": True},
     )
     np.savez(
         path, **{f"{run}/{k}": v for run, values in results.items() for k, v in values.items()}

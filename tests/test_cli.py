@@ -105,6 +105,17 @@ def test_parse_overrides_builds_nested_values():
         "contrastive_loss": "siglip",
         "head": {"num_prototypes": 64},
     }
+    # JSON and Python spellings of booleans and None; anything else stays a string.
+    assert cli.parse_overrides(
+        ["head.batch_norm=False", "a=true", "b=None", "c=null", "d=[1, 2]", "e=False-ish"]
+    ) == {
+        "head": {"batch_norm": False},
+        "a": True,
+        "b": None,
+        "c": None,
+        "d": [1, 2],
+        "e": "False-ish",
+    }
 
 
 def test_demo_trains_the_documented_model_with_class_only_captions(tmp_path):

@@ -51,6 +51,19 @@ def test_data_and_model_parallel_match_one_device(tmp_path):
             np.testing.assert_allclose(
                 runs[f"{name}/{key}"], runs[f"single/{key}"], rtol=1e-5, atol=1e-5, err_msg=key
             )
+    bn_keys = [
+        k.removeprefix("single_batch_norm/") for k in runs if k.startswith("single_batch_norm/")
+    ]
+    bn_values = [k for k in bn_keys if not k.startswith(("devices/", "shard/"))]
+    assert any("mlp_0_norm/moving_mean" in k for k in bn_values)
+    for key in bn_values:
+        np.testing.assert_allclose(
+            runs[f"data_parallel_batch_norm/{key}"],
+            runs[f"single_batch_norm/{key}"],
+            rtol=1e-5,
+            atol=1e-5,
+            err_msg=key,
+        )
     query = "student/encoder/block_0/attention/query/kernel"
     teacher_query = query.replace("student", "teacher")
     # One device holds everything; data parallel replicates weights on all 8 devices.
