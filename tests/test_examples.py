@@ -104,3 +104,18 @@ def test_reproduce_table6_quick_mode(tmp_path):
     other = command[:-1] + ["head.num_prototypes=64"]
     mixed = subprocess.run(other, timeout=300, capture_output=True, text=True)
     assert mixed.returncode != 0 and "use another --output" in mixed.stderr
+
+
+def test_head_collapse_probe_prints_the_head_state_every_n_steps():
+    """benchmarks/head_collapse.py at smoke size: two steps, diagnosed after each."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "head_collapse.py")
+    command = [sys.executable, script, "--steps", "2", "--every", "1", "--num-scenes", "128"]
+    command += ["--probe-scenes", "8", "--no-eval", "--set", "head.num_prototypes=64"]
+    output = subprocess.run(command, check=True, timeout=600, capture_output=True, text=True)
+    lines = [line for line in output.stdout.splitlines() if line.startswith("step")]
+    assert [line.split()[1] for line in lines] == ["1", "2"]
+    assert all("/4.16 cosine" in line for line in lines)  # log 64 = 4.16
+    assert "head.num_prototypes=64" in output.stdout and "training:" in output.stdout

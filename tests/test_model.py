@@ -111,6 +111,31 @@ def test_teacher_temperature_warm_up_is_linear_then_fixed():
         tiny_model(teacher_temperature_warmup_steps=10)
 
 
+def test_freeze_last_layer_holds_the_prototypes_for_the_first_steps():
+    """DINO's freeze_last_layer: no gradient reaches the student's prototypes for the
+    first N steps (plain SGD, so a frozen weight stays bit-equal), the rest of the head
+    trains, and from step N on the prototypes train too; the same in micro-batches."""
+    for accumulation in (1, 2):
+        model = tiny_model(freeze_last_layer_steps=2, gradient_accumulation_steps=accumulation)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
+        batch = model.example_batch(4, seed=4)
+        head = model.student.head
+        prototypes = [to_numpy(head.prototypes.kernel)]
+        first_layer = [to_numpy(head.mlp[0].kernel)]
+        for _ in range(3):
+            model.train_on_batch(batch)
+            prototypes.append(to_numpy(head.prototypes.kernel))
+            first_layer.append(to_numpy(head.mlp[0].kernel))
+        np.testing.assert_array_equal(prototypes[1], prototypes[0])
+        np.testing.assert_array_equal(prototypes[2], prototypes[0])
+        assert np.abs(prototypes[3] - prototypes[2]).max() > 1e-6
+        assert all(np.abs(b - a).max() > 1e-6 for a, b in zip(first_layer, first_layer[1:]))
+        assert "teacher_temperature" not in model.get_metrics_result()
+    assert SilcModel.from_config(model.get_config()).freeze_last_layer_steps == 2
+    with pytest.raises(ValueError, match="freeze_last_layer_steps"):
+        tiny_model(freeze_last_layer_steps=-1)
+
+
 def test_short_fit_lowers_the_loss_and_logs_every_metric(model, batch):
     history = _fit_steps(model, batch, 15, warmup_steps=2)
     for name in (

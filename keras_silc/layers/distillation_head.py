@@ -44,8 +44,13 @@ class WeightNormalizedDense(keras.layers.Layer):
             name="kernel",
         )
 
-    def call(self, x):
+    def call(self, x, gradient_scale=None):
+        """`gradient_scale` (a scalar, or None for 1) scales the kernel's gradient and
+        leaves the output as it is: 0 freezes the layer (DINO's `freeze_last_layer`)."""
         kernel = l2_normalize(self.kernel, axis=0)
+        if gradient_scale is not None:
+            scale = ops.cast(gradient_scale, kernel.dtype)
+            kernel = scale * kernel + (1.0 - scale) * ops.stop_gradient(kernel)
         return ops.matmul(x, ops.cast(kernel, x.dtype))
 
     def compute_output_shape(self, input_shape):
@@ -190,8 +195,11 @@ class DistillationHead(keras.layers.Layer):
                 x = ops.gelu(x, approximate=False)
         return l2_normalize(x)
 
-    def call(self, x, training=None):
-        return self.prototypes(self.bottleneck(x, training=training))
+    def call(self, x, training=None, prototype_gradient=None):
+        """Logits (N, K). `prototype_gradient`: see `WeightNormalizedDense.call`."""
+        return self.prototypes(
+            self.bottleneck(x, training=training), gradient_scale=prototype_gradient
+        )
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.num_prototypes,)

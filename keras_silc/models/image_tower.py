@@ -32,9 +32,11 @@ class ImageTower(keras.layers.Layer):
         self.head.build((None, self.encoder.embedding_dim))
         self.built = True
 
-    def call(self, images, training=None):
+    def call(self, images, training=None, prototype_gradient=None):
         # `training` only matters to the head's optional batch normalisation.
-        return self.head(self.encoder(images), training=training)
+        return self.head(
+            self.encoder(images), training=training, prototype_gradient=prototype_gradient
+        )
 
     def compute_output_shape(self, images_shape):
         return (images_shape[0], self.head.num_prototypes)

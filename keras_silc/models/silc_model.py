@@ -114,6 +114,10 @@ class SilcModel(SilcTrainer, keras.Model):
         teacher_temperature_warmup_steps: int. Length of that warm-up in training steps;
             0 (the default) keeps tau_t fixed. The step count is a non-trainable weight,
             so a resumed run continues the schedule.
+        freeze_last_layer_steps: int. For this many first training steps the student's
+            prototypes (the head's last layer) get no gradient, as DINO's
+            `freeze_last_layer`; 0 (the default) trains them from the start. Counted
+            by the same non-trainable step weight.
         teacher_momentum: float. lambda in `teacher = lambda teacher + (1 - lambda)
             student`, fixed for the whole run. Defaults to 0.966.
         center_momentum: float. m in `center = m center + (1 - m) mean(teacher)`.
@@ -161,6 +165,7 @@ class SilcModel(SilcTrainer, keras.Model):
         teacher_temperature=0.04,
         warmup_teacher_temperature=None,
         teacher_temperature_warmup_steps=0,
+        freeze_last_layer_steps=0,
         teacher_momentum=0.966,
         center_momentum=0.9,
         num_global_crops=2,
@@ -219,6 +224,12 @@ class SilcModel(SilcTrainer, keras.Model):
             )
         self.warmup_teacher_temperature = warmup_teacher_temperature
         self.teacher_temperature_warmup_steps = int(teacher_temperature_warmup_steps)
+        if int(freeze_last_layer_steps) != freeze_last_layer_steps or freeze_last_layer_steps < 0:
+            raise ValueError(
+                "freeze_last_layer_steps must be a whole number of steps >= 0, got "
+                f"{freeze_last_layer_steps!r}."
+            )
+        self.freeze_last_layer_steps = int(freeze_last_layer_steps)
         self.teacher_momentum = teacher_momentum
         self.center_momentum = center_momentum
         self.num_global_crops = num_global_crops
@@ -303,13 +314,14 @@ class SilcModel(SilcTrainer, keras.Model):
             if self_distillation
             else None
         )
-        # Steps taken, for the teacher-temperature schedule (only where there is one, so
-        # that fixed-tau_t models keep their weights list).
+        # Steps taken, for the teacher-temperature schedule and the frozen last layer (only
+        # where there is one, so that other models keep their weights list).
         self.distillation_steps = (
             self.add_weight(
                 shape=(), initializer="zeros", trainable=False, name="distillation_steps"
             )
-            if self_distillation and self.teacher_temperature_warmup_steps
+            if self_distillation
+            and (self.teacher_temperature_warmup_steps or self.freeze_last_layer_steps)
             else None
         )
         if tokenizer is not None:
@@ -319,7 +331,7 @@ class SilcModel(SilcTrainer, keras.Model):
             metric_names.append("logit_bias")
         if self_distillation:
             metric_names += ["distillation_loss", "teacher_entropy", "student_teacher_kl"]
-            if self.distillation_steps is not None:
+            if self.teacher_temperature_warmup_steps:
                 metric_names.append("teacher_temperature")
         self.trackers = [keras.metrics.Mean(name=name) for name in metric_names]
         self.built = True
@@ -503,7 +515,9 @@ class SilcModel(SilcTrainer, keras.Model):
             )
         )
         student_logits = self.student(
-            ops.reshape(local_crops, (-1,) + tuple(local_crops.shape[2:])), training=training
+            ops.reshape(local_crops, (-1,) + tuple(local_crops.shape[2:])),
+            training=training,
+            prototype_gradient=self.prototype_gradient(),
         )
         student_logits = ops.reshape(student_logits, (-1, num_local, student_logits.shape[-1]))
         teacher_temperature = self.current_teacher_temperature()
@@ -520,13 +534,23 @@ class SilcModel(SilcTrainer, keras.Model):
             "student_teacher_kl": distillation - teacher_entropy,
             "teacher_logits_mean": ops.mean(teacher_logits, axis=(0, 1)),
         }
-        if self.distillation_steps is not None:
+        if self.teacher_temperature_warmup_steps:
             terms["teacher_temperature"] = teacher_temperature
         return terms
 
+    def prototype_gradient(self):
+        """None, or a 0/1 factor on the gradient of the student's prototypes: 0 during
+        the first `freeze_last_layer_steps` steps."""
+        if not self.freeze_last_layer_steps:
+            return None
+        return ops.cast(
+            ops.greater_equal(self.distillation_steps, float(self.freeze_last_layer_steps)),
+            "float32",
+        )
+
     def current_teacher_temperature(self):
         """tau_t at this step: fixed, or on its linear warm-up (then fixed)."""
-        if self.distillation_steps is None:
+        if not self.teacher_temperature_warmup_steps:
             return self.teacher_temperature
         progress = ops.minimum(
             ops.cast(self.distillation_steps, "float32") / self.teacher_temperature_warmup_steps,
@@ -921,6 +945,7 @@ class SilcModel(SilcTrainer, keras.Model):
                 "teacher_temperature": self.teacher_temperature,
                 "warmup_teacher_temperature": self.warmup_teacher_temperature,
                 "teacher_temperature_warmup_steps": self.teacher_temperature_warmup_steps,
+                "freeze_last_layer_steps": self.freeze_last_layer_steps,
                 "teacher_momentum": self.teacher_momentum,
                 "center_momentum": self.center_momentum,
                 "num_global_crops": self.num_global_crops,

@@ -1,0 +1,109 @@
+"""When does the distillation head collapse? One SILC run with the Table 6 setup, and the
+head's state every N steps.
+
+Trains the `silc_c` (or `silc_s`) row of `reproduce_table6.py` (the demo's 64 px model, recipe
+and augmentation, Fashion-MNIST train scenes, class-only captions) and prints
+`evaluation.distillation_diagnostics` of the teacher and the student on test scenes every
+`--every` steps: the teacher's entropy (of log K), the mean cosine between the images'
+bottleneck vectors (1: the head maps every image to the same point) and the number of
+distinct argmax prototypes. At the end it runs the Table 6 evaluation.
+
+    python benchmarks/head_collapse.py                                   # batch-normalised head
+    python benchmarks/head_collapse.py --set head.batch_norm=false       # collapses in 50 steps
+    python benchmarks/head_collapse.py --set head.batch_norm=false --set freeze_last_layer_steps=300
+    python benchmarks/head_collapse.py --augmentation '{"local_scale": [0.25, 0.6]}'
+"""
+
+import argparse
+import json
+import time
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300, help="steps to train")
+    parser.add_argument("--every", type=int, default=50, help="diagnose every N steps")
+    parser.add_argument(
+        "--schedule-steps", type=int, default=1500, help="length of the lr schedule (the table's)"
+    )
+    parser.add_argument("--row", choices=["silc_c", "silc_s"], default="silc_c")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-scenes", type=int, default=20_000)
+    parser.add_argument("--probe-scenes", type=int, default=128, help="test scenes diagnosed")
+    parser.add_argument("--set", action="append", default=[], help="model override KEY=VALUE")
+    parser.add_argument(
+        "--augmentation", default="{}", help="JSON merged into demo.FASHION_AUGMENTATION"
+    )
+    parser.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    args = parser.parse_args()
+
+    import keras
+
+    from keras_silc import TABLE6_ROWS
+    from keras_silc import SilcModel
+    from keras_silc import data
+    from keras_silc import demo
+    from keras_silc import evaluation
+    from keras_silc.cli import parse_overrides
+    from keras_silc.models.presets import merge_config
+
+    keras.utils.set_random_seed(args.seed)
+    scenes = data.fashion_scenes(
+        "train", args.num_scenes, 64, seed=args.seed, class_only_captions=1.0
+    )
+    tokenizer = data.SilcTokenizer.from_captions(
+        list(scenes["caption"]), 1000, demo.DEMO_OVERRIDES["text"]["max_length"], "wordpiece"
+    )
+    overrides = merge_config(
+        demo.DEMO_OVERRIDES,
+        {
+            "text": {"vocabulary_size": tokenizer.vocabulary_size},
+            "recipe": demo.recipe_for(args.schedule_steps),
+            "contrastive_loss": "clip" if args.row == "silc_c" else "siglip",
+            **TABLE6_ROWS["silc"],
+        },
+    )
+    overrides = merge_config(overrides, parse_overrides(args.set))
+    model = SilcModel.from_preset("silc_tiny", tokenizer=tokenizer, **overrides)
+    model.compile()
+    augmentation = {**demo.FASHION_AUGMENTATION, **json.loads(args.augmentation)}
+    dataset = data.training_dataset(
+        data.from_arrays(scenes["image"], scenes["caption"]),
+        model,
+        demo.DEMO_BATCH,
+        augmentation=augmentation,
+        seed=args.seed,
+    )
+    probe = data.fashion_scenes("test", args.probe_scenes, 64, seed=0)["image"]
+    print(
+        f"{args.row} seed {args.seed}, overrides {sorted(args.set)}, augmentation "
+        f"{json.loads(args.augmentation)}; diagnostics on {args.probe_scenes} test scenes"
+    )
+
+    class Diagnose(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            step = batch + 1
+            if step % args.every:
+                return
+            teacher = evaluation.distillation_diagnostics(model, probe, tower="teacher")
+            student = evaluation.distillation_diagnostics(model, probe, tower="student")
+            print(
+                f"step {step:5d}  distillation loss {logs['distillation_loss']:.3f} | teacher "
+                f"entropy {teacher['entropy']:.2f}/{teacher['max_entropy']:.2f} cosine "
+                f"{teacher['bottleneck_cosine']:.3f} prototypes {int(teacher['prototypes_used'])}"
+                f" {teacher['collapse']} | student entropy {student['entropy']:.2f} cosine "
+                f"{student['bottleneck_cosine']:.3f}",
+                flush=True,
+            )
+
+    start = time.time()
+    model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=0, callbacks=[Diagnose()])
+    print(f"training: {time.time() - start:.0f} s")
+    if not args.no_eval:
+        results = demo.evaluate_fashion(model, shots=(10,))
+        keys = ("zero_shot/top1", "few_shot/10shot_mean", "segmentation/miou")
+        print("  ".join(f"{key} {100 * results[key]:.1f}" for key in keys if key in results))
+
+
+if __name__ == "__main__":
+    main()
