@@ -33,7 +33,7 @@ DEMO_OVERRIDES = {
 }
 
 # The demo's run: steps of a batch, about 8 minutes of training on a 2-core CPU under PyTorch
-# (38,400 examples: 35% zero-shot top-1 against 14% at 300 steps of 32; docs/results.md).
+# (38,400 examples: 32% zero-shot top-1 against 14% at 300 steps of 32; docs/results.md).
 DEMO_STEPS = 600
 DEMO_BATCH = 64
 # Captions that name only the classes: with colour and position words a model this small

@@ -129,7 +129,10 @@ def test_freeze_last_layer_holds_the_prototypes_for_the_first_steps():
         np.testing.assert_array_equal(prototypes[1], prototypes[0])
         np.testing.assert_array_equal(prototypes[2], prototypes[0])
         assert np.abs(prototypes[3] - prototypes[2]).max() > 1e-6
-        assert all(np.abs(b - a).max() > 1e-6 for a, b in zip(first_layer, first_layer[1:]))
+        assert all(
+            np.abs(b - a).max() > 1e-6
+            for a, b in zip(first_layer[:-1], first_layer[1:], strict=True)
+        )
         assert "teacher_temperature" not in model.get_metrics_result()
     assert SilcModel.from_config(model.get_config()).freeze_last_layer_steps == 2
     with pytest.raises(ValueError, match="freeze_last_layer_steps"):
