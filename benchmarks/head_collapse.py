@@ -85,8 +85,9 @@ def main():
             step = batch + 1
             if step % args.every:
                 return
-            teacher = evaluation.distillation_diagnostics(model, probe, tower="teacher")
-            student = evaluation.distillation_diagnostics(model, probe, tower="student")
+            # `self.model`, not `model`: on JAX, Keras syncs the training state for it.
+            teacher = evaluation.distillation_diagnostics(self.model, probe, tower="teacher")
+            student = evaluation.distillation_diagnostics(self.model, probe, tower="student")
             print(
                 f"step {step:5d}  distillation loss {logs['distillation_loss']:.3f} | teacher "
                 f"entropy {teacher['entropy']:.2f}/{teacher['max_entropy']:.2f} cosine "
