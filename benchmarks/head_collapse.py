@@ -39,40 +39,23 @@ def main():
 
     import keras
 
-    from keras_silc import TABLE6_ROWS
-    from keras_silc import SilcModel
+    # The table's own setup, so that a probe is one of its runs (same directory as this script).
+    from reproduce_table6 import build_run
+
     from keras_silc import data
     from keras_silc import demo
     from keras_silc import evaluation
-    from keras_silc.cli import parse_overrides
-    from keras_silc.models.presets import merge_config
 
-    keras.utils.set_random_seed(args.seed)
-    scenes = data.fashion_scenes(
-        "train", args.num_scenes, 64, seed=args.seed, class_only_captions=1.0
-    )
-    tokenizer = data.SilcTokenizer.from_captions(
-        list(scenes["caption"]), 1000, demo.DEMO_OVERRIDES["text"]["max_length"], "wordpiece"
-    )
-    overrides = merge_config(
-        demo.DEMO_OVERRIDES,
-        {
-            "text": {"vocabulary_size": tokenizer.vocabulary_size},
-            "recipe": demo.recipe_for(args.schedule_steps),
-            "contrastive_loss": "clip" if args.row == "silc_c" else "siglip",
-            **TABLE6_ROWS["silc"],
-        },
-    )
-    overrides = merge_config(overrides, parse_overrides(args.set))
-    model = SilcModel.from_preset("silc_tiny", tokenizer=tokenizer, **overrides)
-    model.compile()
-    augmentation = {**demo.FASHION_AUGMENTATION, **json.loads(args.augmentation)}
-    dataset = data.training_dataset(
-        data.from_arrays(scenes["image"], scenes["caption"]),
-        model,
-        demo.DEMO_BATCH,
-        augmentation=augmentation,
-        seed=args.seed,
+    model, dataset, _ = build_run(
+        args.row,
+        args.seed,
+        steps=args.schedule_steps,
+        batch_size=demo.DEMO_BATCH,
+        num_scenes=args.num_scenes,
+        vocabulary_size=1000,
+        class_only_captions=1.0,
+        overrides=args.set,
+        augmentation=json.loads(args.augmentation),
     )
     probe = data.fashion_scenes("test", args.probe_scenes, 64, seed=0)["image"]
     print(

@@ -55,8 +55,22 @@ METRICS = {
 }
 
 
-def train_and_evaluate(row, seed, args):
-    """One (row, seed): train, evaluate; a dict of results."""
+def build_run(
+    row,
+    seed,
+    *,
+    steps,
+    batch_size,
+    num_scenes,
+    vocabulary_size,
+    class_only_captions,
+    data_seed=None,
+    overrides=(),
+    augmentation=None,
+):
+    """A (row, seed)'s compiled model, training dataset and model config: the demo's model
+    and recipe (scheduled over `steps`) on Fashion-MNIST train scenes, plus `--set`-style
+    `overrides` and entries merged into `demo.FASHION_AUGMENTATION`."""
     import keras
 
     from keras_silc import TABLE6_ROWS
@@ -68,32 +82,57 @@ def train_and_evaluate(row, seed, args):
 
     spec = ROWS[row][1]
     keras.utils.set_random_seed(seed)
-    data_seed = seed if args.data_seed is None else args.data_seed
     scenes = data.fashion_scenes(
-        "train", args.num_scenes, 64, seed=data_seed, class_only_captions=args.class_only_captions
+        "train",
+        num_scenes,
+        64,
+        seed=seed if data_seed is None else data_seed,
+        class_only_captions=class_only_captions,
     )
     captions = list(scenes["caption"])
     tokenizer = data.SilcTokenizer.from_captions(
-        captions, args.vocabulary_size, demo.DEMO_OVERRIDES["text"]["max_length"], "wordpiece"
+        captions, vocabulary_size, demo.DEMO_OVERRIDES["text"]["max_length"], "wordpiece"
     )
-    overrides = merge_config(
+    config = merge_config(
         demo.DEMO_OVERRIDES,
         {
             "text": {"vocabulary_size": tokenizer.vocabulary_size},
-            "recipe": demo.recipe_for(args.steps),
+            "recipe": demo.recipe_for(steps),
             "contrastive_loss": spec["contrastive_loss"],
             **TABLE6_ROWS[spec["row"]],
         },
     )
-    overrides = merge_config(overrides, parse_overrides(args.set))
-    model = SilcModel.from_preset("silc_tiny", tokenizer=tokenizer, **overrides)
+    config = merge_config(config, parse_overrides(list(overrides)))
+    model = SilcModel.from_preset("silc_tiny", tokenizer=tokenizer, **config)
     model.compile()
     dataset = data.training_dataset(
         data.from_arrays(scenes["image"], scenes["caption"]),
         model,
-        args.batch_size,
-        augmentation=demo.FASHION_AUGMENTATION,
+        batch_size,
+        augmentation={**demo.FASHION_AUGMENTATION, **(augmentation or {})},
         seed=seed,
+    )
+    return model, dataset, config
+
+
+def train_and_evaluate(row, seed, args):
+    """One (row, seed): train, evaluate; a dict of results."""
+    import keras
+
+    from keras_silc import data
+    from keras_silc import demo
+
+    data_seed = seed if args.data_seed is None else args.data_seed
+    model, dataset, overrides = build_run(
+        row,
+        seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        num_scenes=args.num_scenes,
+        vocabulary_size=args.vocabulary_size,
+        class_only_captions=args.class_only_captions,
+        data_seed=data_seed,
+        overrides=args.set,
     )
     start = time.time()
     history = model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=0)

@@ -136,10 +136,9 @@ class DistillationHead(keras.layers.Layer):
             Defaults to 3.
         batch_norm: bool. Batch normalisation after each hidden layer (DINO's
             `use_bn_in_head`; PyTorch's momentum 0.1 and epsilon 1e-5). In training
-            it normalises with the statistics of the batch the head is called on (per
-            device under tf.distribute or torch DDP, over the global batch with
-            keras.distribution on JAX), at inference with its moving averages.
-            Defaults to False.
+            it normalises with the statistics of the batch the head is called on (the
+            global batch under keras.distribution on JAX), at inference with its moving
+            averages. Defaults to False.
     """
 
     def __init__(
