@@ -6,7 +6,9 @@ Rows (each at the same number of examples seen, several seeds each):
 * + additional views        - the global crops also enter the contrastive loss;
 * + EMA                     - an EMA of the weights, evaluated (the teacher tower);
 * + self-distillation       - SILC-C: local crops distilled from the EMA teacher;
-* SigLIP, SILC-S            - the same pair with the sigmoid loss.
+* SigLIP, SILC-S            - the same pair with the sigmoid loss;
+* SigLIP + views + EMA      - SILC-S without the distillation, the control that tells what
+                              the distillation adds to the SigLIP pair (not in the paper).
 
 Every run trains `demo.DEMO_OVERRIDES` (the demo's 64 px model) with the demo's recipe and
 augmentation on Fashion-MNIST train scenes, then runs `demo.evaluate_fashion` on the test split
@@ -15,7 +17,7 @@ augmentation on Fashion-MNIST train scenes, then runs `demo.evaluate_fashion` on
 finished runs, so an interrupted table resumes. The table (mean +/- std over seeds, and SILC's
 gain over its baseline against the seed spread) is printed and written to `--table`.
 
-    python benchmarks/reproduce_table6.py --jobs 2               # 6 rows x 3 seeds
+    python benchmarks/reproduce_table6.py --jobs 2               # 7 rows x 3 seeds
     python benchmarks/reproduce_table6.py --rows clip,silc_c     # one CLIP-vs-SILC pair
     python benchmarks/reproduce_table6.py --quick                # smoke test (CI)
 
@@ -26,6 +28,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,10 +40,33 @@ ROWS = {
     "clip_views_ema": ("+ EMA", {"contrastive_loss": "clip", "row": "clip+views+ema"}),
     "silc_c": ("+ self-distillation (SILC-C)", {"contrastive_loss": "clip", "row": "silc"}),
     "siglip": ("SigLIP", {"contrastive_loss": "siglip", "row": "clip"}),
+    "siglip_views_ema": (
+        "SigLIP + views + EMA",
+        {"contrastive_loss": "siglip", "row": "clip+views+ema"},
+    ),
     "silc_s": ("SILC-S", {"contrastive_loss": "siglip", "row": "silc"}),
 }
 # SILC's row and the contrastive baseline it must beat.
 PAIRS = {"silc_c": "clip", "silc_s": "siglip"}
+# SILC's row and the same row without the distillation: what the distillation itself adds.
+CONTROLS = {"silc_c": "clip_views_ema", "silc_s": "siglip_views_ema"}
+# `--set` keys that act only on the self-distillation. The rows without it do not take them,
+# so that an ablation of the head or the temperatures shares its baselines' runs (--reuse).
+# Not head.num_layers: each layer's initializer draws a seed, so the head's depth shifts the
+# text tower's initialisation in every row (tests/test_model.py checks this list).
+DISTILLATION_ONLY = (
+    "head.num_prototypes",
+    "head.hidden_dim",
+    "head.bottleneck_dim",
+    "head.batch_norm",
+    "distillation_weight",
+    "student_temperature",
+    "teacher_temperature",
+    "warmup_teacher_temperature",
+    "teacher_temperature_warmup_steps",
+    "freeze_last_layer_steps",
+    "center_momentum",
+)
 # Test scenes on which a trained SILC row's head is checked for collapse.
 DIAGNOSTIC_SCENES = 256
 # The table in docs/results.md: 1,500 steps of demo.DEMO_BATCH (96,000 examples seen).
@@ -132,7 +158,7 @@ def train_and_evaluate(row, seed, args):
         vocabulary_size=args.vocabulary_size,
         class_only_captions=args.class_only_captions,
         data_seed=data_seed,
-        overrides=args.set,
+        overrides=row_overrides(row, args.set),
     )
     start = time.time()
     history = model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=0)
@@ -159,7 +185,7 @@ def train_and_evaluate(row, seed, args):
         "batch_size": args.batch_size,
         "examples_seen": args.steps * args.batch_size,
         "class_only_captions": args.class_only_captions,
-        "overrides": sorted(args.set),
+        "overrides": row_overrides(row, args.set),
         "eval_items": args.eval_items,
         "eval_scenes": args.eval_scenes,
         "num_scenes": args.num_scenes,
@@ -173,6 +199,16 @@ def train_and_evaluate(row, seed, args):
         "results": results,
         "distillation": distillation,
     }
+
+
+def row_overrides(row, overrides):
+    """The `--set` overrides that `row` takes: all of them for the SILC rows; for the others,
+    those that do not act only on the self-distillation (DISTILLATION_ONLY)."""
+    if ROWS[row][1]["row"] == "silc":
+        return sorted(overrides)
+    return sorted(
+        pair for pair in overrides if pair.split("=", 1)[0].strip() not in DISTILLATION_ONLY
+    )
 
 
 def teacher_summary(run):
@@ -255,9 +291,9 @@ def run_queue(args, queue):
             raise SystemExit(f"[table6] {row} seed {seed} failed (exit {finished.returncode}).")
 
 
-def check_settings(path, args):
-    with open(path) as handle:
-        run = json.load(handle)
+def settings_mismatch(run, args):
+    """None where the finished `run` was made with this invocation's settings; else what
+    it was made with."""
     settings = (
         run["steps"],
         run["batch_size"],
@@ -274,20 +310,55 @@ def check_settings(path, args):
         args.steps,
         args.batch_size,
         args.class_only_captions,
-        sorted(args.set),
+        row_overrides(run["row"], args.set),
         args.eval_items,
         args.eval_scenes,
         args.num_scenes,
         run["seed"] if args.data_seed is None else args.data_seed,
     )
-    if settings != wanted:
-        raise SystemExit(
-            f"{path} is from a run of {run['steps']} steps of {run['batch_size']} with "
-            f"class_only_captions={settings[2]}, --set {settings[3]}, evaluated on "
-            f"{settings[4]} items and {settings[5]} scenes, {settings[6]} train scenes "
-            f"(data seed {settings[7]}); use another --output or delete it."
-        )
+    if settings == wanted:
+        return None
+    return (
+        f"a run of {run['steps']} steps of {run['batch_size']} with "
+        f"class_only_captions={settings[2]}, --set {settings[3]}, evaluated on "
+        f"{settings[4]} items and {settings[5]} scenes, {settings[6]} train scenes "
+        f"(data seed {settings[7]})"
+    )
+
+
+def check_settings(path, args):
+    with open(path) as handle:
+        run = json.load(handle)
+    mismatch = settings_mismatch(run, args)
+    if mismatch:
+        raise SystemExit(f"{path} is from {mismatch}; use another --output or delete it.")
     return run
+
+
+def reuse_runs(args, order):
+    """Copies into --output the runs of `order` that a --reuse folder holds with this
+    invocation's settings (JSON and weights), so they are not trained again."""
+    for row, seed in order:
+        target = run_path(args, row, seed)
+        if os.path.exists(target):
+            continue
+        for folder in args.reuse:
+            source = os.path.join(folder, os.path.basename(target))
+            if not os.path.exists(source):
+                continue
+            with open(source) as handle:
+                run = json.load(handle)
+            mismatch = settings_mismatch(run, args)
+            if mismatch:
+                print(f"[table6] {row} seed {seed}: not reused from {folder}, {mismatch}")
+                continue
+            os.makedirs(args.output, exist_ok=True)
+            weights = source.replace(".json", ".weights.h5")
+            if os.path.exists(weights):
+                shutil.copyfile(weights, target.replace(".json", ".weights.h5"))
+            shutil.copyfile(source, target)
+            print(f"[table6] {row} seed {seed}: reused from {folder}")
+            break
 
 
 def summarize(runs, rows):
@@ -316,10 +387,16 @@ def markdown(table, runs, args, wall_seconds):
         ]
         lines.append(f"| {ROWS[row][0]} | " + " | ".join(text) + " |")
     lines.append("")
-    for silc, baseline in PAIRS.items():
+    comparisons = [(silc, baseline, "") for silc, baseline in PAIRS.items()]
+    comparisons += [
+        (silc, control, ", what the distillation adds") for silc, control in CONTROLS.items()
+    ]
+    for silc, baseline, meaning in comparisons:
         if silc not in table or baseline not in table:
             continue
-        lines.append(f"{ROWS[silc][0]} minus {ROWS[baseline][0]} (points; spread = larger std):")
+        lines.append(
+            f"{ROWS[silc][0]} minus {ROWS[baseline][0]}{meaning} (points; spread = larger std):"
+        )
         for metric, name in METRICS.items():
             if metric not in table[silc] or metric not in table[baseline]:
                 continue
@@ -365,6 +442,12 @@ def markdown(table, runs, args, wall_seconds):
     )
     if args.set:
         lines.append(f"Overrides (--set): {', '.join(sorted(args.set))}.")
+        skipped = sorted(set(args.set) - set(row_overrides("clip", args.set)))
+        if skipped:
+            lines.append(
+                f"The rows without self-distillation do not take {', '.join(skipped)}: "
+                "those act only on it."
+            )
     if args.data_seed is not None:
         lines.append(
             f"Every run trained on the same {args.num_scenes:,} scenes (data seed "
@@ -375,7 +458,9 @@ def markdown(table, runs, args, wall_seconds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated of {list(ROWS)}")
+    parser.add_argument(
+        "--rows", default=None, help=f"comma-separated of {list(ROWS)} (default: all)"
+    )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument(
         "--steps", type=int, default=None, help=f"steps per run (default {TABLE_STEPS})"
@@ -420,13 +505,25 @@ def main():
     parser.add_argument("--output", default="runs/table6", help="per-run JSON files")
     parser.add_argument("--table", default=None, help="also write the Markdown table here")
     parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="take finished runs from this --output of another invocation where they match "
+        "this one's settings; the rows without self-distillation ignore the --set keys that "
+        f"act only on it ({', '.join(DISTILLATION_ONLY)}), so an ablation of those reuses "
+        "its baselines",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=1,
         help="runs at a time, each pinned to its share of the CPUs (on a small CPU, 2 runs "
         "of one thread each finish sooner than 2 runs one after the other)",
     )
-    parser.add_argument("--quick", action="store_true", help="2 rows, 1 seed, a few steps")
+    parser.add_argument(
+        "--quick", action="store_true", help="CLIP and SILC-C unless --rows, 1 seed, a few steps"
+    )
     parser.add_argument("--worker", choices=list(ROWS), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -434,7 +531,7 @@ def main():
     from keras_silc import demo
 
     if args.quick:
-        args.rows, args.seeds = "clip,silc_c", "0"
+        args.rows, args.seeds = args.rows or "clip,silc_c", "0"
         args.steps, args.batch_size = args.steps or 4, args.batch_size or 8
         args.num_scenes, args.eval_items, args.eval_scenes = 128, 100, 40
     args.steps = args.steps or TABLE_STEPS
@@ -446,7 +543,7 @@ def main():
             json.dump(result, handle, indent=1, default=str)
         return
 
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    rows = [r.strip() for r in (args.rows or ",".join(ROWS)).split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
@@ -456,6 +553,7 @@ def main():
     start = time.time()
     # Seed-major: a partial table has every row at the first seeds.
     order = [(row, seed) for seed in seeds for row in rows]
+    reuse_runs(args, order)
     for row, seed in order:
         if os.path.exists(run_path(args, row, seed)):
             check_settings(run_path(args, row, seed), args)

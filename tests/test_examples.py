@@ -83,6 +83,8 @@ def test_reproduce_table6_quick_mode(tmp_path):
     with open(tmp_path / "runs" / "silc_c-seed0.json") as handle:
         run = json.load(handle)
     assert run["overrides"] == ["head.num_prototypes=128"]
+    with open(tmp_path / "runs" / "clip-seed0.json") as handle:
+        assert json.load(handle)["overrides"] == []  # CLIP has no head to take it
     assert run["config"]["head"]["num_prototypes"] == 128
     assert (run["eval_items"], run["eval_scenes"]) == (100, 40)
     # The saved weights fit a model built from the recorded config.
@@ -104,6 +106,15 @@ def test_reproduce_table6_quick_mode(tmp_path):
     other = command[:-1] + ["head.num_prototypes=64"]
     mixed = subprocess.run(other, timeout=300, capture_output=True, text=True)
     assert mixed.returncode != 0 and "use another --output" in mixed.stderr
+    # --reuse: an ablation of the head takes its CLIP run from the first table's folder.
+    ablation = [sys.executable, script, "--quick", "--rows", "clip", "--reuse"]
+    ablation += [str(tmp_path / "runs"), "--output", str(tmp_path / "ablation")]
+    ablation += ["--set", "head.num_prototypes=64", "--table", str(tmp_path / "ablation.md")]
+    reused = subprocess.run(ablation, check=True, timeout=300, capture_output=True, text=True)
+    assert "clip seed 0: reused from" in reused.stdout
+    assert "training 4 steps" not in reused.stdout
+    assert sorted(os.listdir(tmp_path / "ablation")) == ["clip-seed0.json", "clip-seed0.weights.h5"]
+    assert "do not take head.num_prototypes=64" in (tmp_path / "ablation.md").read_text()
 
 
 def test_head_collapse_probe_prints_the_head_state_every_n_steps():

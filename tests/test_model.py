@@ -203,6 +203,50 @@ def test_every_table6_row_trains(row):
         assert needed == {"image", "text"}
 
 
+def test_distillation_settings_do_not_touch_the_rows_without_distillation():
+    """The Table 6 script lets those rows ignore its DISTILLATION_ONLY settings and reuses
+    their runs across ablations of them: here every such setting changes nothing there.
+    (The head's depth is not one: its layers' initializers draw seeds.)"""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "reproduce_table6.py")
+    spec = importlib.util.spec_from_file_location("reproduce_table6", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    settings = {
+        "head": {"num_prototypes": 64, "hidden_dim": 48, "bottleneck_dim": 24, "batch_norm": True},
+        "distillation_weight": 3.0,
+        "student_temperature": 0.2,
+        "teacher_temperature": 0.03,
+        "warmup_teacher_temperature": 0.02,
+        "teacher_temperature_warmup_steps": 5,
+        "freeze_last_layer_steps": 3,
+        "center_momentum": 0.5,
+    }
+    keys = [f"head.{key}" for key in settings["head"]] + [k for k in settings if k != "head"]
+    assert sorted(keys) == sorted(script.DISTILLATION_ONLY)
+    for row in ("clip", "clip+views+ema"):
+        runs = []
+        for extra in ({}, settings):
+            model = tiny_model(**TABLE6_ROWS[row], **extra)
+            batch = model.example_batch(4, seed=0)
+            needed = set(model.required_keys())
+            history = _fit_steps(model, {k: v for k, v in batch.items() if k in needed}, 2)
+            kept = [v for v in model.weights if "/head/" not in v.path]
+            runs.append((history["loss"], weights_numpy(kept)))
+        np.testing.assert_array_equal(runs[0][0], runs[1][0])
+        for plain, ablated in zip(runs[0][1], runs[1][1], strict=True):
+            np.testing.assert_array_equal(plain, ablated)
+    assert script.row_overrides("silc_c", ["teacher_temperature=0.03", "vision.depth=2"]) == [
+        "teacher_temperature=0.03",
+        "vision.depth=2",
+    ]
+    assert script.row_overrides(
+        "siglip_views_ema", ["head.batch_norm=false", "vision.depth=2"]
+    ) == ["vision.depth=2"]
+
+
 def test_ema_row_keeps_the_teacher_moving_without_distillation():
     model = tiny_model(**TABLE6_ROWS["clip+views+ema"])
     batch = model.example_batch(4)
