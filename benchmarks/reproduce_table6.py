@@ -149,7 +149,7 @@ def train_and_evaluate(row, seed, args):
     from keras_silc import demo
 
     data_seed = seed if args.data_seed is None else args.data_seed
-    model, dataset, overrides = build_run(
+    model, dataset, config = build_run(
         row,
         seed,
         steps=args.steps,
@@ -190,7 +190,7 @@ def train_and_evaluate(row, seed, args):
         "eval_scenes": args.eval_scenes,
         "num_scenes": args.num_scenes,
         "data_seed": data_seed,
-        "config": overrides,
+        "config": config,
         "final_loss": float(history.history["loss"][-1]),
         # One epoch: each log is its mean over the run.
         "final_logs": {k: float(v[-1]) for k, v in history.history.items()},
