@@ -66,6 +66,10 @@ DISTILLATION_ONLY = (
     "teacher_temperature_warmup_steps",
     "freeze_last_layer_steps",
     "center_momentum",
+    # The input pipeline makes no local crops for a model without self-distillation, and
+    # the global crops' seeds do not depend on them.
+    "num_local_crops",
+    "local_crop_size",
 )
 # Test scenes on which a trained SILC row's head is checked for collapse.
 DIAGNOSTIC_SCENES = 256

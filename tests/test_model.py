@@ -5,6 +5,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import BACKEND
 from conftest import tiny_model
 from conftest import to_numpy
@@ -13,6 +14,7 @@ from conftest import weights_numpy
 from keras_silc import PRESETS
 from keras_silc import TABLE6_ROWS
 from keras_silc import SilcModel
+from keras_silc import data
 
 
 def _fit_steps(model, batch, steps, **compile_kwargs):
@@ -223,16 +225,28 @@ def test_distillation_settings_do_not_touch_the_rows_without_distillation():
         "teacher_temperature_warmup_steps": 5,
         "freeze_last_layer_steps": 3,
         "center_momentum": 0.5,
+        "num_local_crops": 2,
+        "local_crop_size": 24,
     }
     keys = [f"head.{key}" for key in settings["head"]] + [k for k in settings if k != "head"]
     assert sorted(keys) == sorted(script.DISTILLATION_ONLY)
+    # The batch comes through the input pipeline, which the crop settings act on.
+    images = np.random.default_rng(0).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    pairs = data.from_arrays(images, ["a shirt", "a red bag", "two boots", "a coat"])
+
+    def tokenize(captions):
+        words = tf.strings.split(captions).to_tensor("", shape=[None, 16])
+        ids = tf.strings.to_hash_bucket_fast(words, 255) + 1
+        return tf.where(words == "", tf.zeros_like(ids), ids)
+
     for row in ("clip", "clip+views+ema"):
         runs = []
         for extra in ({}, settings):
             model = tiny_model(**TABLE6_ROWS[row], **extra)
-            batch = model.example_batch(4, seed=0)
-            needed = set(model.required_keys())
-            history = _fit_steps(model, {k: v for k, v in batch.items() if k in needed}, 2)
+            dataset = data.training_dataset(pairs, model, 4, tokenizer=tokenize, seed=0)
+            batch = {k: np.asarray(v) for k, v in next(iter(dataset)).items()}
+            assert "local_crops" not in batch
+            history = _fit_steps(model, batch, 2)
             kept = [v for v in model.weights if "/head/" not in v.path]
             runs.append((history["loss"], weights_numpy(kept)))
         np.testing.assert_array_equal(runs[0][0], runs[1][0])
