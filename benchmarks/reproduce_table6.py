@@ -71,6 +71,11 @@ DISTILLATION_ONLY = (
     "num_local_crops",
     "local_crop_size",
 )
+# What a collapsed head means for the table's reader (evaluation.distillation_diagnostics).
+COLLAPSE_MEANINGS = {
+    "uniform": "uniform: every image gets a flat target, so the distillation teaches nothing",
+    "dominant": "dominant: one prototype takes every image, so the target says nothing",
+}
 # Test scenes on which a trained SILC row's head is checked for collapse.
 DIAGNOSTIC_SCENES = 256
 # The table in docs/results.md: 1,500 steps of demo.DEMO_BATCH (96,000 examples seen).
@@ -417,6 +422,8 @@ def markdown(table, runs, args, wall_seconds):
         (run["row"], run["distillation"]["collapse"]) for run in runs if run.get("distillation")
     )
     if collapsed:
+        states = {state for _, state in collapsed}
+        meanings = [COLLAPSE_MEANINGS[state] for state in sorted(states) if state != "none"]
         lines.append(
             "The trained teachers' distillation heads (distillation_diagnostics on "
             f"{DIAGNOSTIC_SCENES} test scenes): "
@@ -424,7 +431,7 @@ def markdown(table, runs, args, wall_seconds):
                 f"{ROWS[row][0]} {count} run(s) {state}"
                 for (row, state), count in sorted(collapsed.items())
             )
-            + " (uniform: every image gets a flat target, so the distillation teaches nothing)."
+            + (f" ({'; '.join(meanings)})." if meanings else ": no head collapsed.")
         )
         lines.append("")
     top1 = sum(run["results"]["zero_shot/top1"] for run in runs) / len(runs)
