@@ -57,6 +57,18 @@ def gradient(fn, x):
     return x.grad.numpy()
 
 
+def hash_tokenizer(length=16, vocabulary=256):
+    """A stand-in tokenizer: words hashed to ids 1..vocabulary-1, padded with 0."""
+    import tensorflow as tf
+
+    def tokenize(captions):
+        words = tf.strings.split(captions).to_tensor("", shape=[None, length])
+        ids = tf.strings.to_hash_bucket_fast(words, vocabulary - 1) + 1
+        return tf.where(words == "", tf.zeros_like(ids), ids)
+
+    return tokenize
+
+
 def tiny_model(**overrides):
     keras.utils.set_random_seed(0)
     return SilcModel.from_preset("silc_tiny", **overrides)

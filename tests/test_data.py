@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import hash_tokenizer
 from conftest import tiny_model
 
 from keras_silc import PRESETS
@@ -22,17 +23,6 @@ CAPTIONS = [
     "a white dress at the top left",
     "a green coat at the bottom right",
 ]
-
-
-def hash_tokenizer(length=16, vocabulary=256):
-    """A stand-in tokenizer: words hashed to ids 1..vocabulary-1, padded with 0."""
-
-    def tokenize(captions):
-        words = tf.strings.split(captions).to_tensor("", shape=[None, length])
-        ids = tf.strings.to_hash_bucket_fast(words, vocabulary - 1) + 1
-        return tf.where(words == "", tf.zeros_like(ids), ids)
-
-    return tokenize
 
 
 def _images(count, height=40, width=48, seed=0):
