@@ -80,6 +80,9 @@ COLLAPSE_MEANINGS = {
 DIAGNOSTIC_SCENES = 256
 # The table in docs/results.md: 1,500 steps of demo.DEMO_BATCH (96,000 examples seen).
 TABLE_STEPS = 1500
+# The train scenes' geometry (fashion_scenes' defaults): 2-4 items of distinct classes, each
+# 25-50% of the canvas side. --items and --item-size change it; evaluation never does.
+DEFAULT_SCENE = {"min_items": 2, "max_items": 4, "item_size_range": [0.25, 0.5]}
 METRICS = {
     "zero_shot/top1": "ZS top-1",
     "few_shot/1shot_mean": "1-shot",
@@ -102,10 +105,12 @@ def build_run(
     data_seed=None,
     overrides=(),
     augmentation=None,
+    scene=None,
 ):
     """A (row, seed)'s compiled model, training dataset and model config: the demo's model
     and recipe (scheduled over `steps`) on Fashion-MNIST train scenes, plus `--set`-style
-    `overrides` and entries merged into `demo.FASHION_AUGMENTATION`."""
+    `overrides` and entries merged into `demo.FASHION_AUGMENTATION`. `scene` (default
+    `DEFAULT_SCENE`) sets the train scenes' item count and size."""
     import keras
 
     from keras_silc import TABLE6_ROWS
@@ -123,6 +128,9 @@ def build_run(
         64,
         seed=seed if data_seed is None else data_seed,
         class_only_captions=class_only_captions,
+        min_items=(scene or DEFAULT_SCENE)["min_items"],
+        max_items=(scene or DEFAULT_SCENE)["max_items"],
+        item_size_range=tuple((scene or DEFAULT_SCENE)["item_size_range"]),
     )
     captions = list(scenes["caption"])
     tokenizer = data.SilcTokenizer.from_captions(
@@ -168,6 +176,7 @@ def train_and_evaluate(row, seed, args):
         class_only_captions=args.class_only_captions,
         data_seed=data_seed,
         overrides=row_overrides(row, args.set),
+        scene=scene_of(args),
     )
     start = time.time()
     history = model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=0)
@@ -199,6 +208,7 @@ def train_and_evaluate(row, seed, args):
         "eval_scenes": args.eval_scenes,
         "num_scenes": args.num_scenes,
         "data_seed": data_seed,
+        "scene": scene_of(args),
         "config": config,
         "final_loss": float(history.history["loss"][-1]),
         # One epoch: each log is its mean over the run.
@@ -208,6 +218,33 @@ def train_and_evaluate(row, seed, args):
         "results": results,
         "distillation": distillation,
     }
+
+
+def scene_of(args):
+    """The train scenes' geometry that `--items` and `--item-size` ask for."""
+    return {
+        "min_items": args.items[0],
+        "max_items": args.items[1],
+        "item_size_range": list(args.item_size),
+    }
+
+
+def count_text(pair):
+    """'1' for (1, 1), '2-4' for (2, 4)."""
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}-{pair[1]}"
+
+
+def number_pair(kind, text):
+    """'A,B' -> (A, B) with A <= B, for --items (ints) and --item-size (floats)."""
+    try:
+        low, high = (kind(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected two {kind.__name__}s as MIN,MAX (e.g. 1,1 or 0.4,0.8), got {text!r}"
+        ) from None
+    if low > high:
+        raise argparse.ArgumentTypeError(f"MIN must not exceed MAX, got {text!r}")
+    return low, high
 
 
 def row_overrides(row, overrides):
@@ -251,6 +288,8 @@ def worker_command(args, row, seed):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if args.data_seed is not None:
         command += ["--data-seed", str(args.data_seed)]
+    command += ["--items", ",".join(map(str, args.items))]
+    command += ["--item-size", ",".join(map(str, args.item_size))]
     command += ["--vocabulary-size", str(args.vocabulary_size)]
     command += ["--class-only-captions", str(args.class_only_captions)]
     for pair in args.set:
@@ -314,6 +353,7 @@ def settings_mismatch(run, args):
         run.get("num_scenes", 20_000),
         # The train scenes' seed: the run's own seed unless --data-seed fixed it.
         run.get("data_seed", run["seed"]),
+        run.get("scene", DEFAULT_SCENE),
     )
     wanted = (
         args.steps,
@@ -324,6 +364,7 @@ def settings_mismatch(run, args):
         args.eval_scenes,
         args.num_scenes,
         run["seed"] if args.data_seed is None else args.data_seed,
+        scene_of(args),
     )
     if settings == wanted:
         return None
@@ -331,7 +372,7 @@ def settings_mismatch(run, args):
         f"a run of {run['steps']} steps of {run['batch_size']} with "
         f"class_only_captions={settings[2]}, --set {settings[3]}, evaluated on "
         f"{settings[4]} items and {settings[5]} scenes, {settings[6]} train scenes "
-        f"(data seed {settings[7]})"
+        f"(data seed {settings[7]}, {settings[8]})"
     )
 
 
@@ -459,6 +500,12 @@ def markdown(table, runs, args, wall_seconds):
                 f"The rows without self-distillation do not take {', '.join(skipped)}: "
                 "those act only on it."
             )
+    if scene_of(args) != DEFAULT_SCENE:
+        lines.append(
+            f"Train scenes of {count_text(args.items)} item(s), each "
+            f"{args.item_size[0]:g}-{args.item_size[1]:g} of the canvas side (the evaluation's "
+            "test scenes and items are the same as in every table)."
+        )
     if args.data_seed is not None:
         lines.append(
             f"Every run trained on the same {args.num_scenes:,} scenes (data seed "
@@ -485,6 +532,21 @@ def main():
         help="draw every run's train scenes with this seed (default: the run's seed), to "
         "separate the spread that the training set brings from that of the initialisation "
         "and augmentation",
+    )
+    parser.add_argument(
+        "--items",
+        type=lambda text: number_pair(int, text),
+        default=(DEFAULT_SCENE["min_items"], DEFAULT_SCENE["max_items"]),
+        metavar="MIN,MAX",
+        help="items per train scene, of distinct classes (default 2,4; 1,1 gives one item "
+        "per image, as in an object-centric data set)",
+    )
+    parser.add_argument(
+        "--item-size",
+        type=lambda text: number_pair(float, text),
+        default=tuple(DEFAULT_SCENE["item_size_range"]),
+        metavar="LO,HI",
+        help="train items' side as a fraction of the canvas side (default 0.25,0.5)",
     )
     parser.add_argument("--vocabulary-size", type=int, default=1000)
     parser.add_argument(

@@ -159,6 +159,8 @@ def fit_with_checkpoints(
         steps_per_epoch=steps_per_epoch,
         callbacks=all_callbacks,
         verbose=verbose,
+        # The dataset shuffles itself (and must not, on resume, be reshuffled by fit).
+        shuffle=False,
     )
     return model, history.history, initial_epoch
 

@@ -205,10 +205,8 @@ def test_every_table6_row_trains(row):
         assert needed == {"image", "text"}
 
 
-def test_distillation_settings_do_not_touch_the_rows_without_distillation():
-    """The Table 6 script lets those rows ignore its DISTILLATION_ONLY settings and reuses
-    their runs across ablations of them: here every such setting changes nothing there.
-    (The head's depth is not one: its layers' initializers draw seeds.)"""
+def _table6_script():
+    """benchmarks/reproduce_table6.py as a module."""
     import importlib.util
     import os
 
@@ -216,6 +214,65 @@ def test_distillation_settings_do_not_touch_the_rows_without_distillation():
     spec = importlib.util.spec_from_file_location("reproduce_table6", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_table6_train_scene_geometry_reaches_the_scenes_and_the_run_records(monkeypatch):
+    """--items and --item-size: parsed, passed to fashion_scenes, and part of the settings
+    a finished run must match (a run on other scenes is refused, not mixed in)."""
+    import argparse
+
+    script = _table6_script()
+    assert script.number_pair(int, "1,1") == (1, 1)
+    assert script.number_pair(float, "0.4,0.8") == (0.4, 0.8)
+    for bad in ("3,2", "1", "a,b", "1,2,3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="MIN"):
+            script.number_pair(int, bad)
+
+    seen = {}
+    real = data.fashion_scenes
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data, "fashion_scenes", recording)
+    scene = {"min_items": 1, "max_items": 1, "item_size_range": [0.5, 0.9]}
+    script.build_run(
+        "clip", 0, steps=10, batch_size=4, num_scenes=8, vocabulary_size=100,
+        class_only_captions=1.0, scene=scene,
+    )  # fmt: skip
+    assert (seen["min_items"], seen["max_items"]) == (1, 1)
+    assert seen["item_size_range"] == (0.5, 0.9)
+    script.build_run(
+        "clip", 0, steps=10, batch_size=4, num_scenes=8, vocabulary_size=100,
+        class_only_captions=1.0,
+    )  # fmt: skip
+    assert (seen["min_items"], seen["max_items"], seen["item_size_range"]) == (2, 4, (0.25, 0.5))
+
+    args = argparse.Namespace(
+        steps=10, batch_size=4, class_only_captions=1.0, set=[], eval_items=100,
+        eval_scenes=40, num_scenes=8, data_seed=None, items=(1, 1), item_size=(0.5, 0.9),
+    )  # fmt: skip
+    run = {
+        "row": "clip", "seed": 0, "steps": 10, "batch_size": 4, "class_only_captions": 1.0,
+        "overrides": [], "eval_items": 100, "eval_scenes": 40, "num_scenes": 8,
+        "data_seed": 0, "scene": script.scene_of(args),
+    }  # fmt: skip
+    assert run["scene"] == scene
+    assert script.settings_mismatch(run, args) is None
+    # A run from before the flags existed was made on the default scenes.
+    del run["scene"]
+    assert "min_items" in script.settings_mismatch(run, args)
+    args.items, args.item_size = (2, 4), (0.25, 0.5)
+    assert script.settings_mismatch(run, args) is None
+
+
+def test_distillation_settings_do_not_touch_the_rows_without_distillation():
+    """The Table 6 script lets those rows ignore its DISTILLATION_ONLY settings and reuses
+    their runs across ablations of them: here every such setting changes nothing there.
+    (The head's depth is not one: its layers' initializers draw seeds.)"""
+    script = _table6_script()
     settings = {
         "head": {"num_prototypes": 64, "hidden_dim": 48, "bottleneck_dim": 24, "batch_norm": True},
         "distillation_weight": 3.0,
