@@ -121,6 +121,7 @@ def build_run(
     from keras_silc.models.presets import merge_config
 
     spec = ROWS[row][1]
+    scene = scene or DEFAULT_SCENE
     keras.utils.set_random_seed(seed)
     scenes = data.fashion_scenes(
         "train",
@@ -128,9 +129,9 @@ def build_run(
         64,
         seed=seed if data_seed is None else data_seed,
         class_only_captions=class_only_captions,
-        min_items=(scene or DEFAULT_SCENE)["min_items"],
-        max_items=(scene or DEFAULT_SCENE)["max_items"],
-        item_size_range=tuple((scene or DEFAULT_SCENE)["item_size_range"]),
+        min_items=scene["min_items"],
+        max_items=scene["max_items"],
+        item_size_range=tuple(scene["item_size_range"]),
     )
     captions = list(scenes["caption"])
     tokenizer = data.SilcTokenizer.from_captions(

@@ -159,7 +159,7 @@ def fit_with_checkpoints(
         steps_per_epoch=steps_per_epoch,
         callbacks=all_callbacks,
         verbose=verbose,
-        # The dataset shuffles itself (and must not, on resume, be reshuffled by fit).
+        # The dataset shuffles itself; fit ignores the flag for it but warns when it is True.
         shuffle=False,
     )
     return model, history.history, initial_epoch
