@@ -80,9 +80,14 @@ COLLAPSE_MEANINGS = {
 DIAGNOSTIC_SCENES = 256
 # The table in docs/results.md: 1,500 steps of demo.DEMO_BATCH (96,000 examples seen).
 TABLE_STEPS = 1500
-# The train scenes' geometry (fashion_scenes' defaults): 2-4 items of distinct classes, each
-# 25-50% of the canvas side. --items and --item-size change it; evaluation never does.
-DEFAULT_SCENE = {"min_items": 2, "max_items": 4, "item_size_range": [0.25, 0.5]}
+# The train scenes (fashion_scenes' defaults): 2-4 items of distinct classes, each 25-50% of
+# the canvas side. --items, --item-size and --scene-classes change them; evaluation never does.
+DEFAULT_SCENE = {
+    "min_items": 2,
+    "max_items": 4,
+    "item_size_range": [0.25, 0.5],
+    "classes": "distinct",
+}
 METRICS = {
     "zero_shot/top1": "ZS top-1",
     "few_shot/1shot_mean": "1-shot",
@@ -110,7 +115,7 @@ def build_run(
     """A (row, seed)'s compiled model, training dataset and model config: the demo's model
     and recipe (scheduled over `steps`) on Fashion-MNIST train scenes, plus `--set`-style
     `overrides` and entries merged into `demo.FASHION_AUGMENTATION`. `scene` (default
-    `DEFAULT_SCENE`) sets the train scenes' item count and size."""
+    `DEFAULT_SCENE`) sets the train scenes' item count, size and classes."""
     import keras
 
     from keras_silc import TABLE6_ROWS
@@ -132,6 +137,7 @@ def build_run(
         min_items=scene["min_items"],
         max_items=scene["max_items"],
         item_size_range=tuple(scene["item_size_range"]),
+        scene_classes=scene["classes"],
     )
     captions = list(scenes["caption"])
     tokenizer = data.SilcTokenizer.from_captions(
@@ -222,11 +228,12 @@ def train_and_evaluate(row, seed, args):
 
 
 def scene_of(args):
-    """The train scenes' geometry that `--items` and `--item-size` ask for."""
+    """The train scenes that `--items`, `--item-size` and `--scene-classes` ask for."""
     return {
         "min_items": args.items[0],
         "max_items": args.items[1],
         "item_size_range": list(args.item_size),
+        "classes": args.scene_classes,
     }
 
 
@@ -291,6 +298,7 @@ def worker_command(args, row, seed):
         command += ["--data-seed", str(args.data_seed)]
     command += ["--items", ",".join(map(str, args.items))]
     command += ["--item-size", ",".join(map(str, args.item_size))]
+    command += ["--scene-classes", args.scene_classes]
     command += ["--vocabulary-size", str(args.vocabulary_size)]
     command += ["--class-only-captions", str(args.class_only_captions)]
     for pair in args.set:
@@ -354,7 +362,8 @@ def settings_mismatch(run, args):
         run.get("num_scenes", 20_000),
         # The train scenes' seed: the run's own seed unless --data-seed fixed it.
         run.get("data_seed", run["seed"]),
-        run.get("scene", DEFAULT_SCENE),
+        # Runs from before --scene-classes recorded no "classes": they drew distinct ones.
+        {**DEFAULT_SCENE, **run.get("scene", {})},
     )
     wanted = (
         args.steps,
@@ -502,8 +511,9 @@ def markdown(table, runs, args, wall_seconds):
                 "those act only on it."
             )
     if scene_of(args) != DEFAULT_SCENE:
+        classes = "of distinct classes" if args.scene_classes == "distinct" else "all of one class"
         lines.append(
-            f"Train scenes of {count_text(args.items)} item(s), each "
+            f"Train scenes of {count_text(args.items)} item(s) {classes}, each "
             f"{args.item_size[0]:g}-{args.item_size[1]:g} of the canvas side (the evaluation's "
             "test scenes and items are the same as in every table)."
         )
@@ -539,8 +549,8 @@ def main():
         type=lambda text: number_pair(int, text),
         default=(DEFAULT_SCENE["min_items"], DEFAULT_SCENE["max_items"]),
         metavar="MIN,MAX",
-        help="items per train scene, of distinct classes (default 2,4; 1,1 gives one item "
-        "per image, as in an object-centric data set)",
+        help="items per train scene (default 2,4; 1,1 gives one item per image, as in an "
+        "object-centric data set)",
     )
     parser.add_argument(
         "--item-size",
@@ -548,6 +558,14 @@ def main():
         default=tuple(DEFAULT_SCENE["item_size_range"]),
         metavar="LO,HI",
         help="train items' side as a fraction of the canvas side (default 0.25,0.5)",
+    )
+    parser.add_argument(
+        "--scene-classes",
+        choices=("distinct", "same"),
+        default=DEFAULT_SCENE["classes"],
+        help="a train scene's items are of distinct classes (default: no item predicts the "
+        "others) or all of one class (any item, and so any local crop, predicts the scene's "
+        "class, while scenes keep several small items)",
     )
     parser.add_argument("--vocabulary-size", type=int, default=1000)
     parser.add_argument(

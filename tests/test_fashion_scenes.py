@@ -155,6 +155,25 @@ def test_scenes_are_a_real_segmentation_test(scenes):
     assert 10 < background.mean() < 90 and background.std(axis=0).min() > 8
 
 
+def test_scenes_of_one_class():
+    """scene_classes="same": several items, all of one class, each named in the caption."""
+    same = fs.fashion_scenes("train", 200, 64, seed=3, scene_classes="same")
+    assert np.all(same["labels"].sum(axis=1) == 1)  # also where some slots are off
+    named = []
+    for mask, labels, caption in zip(same["mask"], same["labels"], same["caption"], strict=True):
+        c = int(np.argmax(labels))
+        assert set(np.unique(mask).tolist()) == {0, c + 1}
+        found = phrases(caption)
+        assert found and all(k == c for _, k, _ in found), caption
+        named.append(len(found))
+    assert np.mean(named) >= 2.5 and max(named) <= 4
+    assert len({int(np.argmax(labels)) for labels in same["labels"]}) == len(CLASSES)
+    # The same geometry as the default scenes: only the classes (and so the items) differ.
+    distinct = fs.fashion_scenes("train", 200, 64, seed=3)
+    assert abs((same["mask"] > 0).mean() - (distinct["mask"] > 0).mean()) < 0.02
+    assert abs(np.mean(named) - distinct["labels"].sum(axis=1).mean()) < 0.2
+
+
 def test_items_for_zero_shot_classification():
     images, labels = fs.load_fashion_mnist("test")
     everything = fs.fashion_items("test", image_size=32)
@@ -235,6 +254,7 @@ def test_optional_disk_cache(tmp_path):
         ({"num_captions": 0}, "num_captions"),
         ({"num_scenes": -1}, "num_scenes"),
         ({"background": "white"}, "background must be one of"),
+        ({"scene_classes": "mixed"}, "scene_classes must be one of"),
     ],
 )
 def test_bad_arguments_say_what_is_allowed(arguments, message):

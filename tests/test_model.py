@@ -218,8 +218,9 @@ def _table6_script():
 
 
 def test_table6_train_scene_geometry_reaches_the_scenes_and_the_run_records(monkeypatch):
-    """--items and --item-size: parsed, passed to fashion_scenes, and part of the settings
-    a finished run must match (a run on other scenes is refused, not mixed in)."""
+    """--items, --item-size and --scene-classes: parsed, passed to fashion_scenes, and part
+    of the settings a finished run must match (a run on other scenes is refused, not mixed
+    in)."""
     import argparse
 
     script = _table6_script()
@@ -237,22 +238,25 @@ def test_table6_train_scene_geometry_reaches_the_scenes_and_the_run_records(monk
         return real(*args, **kwargs)
 
     monkeypatch.setattr(data, "fashion_scenes", recording)
-    scene = {"min_items": 1, "max_items": 1, "item_size_range": [0.5, 0.9]}
+    scene = {"min_items": 1, "max_items": 3, "item_size_range": [0.5, 0.9], "classes": "same"}
     script.build_run(
         "clip", 0, steps=10, batch_size=4, num_scenes=8, vocabulary_size=100,
         class_only_captions=1.0, scene=scene,
     )  # fmt: skip
-    assert (seen["min_items"], seen["max_items"]) == (1, 1)
+    assert (seen["min_items"], seen["max_items"]) == (1, 3)
     assert seen["item_size_range"] == (0.5, 0.9)
+    assert seen["scene_classes"] == "same"
     script.build_run(
         "clip", 0, steps=10, batch_size=4, num_scenes=8, vocabulary_size=100,
         class_only_captions=1.0,
     )  # fmt: skip
     assert (seen["min_items"], seen["max_items"], seen["item_size_range"]) == (2, 4, (0.25, 0.5))
+    assert seen["scene_classes"] == "distinct"
 
     args = argparse.Namespace(
         steps=10, batch_size=4, class_only_captions=1.0, set=[], eval_items=100,
-        eval_scenes=40, num_scenes=8, data_seed=None, items=(1, 1), item_size=(0.5, 0.9),
+        eval_scenes=40, num_scenes=8, data_seed=None, items=(1, 3), item_size=(0.5, 0.9),
+        scene_classes="same",
     )  # fmt: skip
     run = {
         "row": "clip", "seed": 0, "steps": 10, "batch_size": 4, "class_only_captions": 1.0,
@@ -265,6 +269,11 @@ def test_table6_train_scene_geometry_reaches_the_scenes_and_the_run_records(monk
     del run["scene"]
     assert "min_items" in script.settings_mismatch(run, args)
     args.items, args.item_size = (2, 4), (0.25, 0.5)
+    assert "'classes': 'distinct'" in script.settings_mismatch(run, args)
+    args.scene_classes = "distinct"
+    assert script.settings_mismatch(run, args) is None
+    # One from before --scene-classes (a recorded scene without "classes") drew distinct ones.
+    run["scene"] = {"min_items": 2, "max_items": 4, "item_size_range": [0.25, 0.5]}
     assert script.settings_mismatch(run, args) is None
 
 

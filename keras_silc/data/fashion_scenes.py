@@ -1,7 +1,7 @@
 """Fashion-MNIST scenes: a real, offline image-caption-mask dataset for SILC.
 
-`fashion_scenes` puts several real Fashion-MNIST items (distinct classes, each 25-50% of the
-canvas side by default) at random positions and in random named colours on a dim, noisy
+`fashion_scenes` puts several real Fashion-MNIST items (of distinct classes, or with
+`scene_classes="same"` all of one class; each 25-50% of the canvas side by default) at random positions and in random named colours on a dim, noisy
 background. Its caption names every visible item with its colour, class and position in a
 3 x 3 grid of the canvas ("a red sneaker at the top left, a blue bag on the right and a white
 dress at the bottom."), its mask gives every pixel's class (0 = background, c + 1 =
@@ -83,6 +83,7 @@ _FILES = {
 _SPLIT_IDS = {"train": 0, "test": 1}
 _DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 _BACKGROUNDS = ("noise", "black")
+_SCENE_CLASSES = ("distinct", "same")
 # An item pixel belongs to the item's class where its resized intensity (of 1) is above this.
 _MASK_THRESHOLD = 0.2
 # Smallest item side: Fashion-MNIST items are unrecognisable below this.
@@ -280,12 +281,13 @@ def _place(rng, sizes, image_size):
     return tops, lefts
 
 
-def _draw(items, slots, masks, sizes, images=None):
+def _draw(items, slots, masks, owners, sizes, images=None):
     """Paste items slot by slot (later slots occlude earlier ones).
 
     `slots` holds (C, K) arrays: "on" (draw it), "item" (index into `items`), "class", "size",
     "top", "left" and "colour" (C, K, 3); `sizes` = (smallest, largest) item side. Writes the
-    class masks (and the uint8 images when given) in place. Returns, per slot drawn,
+    class masks, the slot (j + 1) that owns each pixel into `owners` (and the uint8 images
+    when given) in place. Returns, per slot drawn,
     (slot, scenes, owner, where): the flat mask index `where` of each foreground pixel and
     the index into `scenes` of the item that it belongs to.
     """
@@ -296,6 +298,7 @@ def _draw(items, slots, masks, sizes, images=None):
     # Flat canvas offsets of a window's pixels from its top-left corner.
     offsets = (span[:, None] * image_size + span).ravel()
     flat_masks = masks.reshape(-1)
+    flat_owners = owners.reshape(-1)
     if images is not None:
         flat_images = images.reshape(-1, 3)
         # The same pixels as single 3-byte elements: 1-D scatters are ~3x faster.
@@ -326,6 +329,7 @@ def _draw(items, slots, masks, sizes, images=None):
         labels = (slots["class"][scenes, j] + 1).astype(np.uint8)
         drawn.append((j, scenes, owner[foreground], where[foreground]))
         flat_masks[drawn[-1][3]] = labels[drawn[-1][2]]
+        flat_owners[drawn[-1][3]] = j + 1
         if images is not None:
             # Alpha follows the intensity (anti-aliased edges, the faintest parts let the
             # background through; opaque from 1/3, so overlaps do not mix colours); the
@@ -340,17 +344,17 @@ def _draw(items, slots, masks, sizes, images=None):
     return drawn
 
 
-def _visible(slots, masks, drawn):
+def _visible(slots, owners, drawn):
     """Each item's own foreground pixels, and its visible pixels and their sums of rows and
     of columns, (C, K) each."""
-    image_size = masks.shape[1]
-    flat_masks = masks.reshape(-1)
+    image_size = owners.shape[1]
+    flat_owners = owners.reshape(-1)
     area, pixels = (np.zeros(slots["on"].shape, np.int64) for _ in range(2))
     rows, cols = (np.zeros(slots["on"].shape) for _ in range(2))
     for j, scenes, owner, where in drawn:
         area[scenes, j] = np.bincount(owner, minlength=len(scenes))
-        # Classes are distinct within a scene: the item's pixels are those of its class.
-        mine = flat_masks[where] == (slots["class"][scenes, j] + 1)[owner]
+        # By slot, not class: items of one scene may share a class (scene_classes="same").
+        mine = flat_owners[where] == j + 1
         owner, where = owner[mine], where[mine]
         pixels[scenes, j] = np.bincount(owner, minlength=len(scenes))
         rows[scenes, j] = np.bincount(owner, (where // image_size) % image_size, len(scenes))
@@ -377,27 +381,36 @@ def _render(items, slots, image_size, sizes, background, noise_key, drop_hidden)
         last = min(count, first + step)
         part = {key: value[first:last] for key, value in slots.items()}  # views
         mask, image = masks[first:last], images[first:last]
+        owners = np.zeros_like(mask)
         _backgrounds(noise_key, first, image, background)
         if drop_hidden:
-            area, seen, _, _ = _visible(part, mask, _draw(items, part, mask, sizes))
+            area, seen, _, _ = _visible(part, owners, _draw(items, part, mask, owners, sizes))
             part["on"] &= (seen >= np.maximum(4, _MIN_VISIBLE * area)) & (area > 0)
             mask[:] = 0
-        drawn = _draw(items, part, mask, sizes, image)
-        for total, value in zip(moments, _visible(part, mask, drawn)[1:], strict=True):
+            owners[:] = 0
+        drawn = _draw(items, part, mask, owners, sizes, image)
+        for total, value in zip(moments, _visible(part, owners, drawn)[1:], strict=True):
             total[first:last] = value
     return images, masks, moments
 
 
 # -------------------------------------------------------------------------- checks
-def _check_arguments(split, image_size, min_items, max_items, item_size_range, background):
+def _check_arguments(
+    split, image_size, min_items, max_items, item_size_range, background, scene_classes
+):
     _check_split(split)
+    if scene_classes not in _SCENE_CLASSES:
+        raise ValueError(
+            f"scene_classes must be one of {_SCENE_CLASSES} (items of distinct classes, or "
+            f"all of one class), got {scene_classes!r}."
+        )
     if not isinstance(image_size, (int, np.integer)) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}.")
     integers = all(isinstance(v, (int, np.integer)) for v in (min_items, max_items))
     if not integers or not 1 <= min_items <= max_items <= len(FASHION_CLASSES):
         raise ValueError(
-            f"Need 1 <= min_items <= max_items <= {len(FASHION_CLASSES)} (items in a scene "
-            f"have distinct classes), got min_items={min_items}, max_items={max_items}."
+            f"Need 1 <= min_items <= max_items <= {len(FASHION_CLASSES)}, got "
+            f"min_items={min_items}, max_items={max_items}."
         )
     try:
         low, high = (float(f) for f in item_size_range)
@@ -439,6 +452,7 @@ def fashion_scenes(
     data_dir=None,
     cache_dir=None,
     class_only_captions=0.0,
+    scene_classes="distinct",
 ):
     """Scenes of several coloured Fashion-MNIST items, with captions and class masks.
 
@@ -460,6 +474,11 @@ def fashion_scenes(
             positions. Full captions can be told apart by colours and positions alone, a
             shortcut that lets image-text training skip learning the classes (see
             docs/results.md); images, masks and labels do not depend on this.
+        scene_classes: "distinct" (default): a scene's items have distinct classes, drawn
+            independently, so no part of a scene predicts the rest. "same": all items of a
+            scene share one class (different items, colours, sizes and places), so any
+            item predicts the scene's class, as in object-centric data, while scenes keep
+            several small items to localise. Everything else is drawn as for "distinct".
 
     Returns a dict of numpy arrays:
         image: (N, S, S, 3) uint8;
@@ -471,7 +490,9 @@ def fashion_scenes(
     mostly hidden by later ones is left out of the scene altogether, so a scene may rarely
     hold fewer than `min_items` items.
     """
-    sizes = _check_arguments(split, image_size, min_items, max_items, item_size_range, background)
+    sizes = _check_arguments(
+        split, image_size, min_items, max_items, item_size_range, background, scene_classes
+    )
     _check_count("num_scenes", num_scenes, 0)
     _check_count("num_captions", num_captions, 1)
     if not 0 <= class_only_captions <= 1:
@@ -481,7 +502,9 @@ def fashion_scenes(
     arguments = (split, num_scenes, image_size, min_items, max_items)
     arguments += (tuple(item_size_range), num_captions, background, seed)
     arguments += (float(class_only_captions),)
-    return _cached(arguments, cache_dir, lambda: _make_scenes(*arguments, sizes, data_dir))
+    # The default keeps the cache key (and so the cached files) of earlier versions.
+    key = arguments + (() if scene_classes == "distinct" else (scene_classes,))
+    return _cached(key, cache_dir, lambda: _make_scenes(*arguments, scene_classes, sizes, data_dir))
 
 
 def _make_scenes(
@@ -495,6 +518,7 @@ def _make_scenes(
     background,
     seed,
     class_only_captions,
+    scene_classes,
     sizes,
     data_dir,
 ):
@@ -518,6 +542,8 @@ def _make_scenes(
         keys = rng.random((count, len(FASHION_CLASSES)))
         keys[:, counts == 0] = np.inf  # classes missing from the split are never drawn
         classes = np.argsort(keys, axis=1)[:, :max_items]  # distinct, in random order
+        if scene_classes == "same":
+            classes = np.repeat(classes[:, :1], max_items, axis=1)
         pick = rng.random((count, max_items))
         side = rng.integers(sizes[0], sizes[1] + 1, (count, max_items))
         colour = rng.integers(0, len(palette), (count, max_items))
@@ -541,7 +567,9 @@ def _make_scenes(
         items, slots, image_size, sizes, background, (seed, split, 4), drop_hidden=True
     )
     labels = np.zeros((num_scenes, len(FASHION_CLASSES)), np.uint8)
-    np.put_along_axis(labels, slots["class"], slots["on"].astype(np.uint8), axis=1)
+    # maximum, not assignment: a class may fill several slots, some of them off.
+    scene_index = np.broadcast_to(np.arange(num_scenes)[:, None], slots["class"].shape)
+    np.maximum.at(labels, (scene_index, slots["class"]), slots["on"].astype(np.uint8))
     # Its own random stream: the choice does not change anything else about the scenes.
     class_only = _generator(seed, split, 6, 0).random(num_scenes) < class_only_captions
     captions = _captions(slots, moments, image_size, num_captions, class_only)
@@ -620,7 +648,7 @@ def fashion_items(split="test", num_items=None, image_size=64, seed=0, data_dir=
 
     Returns {"image": (N, S, S, 3) uint8, "label": (N,) int64}.
     """
-    sizes = _check_arguments(split, image_size, 1, 1, (0.5, 0.9), "noise")
+    sizes = _check_arguments(split, image_size, 1, 1, (0.5, 0.9), "noise", "distinct")
     items, item_labels = load_fashion_mnist(split, data_dir)
     total = len(items)
     if num_items is None:
