@@ -126,7 +126,8 @@ def build_run(
     from keras_silc.models.presets import merge_config
 
     spec = ROWS[row][1]
-    scene = scene or DEFAULT_SCENE
+    # A scene recorded before a key existed takes that key's default.
+    scene = {**DEFAULT_SCENE, **(scene or {})}
     keras.utils.set_random_seed(seed)
     scenes = data.fashion_scenes(
         "train",

@@ -1,12 +1,13 @@
 """Fashion-MNIST scenes: a real, offline image-caption-mask dataset for SILC.
 
 `fashion_scenes` puts several real Fashion-MNIST items (of distinct classes, or with
-`scene_classes="same"` all of one class; each 25-50% of the canvas side by default) at random positions and in random named colours on a dim, noisy
-background. Its caption names every visible item with its colour, class and position in a
-3 x 3 grid of the canvas ("a red sneaker at the top left, a blue bag on the right and a white
-dress at the bottom."), its mask gives every pixel's class (0 = background, c + 1 =
-`FASHION_CLASSES[c]`) and its labels say which classes are visible. `fashion_items` is a plain
-zero-shot classification set: one large coloured item per image.
+`scene_classes="same"` all of one class; each 25-50% of the canvas side by default) at random
+positions and in random named colours on a dim, noisy background. Its caption names every
+visible item with its colour, class and position in a 3 x 3 grid of the canvas ("a red sneaker
+at the top left, a blue bag on the right and a white dress at the bottom."), its mask gives
+every pixel's class (0 = background, c + 1 = `FASHION_CLASSES[c]`) and its labels say which
+classes are visible. `fashion_items` is a plain zero-shot classification set: one large
+coloured item per image.
 
 Why these choices:
   * train scenes draw only on the train split's 60k items and evaluation scenes only on the
