@@ -40,6 +40,7 @@ def main():
     import keras
 
     # The table's own setup, so that a probe is one of its runs (same directory as this script).
+    from reproduce_table6 import FASHION_SCENE
     from reproduce_table6 import build_run
 
     from keras_silc import data
@@ -56,6 +57,8 @@ def main():
         class_only_captions=1.0,
         overrides=args.set,
         augmentation=json.loads(args.augmentation),
+        # The scenes its recorded probes ran on (docs/results.md).
+        scene=FASHION_SCENE,
     )
     probe = data.fashion_scenes("test", args.probe_scenes, 64, seed=0)["image"]
     print(

@@ -91,6 +91,23 @@ def test_each_split_uses_only_its_own_items(monkeypatch):
     assert asked == ["train", "test", "test"]
 
 
+def test_a_split_with_few_classes(monkeypatch):
+    """Distinct-class scenes need max_items classes in the split; one-class scenes need one."""
+    real = fs.load_fashion_mnist
+
+    def two_classes(split="train", data_dir=None):
+        images, labels = real(split, data_dir)
+        return images, labels % 2 + 3  # classes 3 and 4 only
+
+    monkeypatch.setattr(fs, "load_fashion_mnist", two_classes)
+    with pytest.raises(ValueError, match="has items of 2 classes.*max_items=4"):
+        fs.fashion_scenes("test", 20, 64, max_items=4)
+    same = fs.fashion_scenes("test", 40, 64, max_items=4, scene_classes="same")
+    assert same["labels"][:, [3, 4]].sum() == 40 and same["labels"].sum() == 40
+    two = fs.fashion_scenes("test", 20, 64, max_items=2)["labels"]
+    assert two.sum() == two[:, [3, 4]].sum() > 20
+
+
 # ------------------------------------------------------ masks, labels, captions
 def test_masks_labels_and_captions_agree(scenes):
     for mask, labels, captions in zip(

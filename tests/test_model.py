@@ -250,7 +250,14 @@ def test_table6_train_scene_geometry_reaches_the_scenes_and_the_run_records(monk
         "clip", 0, steps=10, batch_size=4, num_scenes=8, vocabulary_size=100,
         class_only_captions=1.0,
     )  # fmt: skip
+    # The table's default: fashion_scenes' geometry, all items of a scene of one class.
     assert (seen["min_items"], seen["max_items"], seen["item_size_range"]) == (2, 4, (0.25, 0.5))
+    assert seen["scene_classes"] == "same"
+    # A recorded scene without "classes" (from before the flag) is rebuilt as it was made.
+    script.build_run(
+        "clip", 0, steps=10, batch_size=4, num_scenes=8, vocabulary_size=100,
+        class_only_captions=1.0, scene={"min_items": 2, "max_items": 4},
+    )  # fmt: skip
     assert seen["scene_classes"] == "distinct"
 
     args = argparse.Namespace(
@@ -265,7 +272,7 @@ def test_table6_train_scene_geometry_reaches_the_scenes_and_the_run_records(monk
     }  # fmt: skip
     assert run["scene"] == scene
     assert script.settings_mismatch(run, args) is None
-    # A run from before the flags existed was made on the default scenes.
+    # A run from before the flags existed was made on fashion_scenes' default scenes.
     del run["scene"]
     assert "min_items" in script.settings_mismatch(run, args)
     args.items, args.item_size = (2, 4), (0.25, 0.5)

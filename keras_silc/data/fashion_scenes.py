@@ -529,10 +529,12 @@ def _make_scenes(
     order = np.argsort(item_labels, kind="stable")
     counts = np.bincount(item_labels, minlength=len(FASHION_CLASSES))[: len(FASHION_CLASSES)]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    if np.count_nonzero(counts) < max_items:
+    needed = 1 if scene_classes == "same" else max_items
+    if np.count_nonzero(counts) < needed:
         raise ValueError(
             f"The {split} split has items of {np.count_nonzero(counts)} classes; scenes of "
-            f"max_items={max_items} distinct classes need at least that many."
+            f"max_items={max_items} distinct classes need at least that many (or use "
+            'scene_classes="same", which needs one).'
         )
     palette = np.asarray(list(COLOURS.values()), np.float32)
 
