@@ -44,8 +44,8 @@ def main():
     from reproduce_table6 import build_run
 
     from keras_silc import data
-    from keras_silc import demo
     from keras_silc import evaluation
+    from keras_silc.experiments import fashion as demo
 
     model, dataset, _ = build_run(
         args.row,

@@ -448,22 +448,21 @@ def setup_pil(args, geometry):
 
 
 # ------------------------------------------------------------------------------ ours
-def stand_in_model(geometry):
-    """What `training_dataset` reads of a SilcModel: its view geometry and text tower."""
-    from types import SimpleNamespace
+def preprocessor_for(geometry):
+    """The `SilcPreprocessor` of the benchmark's view geometry and text tower (no model
+    here, so any common divisor of the two sizes serves as the patch size)."""
+    import math
 
-    return SimpleNamespace(
-        multi_view_contrastive=True,
-        self_distillation=True,
-        vision_config={"image_size": geometry["image_size"]},
+    from keras_silc import SilcPreprocessor
+
+    return SilcPreprocessor(
+        image_size=geometry["image_size"],
+        patch_size=math.gcd(geometry["image_size"], geometry["local_size"]),
         num_global_crops=geometry["global_crops"],
         local_crop_size=geometry["local_size"],
         num_local_crops=geometry["local_crops"],
-        text_encoder=SimpleNamespace(
-            vocabulary_size=geometry["vocabulary_size"], max_length=geometry["text_length"]
-        ),
-        # The hashing tokenizer below fits by construction; nothing to check.
-        _check_tokenizer=lambda tokenizer: None,
+        vocabulary_size=geometry["vocabulary_size"],
+        max_length=geometry["text_length"],
     )
 
 
@@ -491,7 +490,7 @@ def setup_ours_dataset(args, geometry):
     pairs = from_webdataset(shard_files(args.data_dir), shuffle_shards=True, seed=args.seed)
     dataset = training_dataset(
         pairs,
-        stand_in_model(geometry),
+        preprocessor_for(geometry),
         args.batch_size,
         tokenizer=hashing_tokenizer(geometry["vocabulary_size"], geometry["text_length"]),
         seed=args.seed,

@@ -127,7 +127,7 @@ def silc_step_bytes(args, steps):
     keras.utils.set_random_seed(0)
     model = SilcModel.from_preset(args.preset, gradient_accumulation_steps=steps)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
-    batch = model.example_batch(args.batch_size)
+    batch = model.preprocessor.example_batch(args.batch_size)
     if keras.backend.backend() == "jax":
         import jax
 

@@ -123,11 +123,11 @@ def build_run(
     `DEFAULT_SCENE`) sets the train scenes' item count, size and classes."""
     import keras
 
-    from keras_silc import TABLE6_ROWS
     from keras_silc import SilcModel
     from keras_silc import data
-    from keras_silc import demo
     from keras_silc.cli import parse_overrides
+    from keras_silc.experiments import TABLE6_ROWS
+    from keras_silc.experiments import fashion as demo
     from keras_silc.models.presets import merge_config
 
     spec = ROWS[row][1]
@@ -163,7 +163,7 @@ def build_run(
     model.compile()
     dataset = data.training_dataset(
         data.from_arrays(scenes["image"], scenes["caption"]),
-        model,
+        model.preprocessor,
         batch_size,
         augmentation={**demo.FASHION_AUGMENTATION, **(augmentation or {})},
         seed=seed,
@@ -176,7 +176,7 @@ def train_and_evaluate(row, seed, args):
     import keras
 
     from keras_silc import data
-    from keras_silc import demo
+    from keras_silc.experiments import fashion as demo
 
     data_seed = seed if args.data_seed is None else args.data_seed
     model, dataset, config = build_run(
@@ -626,7 +626,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from keras_silc import demo
+    from keras_silc.experiments import fashion as demo
 
     if args.quick:
         args.rows, args.seeds = args.rows or "clip,silc_c", "0"

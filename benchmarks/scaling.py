@@ -88,8 +88,8 @@ def peak_memory_bytes():
 def worker(args):
     import keras
 
-    from keras_silc import TABLE6_ROWS
     from keras_silc import SilcModel
+    from keras_silc.experiments import TABLE6_ROWS
 
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
@@ -105,10 +105,10 @@ def worker(args):
         from keras_silc.models.presets import merge_config
 
         geometry = dict(GEOMETRY)
-        model = SilcModel(**merge_config(model_overrides(geometry), switches))
+        model = SilcModel.from_config(merge_config(model_overrides(geometry), switches))
     geometry["batch_size"] = args.batch_size
     model.compile(warmup_steps=0)
-    batch = model.example_batch(args.batch_size, seed=0)
+    batch = model.preprocessor.example_batch(args.batch_size, seed=0)
     batch = {k: v for k, v in batch.items() if k in model.required_keys()}
     model.train_on_batch(batch)  # compiles
     for _ in range(args.warmup):

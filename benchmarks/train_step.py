@@ -156,14 +156,14 @@ def _timed(fn):
 def time_mode(g, mode, steps, warmup):
     import keras
 
-    from keras_silc import TABLE6_ROWS
     from keras_silc import SilcModel
+    from keras_silc.experiments import TABLE6_ROWS
 
     keras.utils.set_random_seed(0)
     switches = TABLE6_ROWS["clip"] if mode == "clip" else {}
-    model = SilcModel(**{**model_overrides(g), **switches})
+    model = SilcModel.from_config({**model_overrides(g), **switches})
     model.compile(warmup_steps=0)
-    batch = model.example_batch(g["batch_size"], seed=0)
+    batch = model.preprocessor.example_batch(g["batch_size"], seed=0)
     batch = {k: v for k, v in batch.items() if k in model.required_keys()}
     start = time.perf_counter()
     model.train_on_batch(batch)  # compiles

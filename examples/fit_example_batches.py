@@ -10,7 +10,9 @@ import keras_silc
 
 model = keras_silc.SilcModel.from_preset("silc_tiny")  # or "silc_b16" for the paper's model
 model.compile()  # AdamW + rsqrt schedule + clipping, as in the paper
-batch = model.example_batch(batch_size=16, seed=0)  # the training batch format, random data
+batch = model.preprocessor.example_batch(
+    batch_size=16, seed=0
+)  # the training batch format, random data
 history = model.fit(batch, batch_size=16, epochs=20, verbose=0)
 print({name: round(values[-1], 4) for name, values in history.history.items()})
 

@@ -1,10 +1,10 @@
 """keras_silc: SILC (arXiv 2310.13355) for Keras 3 on JAX, TensorFlow and PyTorch."""
 
 from keras_silc import losses
+from keras_silc.data.preprocessor import SilcPreprocessor
 from keras_silc.models.image_features import ImageFeatureExtractor
 from keras_silc.models.image_tower import ImageTower
 from keras_silc.models.presets import PRESETS
-from keras_silc.models.silc_model import TABLE6_ROWS
 from keras_silc.models.silc_model import SilcModel
 from keras_silc.models.text_encoder import TextEncoder
 from keras_silc.models.vision_encoder import VisionEncoder
@@ -18,7 +18,7 @@ __all__ = [
     "PRESETS",
     "RsqrtSchedule",
     "SilcModel",
-    "TABLE6_ROWS",
+    "SilcPreprocessor",
     "TextEncoder",
     "VisionEncoder",
     "__version__",

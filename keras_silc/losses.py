@@ -242,3 +242,18 @@ def self_distillation_loss(
         student_logits, teacher_logits, center, student_temperature, teacher_temperature
     )
     return cross_entropy
+
+
+def contrastive_loss(kind, image_embeddings, text_embeddings, logit_scale, logit_bias, chunk_size):
+    """`kind` "clip" or "siglip", in blocks of `chunk_size` rows when the batch is larger
+    (same values and gradients; None: the (B, B) matrix at once)."""
+    size = image_embeddings.shape[0]
+    if chunk_size and (size is None or size > chunk_size):
+        if kind == "clip":
+            return chunked_clip_loss(image_embeddings, text_embeddings, logit_scale, chunk_size)
+        return chunked_siglip_loss(
+            image_embeddings, text_embeddings, logit_scale, logit_bias, chunk_size
+        )
+    if kind == "clip":
+        return clip_loss(image_embeddings, text_embeddings, logit_scale)
+    return siglip_loss(image_embeddings, text_embeddings, logit_scale, logit_bias)

@@ -81,4 +81,4 @@ def model():
 
 @pytest.fixture
 def batch(model):
-    return model.example_batch(4, seed=0)
+    return model.preprocessor.example_batch(4, seed=0)

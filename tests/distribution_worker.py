@@ -57,7 +57,7 @@ def main(path):
     keras.utils.set_random_seed(0)
     model = SilcModel.from_preset("silc_tiny")
     init_weights = model.get_weights()
-    batch = model.example_batch(batch_size=GLOBAL_BATCH, seed=1)
+    batch = model.preprocessor.example_batch(batch_size=GLOBAL_BATCH, seed=1)
     results = {"single": run(None, init_weights, batch)}
     results["data_parallel"] = run(
         keras.distribution.DataParallel(devices=devices), init_weights, batch

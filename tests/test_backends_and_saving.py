@@ -24,7 +24,7 @@ def parity_runs(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("parity"))
     model = tiny_model()
     model.save_weights(os.path.join(workdir, "init.weights.h5"))
-    np.savez(os.path.join(workdir, "batch.npz"), **model.example_batch(4, seed=0))
+    np.savez(os.path.join(workdir, "batch.npz"), **model.preprocessor.example_batch(4, seed=0))
     results = {BACKEND: training_run(workdir)}
     for other in BACKENDS:
         if other == BACKEND:
@@ -62,14 +62,14 @@ def test_files_saved_on_any_backend_load_here(parity_runs):
             )
         assert int(to_numpy(model.optimizer.iterations)) == 2
         history = model.fit(
-            model.example_batch(4), batch_size=4, epochs=1, verbose=0
+            model.preprocessor.example_batch(4), batch_size=4, epochs=1, verbose=0
         ).history  # training continues from the restored optimizer
         assert np.isfinite(history["loss"][0])
 
 
 def test_save_and_load_round_trip_everything(tmp_path):
     model = tiny_model(contrastive_loss="siglip", teacher_momentum=0.9)
-    batch = model.example_batch(4)
+    batch = model.preprocessor.example_batch(4)
     model.compile(warmup_steps=1)
     model.fit(batch, batch_size=4, epochs=2, verbose=0)
     path = str(tmp_path / "silc.keras")

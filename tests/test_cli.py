@@ -119,7 +119,7 @@ def test_parse_overrides_builds_nested_values():
 
 
 def test_demo_trains_the_documented_model_with_class_only_captions(tmp_path):
-    from keras_silc import demo
+    from keras_silc.experiments import fashion as demo
 
     args = cli.make_parser().parse_args(["demo"])
     assert (args.steps, args.batch_size) == (demo.DEMO_STEPS, demo.DEMO_BATCH) == (600, 64)

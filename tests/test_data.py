@@ -40,7 +40,12 @@ def _seed(i):
 # ------------------------------------------------------------------------ views
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_views_match_the_batch_format_of_every_preset(preset):
-    config = data.MultiCropConfig.from_preset(preset)
+    preset_config = PRESETS[preset]["config"]
+    config = data.SilcPreprocessor(
+        image_size=preset_config["vision"]["image_size"],
+        patch_size=preset_config["vision"]["patch_size"],
+        **{key: preset_config[key] for key in data.preprocessor.GEOMETRY_KEYS},
+    ).multi_crop_config()
     image = tf.random.stateless_uniform([300, 280, 3], [1, 2])
     views = data.multi_crop_views(image, tf.constant("a caption"), config, _seed(0))
     s, g, ls, ln = (
@@ -343,9 +348,13 @@ def test_fit_with_photometric_on_the_accelerator_equals_the_host_pipeline():
         ).items()
     }
     with pytest.raises(ValueError, match="without the rest"):
-        model.validate_batch({k: v for k, v in batch.items() if k != "local_crop_blur"})
+        model.preprocessor.validate_batch(
+            {k: v for k, v in batch.items() if k != "local_crop_blur"}
+        )
     with pytest.raises(ValueError, match="K odd"):
-        model.validate_batch({**batch, "global_crop_blur": batch["global_crop_blur"][..., :-1]})
+        model.preprocessor.validate_batch(
+            {**batch, "global_crop_blur": batch["global_crop_blur"][..., :-1]}
+        )
 
 
 def test_photometric_probabilities_are_per_crop():
@@ -395,7 +404,7 @@ def test_bad_augmentation_arguments_are_refused():
 def _pipeline(model, pairs, **kwargs):
     kwargs.setdefault("seed", 3)
     kwargs.setdefault("deterministic", True)
-    return data.training_dataset(pairs, model, 4, tokenizer=hash_tokenizer(), **kwargs)
+    return data.training_dataset(pairs, model.preprocessor, 4, tokenizer=hash_tokenizer(), **kwargs)
 
 
 def test_training_batches_have_the_models_format_and_repeat_with_a_seed():
@@ -410,7 +419,7 @@ def test_training_batches_have_the_models_format_and_repeat_with_a_seed():
     assert batch["global_crops"].shape == (4, 2, 32, 32, 3)
     assert batch["local_crops"].shape == (4, 4, 16, 16, 3)
     assert batch["text"].shape == (4, 16) and batch["text"].dtype == tf.int32
-    model.validate_batch({k: v.numpy() for k, v in batch.items()})
+    model.preprocessor.validate_batch({k: v.numpy() for k, v in batch.items()})
     for a, b in zip(first, again, strict=True):
         for key in a:
             np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
@@ -427,9 +436,11 @@ def test_pipeline_errors_say_what_is_wrong():
     model = tiny_model()
     pairs = data.from_arrays(_images(4), CAPTIONS)
     with pytest.raises(ValueError, match="tokenizer"):
-        data.training_dataset(pairs, model, 4)
+        data.training_dataset(pairs, model.preprocessor, 4)
     with pytest.raises(TypeError, match="tf.data.Dataset"):
-        data.training_dataset({"image": _images(4)}, model, 4, tokenizer=hash_tokenizer())
+        data.training_dataset(
+            {"image": _images(4)}, model.preprocessor, 4, tokenizer=hash_tokenizer()
+        )
     with pytest.raises(ValueError, match="'caption'"):
         data.training_dataset(
             tf.data.Dataset.from_tensor_slices({"image": _images(4)}),
@@ -668,4 +679,6 @@ def test_a_resumed_stream_continues_where_the_run_stopped():
         for key in a:
             np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
     with pytest.raises(ValueError, match="needs a seed"):
-        data.training_dataset(pairs, model, 4, tokenizer=hash_tokenizer(), start_example=8)
+        data.training_dataset(
+            pairs, model.preprocessor, 4, tokenizer=hash_tokenizer(), start_example=8
+        )

@@ -14,7 +14,7 @@ HERE = os.path.dirname(__file__)
 # Appended to a script that built and compiled `model` under a distributed engine.
 _FIT_OR_REPORT_REFUSAL = textwrap.dedent(
     """
-    batch = model.example_batch(batch_size=4, seed=0)
+    batch = model.preprocessor.example_batch(batch_size=4, seed=0)
     try:
         model.fit(batch, batch_size=4, epochs=1, verbose=0)
     except NotImplementedError as error:
@@ -154,7 +154,7 @@ def test_mixed_precision_step_is_finite_and_close_to_float32(policy):
         try:
             keras.utils.set_random_seed(0)
             model = SilcModel.from_preset("silc_tiny", **overrides)
-            batch = model.example_batch(batch_size=8, seed=1)
+            batch = model.preprocessor.example_batch(batch_size=8, seed=1)
             # The forward pass at the initial weights, then one training step.
             embedding = model.encode_image(batch["image"])
             embedding = np.asarray(keras.ops.convert_to_numpy(embedding), np.float32)

@@ -392,7 +392,7 @@ def test_callback_writes_history_and_tensorboard(real_model, tmp_path):
     # Tracing the SILC train step takes TensorFlow most of a minute on a CPU; the callback
     # does not care how the steps run.
     model.compile(run_eagerly=keras.backend.backend() == "tensorflow")
-    batch = model.example_batch(4)
+    batch = model.preprocessor.example_batch(4)
     images = np.random.default_rng(0).random((6, 32, 32, 3), dtype=np.float32)
     zero_shot = functools.partial(
         evaluation.zero_shot_classification,

@@ -95,7 +95,7 @@ def test_keras_hub_siglip_gives_the_same_embeddings():
     np.testing.assert_allclose(to_numpy(model.log_logit_scale), to_numpy(head.logit_scale))
     np.testing.assert_allclose(to_numpy(model.logit_bias), to_numpy(head.logit_bias))
     assert model.contrastive_loss == "siglip" and model.vision_config["pooling"] == "map"
-    assert model.local_crop_size == 96 and model.head_config["num_prototypes"] == 64
+    assert model.preprocessor.local_crop_size == 96 and model.head_config["num_prototypes"] == 64
     _assert_teacher_is_student(model)
 
 
@@ -214,14 +214,14 @@ def test_a_converted_siglip_fine_tunes_with_its_own_tokenization(tmp_path):
         _siglip_backbone(), head=HEAD, tokenizer=tokenizer, num_local_crops=2, local_crop_size=16
     )
     pairs = data.from_arrays(scenes["image"], scenes["caption"])
-    dataset = data.training_dataset(pairs, model, 4, seed=0)
+    dataset = data.training_dataset(pairs, model.preprocessor, 4, seed=0)
     model.compile(learning_rate=1e-4, warmup_steps=0, total_steps=2, cooldown_steps=0)
     history = model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0).history
     assert np.all(np.isfinite(history["loss"])) and "distillation_loss" in history
     path = str(tmp_path / "converted.keras")
     model.save(path)
     reloaded = keras.models.load_model(path)
-    np.testing.assert_array_equal(reloaded.tokenize(captions[:2]), ids)
+    np.testing.assert_array_equal(reloaded.preprocessor.tokenize(captions[:2]), ids)
     images = scenes["image"][:2].astype(np.float32)[:, ::2, ::2] / 255.0
     _assert_close(reloaded.encode_image(images), model.encode_image(images))
 

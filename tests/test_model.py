@@ -12,9 +12,9 @@ from conftest import to_numpy
 from conftest import weights_numpy
 
 from keras_silc import PRESETS
-from keras_silc import TABLE6_ROWS
 from keras_silc import SilcModel
 from keras_silc import data
+from keras_silc.experiments import TABLE6_ROWS
 
 
 def _fit_steps(model, batch, steps, **compile_kwargs):
@@ -45,7 +45,7 @@ def test_teacher_starts_as_a_copy_and_pairs_with_the_student(model):
     trainable = {id(v) for v in model.trainable_variables}
     assert not any(id(v) in trainable for v in model.teacher.weights)
     assert id(model.center) not in trainable
-    images = model.example_batch(2)["image"]
+    images = model.preprocessor.example_batch(2)["image"]
     logits = model.student(images)
     assert tuple(logits.shape) == (2, model.head_config["num_prototypes"])
     np.testing.assert_allclose(to_numpy(model.teacher(images)), to_numpy(logits), atol=1e-6)
@@ -66,7 +66,7 @@ def test_one_step_follows_the_ema_and_center_rules(model, batch):
 
 def test_momentums_are_configurable():
     model = tiny_model(teacher_momentum=0.5, center_momentum=0.0)
-    batch = model.example_batch(4, seed=1)
+    batch = model.preprocessor.example_batch(4, seed=1)
     flat_global = batch["global_crops"].reshape((-1,) + batch["global_crops"].shape[2:])
     teacher_logits = to_numpy(model.teacher(flat_global))
     teacher_before = weights_numpy(model.teacher.weights)
@@ -86,7 +86,7 @@ def test_teacher_temperature_warm_up_is_linear_then_fixed():
         teacher_temperature=0.06,
         teacher_temperature_warmup_steps=4,
     )
-    batch = model.example_batch(4, seed=2)
+    batch = model.preprocessor.example_batch(4, seed=2)
     num_global, num_local = batch["global_crops"].shape[1], batch["local_crops"].shape[1]
     teacher = to_numpy(
         model.teacher(batch["global_crops"].reshape((-1,) + batch["global_crops"].shape[2:]))
@@ -120,7 +120,7 @@ def test_freeze_last_layer_holds_the_prototypes_for_the_first_steps():
     for accumulation in (1, 2):
         model = tiny_model(freeze_last_layer_steps=2, gradient_accumulation_steps=accumulation)
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
-        batch = model.example_batch(4, seed=4)
+        batch = model.preprocessor.example_batch(4, seed=4)
         head = model.student.head
         prototypes = [to_numpy(head.prototypes.kernel)]
         first_layer = [to_numpy(head.mlp[0].kernel)]
@@ -189,7 +189,7 @@ def test_jax_step_is_stateless_and_jit_compiled(model, batch):
 @pytest.mark.parametrize("row", sorted(TABLE6_ROWS))
 def test_every_table6_row_trains(row):
     model = tiny_model(**TABLE6_ROWS[row])
-    batch = model.example_batch(4)
+    batch = model.preprocessor.example_batch(4)
     needed = set(model.required_keys())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -313,7 +313,7 @@ def test_distillation_settings_do_not_touch_the_rows_without_distillation():
             model = tiny_model(**TABLE6_ROWS[row], **extra)
             # deterministic: a loaded CPU may reorder parallel map stages' output otherwise.
             dataset = data.training_dataset(
-                pairs, model, 4, tokenizer=hash_tokenizer(), seed=0, deterministic=True
+                pairs, model.preprocessor, 4, tokenizer=hash_tokenizer(), seed=0, deterministic=True
             )
             batch = {k: np.asarray(v) for k, v in next(iter(dataset)).items()}
             assert "local_crops" not in batch
@@ -334,7 +334,7 @@ def test_distillation_settings_do_not_touch_the_rows_without_distillation():
 
 def test_ema_row_keeps_the_teacher_moving_without_distillation():
     model = tiny_model(**TABLE6_ROWS["clip+views+ema"])
-    batch = model.example_batch(4)
+    batch = model.preprocessor.example_batch(4)
     before = weights_numpy(model.teacher.weights)
     _fit_steps(model, batch, 1, warmup_steps=0)
     assert_teacher_followed_ema(model, before, 0.966)
@@ -344,7 +344,7 @@ def test_siglip_variant_trains_and_has_a_bias():
     model = tiny_model(contrastive_loss="siglip")
     assert model.max_logit_scale is None
     np.testing.assert_allclose(float(to_numpy(model.logit_scale())), 10.0, rtol=1e-6)
-    history = _fit_steps(model, model.example_batch(4), 5, warmup_steps=0)
+    history = _fit_steps(model, model.preprocessor.example_batch(4), 5, warmup_steps=0)
     assert "logit_bias" in history
     assert history["loss"][-1] < history["loss"][0]
 
@@ -355,7 +355,7 @@ def test_clip_logit_scale_is_clamped_at_100(model):
 
 
 def test_encoders_return_normalised_embeddings(model):
-    batch = model.example_batch(3)
+    batch = model.preprocessor.example_batch(3)
     image = to_numpy(model.encode_image(batch["image"]))
     text = to_numpy(model.encode_text(batch["text"]))
     dense = to_numpy(model.dense_image_features(batch["image"]))
@@ -368,13 +368,15 @@ def test_encoders_return_normalised_embeddings(model):
 
 
 def test_example_batch_matches_the_documented_format(model):
-    batch = model.example_batch(5, seed=3)
+    batch = model.preprocessor.example_batch(5, seed=3)
     assert batch["image"].shape == (5, 32, 32, 3)
     assert batch["global_crops"].shape == (5, 2, 32, 32, 3)
     assert batch["local_crops"].shape == (5, 4, 16, 16, 3)
     assert batch["text"].shape == (5, 16) and batch["text"].dtype == np.int32
     assert batch["image"].dtype == np.float32
-    np.testing.assert_array_equal(batch["text"], model.example_batch(5, seed=3)["text"])
+    np.testing.assert_array_equal(
+        batch["text"], model.preprocessor.example_batch(5, seed=3)["text"]
+    )
 
 
 def test_compile_defaults_to_the_paper_recipe(model):
@@ -406,7 +408,7 @@ def test_from_preset_merges_nested_overrides():
     model = SilcModel.from_preset("silc_tiny", head={"num_prototypes": 64}, num_local_crops=2)
     assert model.head_config["num_prototypes"] == 64
     assert model.head_config["hidden_dim"] == PRESETS["silc_tiny"]["config"]["head"]["hidden_dim"]
-    assert model.example_batch(2)["local_crops"].shape[1] == 2
+    assert model.preprocessor.example_batch(2)["local_crops"].shape[1] == 2
     with pytest.raises(ValueError, match="Unknown preset 'silc_xxl'"):
         SilcModel.from_preset("silc_xxl")
 
@@ -453,7 +455,7 @@ def test_constructor_rejects_inconsistent_switches():
 def test_fit_accepts_tf_data_and_torch_dataloaders(model):
     import tensorflow as tf
 
-    batch = model.example_batch(8)
+    batch = model.preprocessor.example_batch(8)
     model.compile(warmup_steps=0)
     dataset = tf.data.Dataset.from_tensor_slices(batch).batch(4, drop_remainder=True)
     history = model.fit(dataset, epochs=1, verbose=0).history
@@ -481,7 +483,7 @@ def test_fit_accepts_tf_data_and_torch_dataloaders(model):
 
 def test_compile_without_total_steps_drops_only_the_cooldown():
     config = {k: v for k, v in PRESETS["silc_tiny"]["config"].items() if k != "recipe"}
-    model = SilcModel(**config)  # default recipe: 50k warm-up and cool-down, no total
+    model = SilcModel.from_config(config)  # default recipe: 50k warm-up and cool-down, no total
     with pytest.warns(UserWarning, match="without its cool-down"):
         model.compile()
     schedule = model.optimizer._learning_rate.get_config()
@@ -495,7 +497,7 @@ def test_remat_recomputes_the_same_step():
     results = []
     for remat in (False, True):
         model = tiny_model(vision={"remat": remat}, text={"remat": remat})
-        batch = model.example_batch(4, seed=0)
+        batch = model.preprocessor.example_batch(4, seed=0)
         history = _fit_steps(model, batch, 1, warmup_steps=0)
         results.append((history["loss"][0], weights_numpy(model.trainable_variables)))
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
@@ -531,7 +533,7 @@ def test_chunked_contrastive_loss_gives_the_same_step(contrastive_loss):
     results = []
     for chunk in (None, 3):
         model = tiny_model(contrastive_loss=contrastive_loss, contrastive_chunk_size=chunk)
-        batch = model.example_batch(8, seed=0)
+        batch = model.preprocessor.example_batch(8, seed=0)
         history = _fit_steps(model, batch, 1, warmup_steps=0)
         results.append((history["contrastive_loss"][0], weights_numpy(model.trainable_variables)))
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
@@ -556,7 +558,7 @@ def test_gradient_accumulation_gives_the_full_batch_step(overrides):
     """Micro-batches change memory, not the step: loss, logs, student, teacher and center
     equal the full-batch step's (a large SGD step, so that a missing or doubled gradient
     term shows)."""
-    batch = tiny_model().example_batch(12, seed=3)
+    batch = tiny_model().preprocessor.example_batch(12, seed=3)
     full_logs, full_weights = _one_sgd_step(batch, **overrides)
     logs, weights = _one_sgd_step(batch, gradient_accumulation_steps=3, **overrides)
     assert logs.keys() == full_logs.keys()
@@ -579,7 +581,7 @@ def test_gradient_accumulation_errors_and_config():
     assert SilcModel.from_config(model.get_config()).gradient_accumulation_steps == 4
     model.compile()
     with pytest.raises(ValueError, match="must divide the batch size.*6 examples"):
-        model.train_on_batch(model.example_batch(6))
+        model.train_on_batch(model.preprocessor.example_batch(6))
 
 
 def _hidden_mean(tower, crops, micro=None):
@@ -595,7 +597,7 @@ def test_batch_normalized_head_uses_each_batch_statistics():
     and the student normalise with their batch's statistics and move their averages;
     evaluate moves nothing."""
     model = tiny_model(head={"batch_norm": True})
-    batch = model.example_batch(4, seed=0)
+    batch = model.preprocessor.example_batch(4, seed=0)
     flat_global = batch["global_crops"].reshape((-1,) + batch["global_crops"].shape[2:])
     teacher_state = weights_numpy(model.teacher.weights)
     inference_logits = to_numpy(model.teacher(flat_global))
@@ -619,7 +621,7 @@ def test_batch_normalized_head_moves_its_statistics_per_micro_batch():
     """With gradient accumulation each micro-batch normalises with its own statistics
     and moves the averages once, in micro-batch order, on every backend."""
     model = tiny_model(head={"batch_norm": True}, gradient_accumulation_steps=2)
-    batch = model.example_batch(4, seed=1)
+    batch = model.preprocessor.example_batch(4, seed=1)
     first, second = (_hidden_mean(model.student, batch["local_crops"], [j, j + 2]) for j in (0, 1))
     _fit_steps(model, batch, 1, warmup_steps=0)
     np.testing.assert_allclose(

@@ -7,6 +7,7 @@ changes what users train; if it is meant to, rerun this file with `--record` in
 import hashlib
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -66,7 +67,13 @@ def pinned_run(photometric):
     return {
         "batches": [{key: digest(value) for key, value in sorted(b.items())} for b in batches],
         "losses": losses,
-        "weights": {w.path: fingerprint(keras.ops.convert_to_numpy(w)) for w in model.weights},
+        # The model's own weights under one name (Keras numbers the models built before).
+        "weights": {
+            re.sub(r"^silc_model(_\d+)?/", "silc_model/", w.path): fingerprint(
+                keras.ops.convert_to_numpy(w)
+            )
+            for w in model.weights
+        },
     }
 
 
@@ -74,7 +81,7 @@ def build(images, captions, tokenizer, photometric):
     model = SilcModel.from_preset("silc_tiny", tokenizer=tokenizer, text={"vocabulary_size": 64})
     dataset = data.training_dataset(
         data.from_arrays(images, captions),
-        model,
+        model.preprocessor,
         4,
         seed=3,
         deterministic=True,

@@ -200,12 +200,12 @@ def test_the_tokenizer_travels_with_the_saved_model(tokenizer, tmp_path):
     model = model_with(tokenizer)
     assert model.tokenizer is tokenizer
     captions = ["a red bag on the left", "A white dress at the top", LONG]
-    ids = model.tokenize(captions)
+    ids = model.preprocessor.tokenize(captions)
     embeddings = to_numpy(model.encode_text(ids))
     model.save(tmp_path / "model.keras")
     reloaded = keras.models.load_model(tmp_path / "model.keras")
     assert isinstance(reloaded.tokenizer, SilcTokenizer)
-    np.testing.assert_array_equal(reloaded.tokenize(captions), ids)
+    np.testing.assert_array_equal(reloaded.preprocessor.tokenize(captions), ids)
     np.testing.assert_allclose(to_numpy(reloaded.encode_text(ids)), embeddings, atol=1e-6)
     if BACKEND == "torch":
         # Every Keras layer is a torch Module here: eval()/train() visit the tokenizer.
@@ -232,4 +232,4 @@ def test_the_model_checks_the_tokenizer(captions):
         model_with(tokenizer, pooling="eos", eos_token_id=wrong_end)
     model_with(tokenizer, pooling="eos", eos_token_id=tokenizer.end_token_id)
     with pytest.raises(ValueError, match="no tokenizer"):
-        keras_silc.SilcModel.from_preset("silc_tiny").tokenize(["a red bag"])
+        keras_silc.SilcModel.from_preset("silc_tiny").preprocessor.tokenize(["a red bag"])

@@ -6,8 +6,8 @@ from keras_silc.data.fashion_scenes import FASHION_CLASSES
 from keras_silc.data.fashion_scenes import fashion_items
 from keras_silc.data.fashion_scenes import fashion_scenes
 from keras_silc.data.fashion_scenes import load_fashion_mnist
-from keras_silc.data.pipeline import decode_image
 from keras_silc.data.pipeline import training_dataset
+from keras_silc.data.preprocessor import SilcPreprocessor
 from keras_silc.data.sources import from_arrays
 from keras_silc.data.sources import from_csv
 from keras_silc.data.sources import from_tfds
@@ -21,6 +21,7 @@ from keras_silc.data.tokenizer import SilcTokenizer
 
 __all__ = [
     "FASHION_CLASSES",
+    "SilcPreprocessor",
     "SilcTokenizer",
     "fashion_items",
     "fashion_scenes",
@@ -28,7 +29,6 @@ __all__ = [
     "DataStats",
     "DataStatsCallback",
     "MultiCropConfig",
-    "decode_image",
     "from_arrays",
     "from_csv",
     "from_tfds",

@@ -15,7 +15,7 @@ import math
 
 import tensorflow as tf
 
-from keras_silc.layers.photometric import COLOR_PARAMETERS
+from keras_silc.batch_format import COLOR_PARAMETERS
 from keras_silc.layers.photometric import LUMA
 from keras_silc.layers.photometric import YIQ
 
@@ -28,8 +28,8 @@ _DINO_BLUR_REFERENCE_SIZE = 224
 class MultiCropConfig:
     """Geometry and photometric recipe of the multi-crop views.
 
-    Build it from a model with `MultiCropConfig.from_model(model, **overrides)` so that the
-    pipeline and the model cannot disagree on sizes and counts.
+    Get it from the model's preprocessor, `model.preprocessor.multi_crop_config(**overrides)`,
+    so that the pipeline and the model cannot disagree on sizes and counts.
 
     Args:
         image_size: S, the side of the full image and the global crops.
@@ -54,8 +54,6 @@ class MultiCropConfig:
         blur_sigma: (min, max) Gaussian sigma at 224 px, scaled to the crop size.
         solarize_probabilities: per global crop, cycled (DINO: 0 for the first, 0.2 for
             the second); local crops are not solarized.
-        augment_full_image: also apply photometric jitter to the full image (off: the
-            contrastive view stays clean, as in CLIP/SigLIP training).
         color_jitter: "exact" (default on the host): torchvision's ops one after the other,
             each clipped to [0, 1], hue rotated in HSV. "fused" (default, and the only mode,
             with `photometric="accelerator"`): the same four random factors and grayscale
@@ -96,7 +94,6 @@ class MultiCropConfig:
     local_blur_probability: float = 0.5
     blur_sigma: tuple = (0.1, 2.0)
     solarize_probabilities: tuple = (0.0, 0.2)
-    augment_full_image: bool = False
     color_jitter: str = None
     photometric: str = "host"
     local_hue: float = None
@@ -135,39 +132,6 @@ class MultiCropConfig:
             raise ValueError("image_size and local_crop_size must be positive.")
         if self.num_global_crops < 0 or self.num_local_crops < 0:
             raise ValueError("Crop counts cannot be negative.")
-
-    @classmethod
-    def from_model(cls, model, **overrides):
-        """The views `model` trains on: its S, G, s and L; other fields as overridden.
-
-        Views that no loss of the model uses are not made: no global crops without
-        multi-view contrastive or self-distillation, no local crops without
-        self-distillation.
-        """
-        uses_global = model.multi_view_contrastive or model.self_distillation
-        geometry = {
-            "image_size": model.vision_config.get("image_size", 256),
-            "num_global_crops": model.num_global_crops if uses_global else 0,
-            "local_crop_size": model.local_crop_size,
-            "num_local_crops": model.num_local_crops if model.self_distillation else 0,
-        }
-        geometry.update(overrides)
-        return cls(**geometry)
-
-    @classmethod
-    def from_preset(cls, name, **overrides):
-        """The views of a model preset (all of them: G global and L local crops)."""
-        from keras_silc.models.presets import preset_config
-
-        config = preset_config(name)
-        geometry = {
-            "image_size": config["vision"]["image_size"],
-            "num_global_crops": config["num_global_crops"],
-            "local_crop_size": config["local_crop_size"],
-            "num_local_crops": config["num_local_crops"],
-        }
-        geometry.update(overrides)
-        return cls(**geometry)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -294,12 +258,6 @@ def _blend_with_grey(factors):
     factors = tf.reshape(tf.cast(factors, tf.float32), [-1, 1, 1])
     grey = tf.tile(tf.constant(LUMA)[:, None], [1, 3])
     return factors * tf.eye(3) + (1 - factors) * grey
-
-
-def luminance(images):
-    """The grey level (N, H, W, 1) of crops (N, H, W, 3)."""
-    flat = tf.reshape(images, [-1, 3])
-    return tf.reshape(tf.matmul(flat, tf.constant(LUMA)[:, None]), tf.shape(images)[:-1])[..., None]
 
 
 def adjust_brightness(images, factors):
@@ -543,7 +501,7 @@ def multi_crop_views(image, caption, config, seed):
         "global_crop_blur" (G, K), "local_crop_color" (L, 6) and "local_crop_blur" (L, k).
     """
     seeds = _seeds(seed, 7)
-    flip_seed, full_seed, global_seed, local_seed, local_flip_seed = seeds[:5]
+    flip_seed, _, global_seed, local_seed, local_flip_seed = seeds[:5]
     global_box_seed, local_box_seed = seeds[5:]
     flip_captioned = tf.constant(False)
     if config.flip == "captioned_swap":
@@ -551,8 +509,6 @@ def multi_crop_views(image, caption, config, seed):
         caption = tf.cond(flip_captioned, lambda: swap_left_right(caption), lambda: caption)
 
     full = _flip(resize(image, config.image_size), flip_captioned)
-    if config.augment_full_image:
-        full = photometric(full[None], config, full_seed, [0.0], [0.0])[0]
     views = {"image": full, "caption": caption}
 
     def cycle(values, count):

@@ -4,18 +4,9 @@ import random
 
 import tensorflow as tf
 
-from keras_silc.data.augment import MultiCropConfig
 from keras_silc.data.augment import multi_crop_views
 from keras_silc.data.sources import independent_of_global_seed
 from keras_silc.data.stats import DataStats
-
-
-def decode_image(element):
-    """(H, W, 3) float32 in [0, 1] from encoded bytes, a file path or a uint8/float array."""
-    image = decode_pixels(element)
-    if image.dtype == tf.uint8:
-        return tf.image.convert_image_dtype(image, tf.float32)
-    return image
 
 
 def decode_pixels(element):
@@ -52,21 +43,22 @@ def _has_caption(element):
     return tf.reduce_any(tf.strings.length(tf.strings.strip(captions)) > 0)
 
 
-def _resolve_tokenizer(model, tokenizer):
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+def _resolve_tokenizer(preprocessor, tokenizer):
     if tokenizer is None:
-        raise ValueError(
-            "No tokenizer: pass tokenizer= (a keras_silc.data.SilcTokenizer, e.g. "
-            "SilcTokenizer.from_captions(captions, ...)) or build the model with tokenizer=."
-        )
-    # The model checks that the tokenizer fits its text tower (vocabulary, length, EOS).
-    model._check_tokenizer(tokenizer)
+        tokenizer = preprocessor.tokenizer
+        if tokenizer is None:
+            raise ValueError(
+                "No tokenizer: pass tokenizer= (a keras_silc.data.SilcTokenizer, e.g. "
+                "SilcTokenizer.from_captions(captions, ...)) or build the model with tokenizer=."
+            )
+    # It must fit the text tower (vocabulary, length, end token).
+    preprocessor.check_tokenizer(tokenizer)
     return tokenizer
 
 
 def training_dataset(
     pairs,
-    model,
+    preprocessor,
     batch_size,
     tokenizer=None,
     augmentation=None,
@@ -82,11 +74,13 @@ def training_dataset(
 
     Args:
         pairs: a `tf.data.Dataset` of {"image", "caption"} from `keras_silc.data.from_*`.
-        model: the `SilcModel`: sizes, crop counts and which views are needed come from it.
+        preprocessor: the model's `SilcPreprocessor` (`model.preprocessor`; a model that
+            carries one is taken too): the views' sizes and counts, which views the model
+            trains on, the augmentation defaults and the tokenizer.
         batch_size: int, the global batch size.
-        tokenizer: text -> (T,) int ids; default `model.tokenizer`.
-        augmentation: a `MultiCropConfig` or a dict of overrides of
-            `MultiCropConfig.from_model(model)`.
+        tokenizer: text -> (T,) int ids; default the preprocessor's.
+        augmentation: a `MultiCropConfig`, or a dict of overrides of
+            `preprocessor.multi_crop_config()`.
         shuffle_buffer: examples in the shuffle buffer (0 to keep the source order).
         seed: int. Seeds shuffling and augmentation; with `deterministic=True` the same seed
             gives the same batches.
@@ -120,9 +114,15 @@ def training_dataset(
         )
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    tokenizer = _resolve_tokenizer(model, tokenizer)
+    preprocessor = getattr(preprocessor, "preprocessor", preprocessor)
+    if not hasattr(preprocessor, "multi_crop_config"):
+        raise TypeError(
+            "training_dataset takes the model's SilcPreprocessor (model.preprocessor), got "
+            f"{type(preprocessor).__name__}."
+        )
+    tokenizer = _resolve_tokenizer(preprocessor, tokenizer)
     if augmentation is None or isinstance(augmentation, dict):
-        augmentation = MultiCropConfig.from_model(model, **(augmentation or {}))
+        augmentation = preprocessor.multi_crop_config(**(augmentation or {}))
     stats = getattr(pairs, "stats", None) or DataStats()
     seed = 0 if seed is None and deterministic else seed
     if seed is None:

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_silc.data.stats import DataStats
+from keras_silc.extras import require
 
 logger = logging.getLogger("keras_silc.data")
 
@@ -430,7 +431,7 @@ def from_tfds(
         download: let TFDS download and prepare it (off: prepare it once beforehand, e.g.
             `tfds build coco_captions`).
     """
-    import tensorflow_datasets as tfds
+    tfds = require("tensorflow_datasets")
 
     builder = tfds.builder(name, data_dir=data_dir)
     keys = _feature_keys(builder.info.features)

@@ -8,8 +8,11 @@ import os
 
 import numpy as np
 
+from keras_silc.extras import require
+
 
 def _figure(width, height):
+    require("matplotlib")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -27,7 +30,7 @@ def _save(figure, path, dpi):
 
 def palette(num_classes):
     """(num_classes + 1, 3) RGB in [0, 1]: black for background (0), then a colour per class."""
-    import matplotlib
+    matplotlib = require("matplotlib")
 
     name = "tab10" if num_classes <= 10 else "tab20"
     colours = list(matplotlib.colormaps[name].colors)

@@ -11,6 +11,9 @@ Gaussian blur with the shipped kernel (reflect padding); solarize at 0.5.
 import numpy as np
 from keras import ops
 
+from keras_silc.batch_format import COLOR_PARAMETERS
+from keras_silc.batch_format import PHOTOMETRIC_KEYS
+
 # ITU-R 601-2 luma (as tf.image and torchvision use) and RGB -> YIQ (NTSC), shared with the
 # host's ops in `keras_silc.data.augment`: a hue shift is a rotation of YIQ's (I, Q) plane.
 LUMA = (0.2989, 0.5870, 0.1140)
@@ -19,8 +22,6 @@ YIQ = (
     (0.595716, -0.274453, -0.321263),
     (0.211456, -0.522591, 0.311135),
 )
-# The order of the per-crop colour parameters in the batch's "*_crop_color" entries.
-COLOR_PARAMETERS = ("brightness", "contrast", "saturation", "hue", "grayscale", "solarize")
 
 _LUMA = np.array(LUMA, np.float32)
 # For row vectors (out = x @ M): a hue rotation R of (I, Q) is YIQ^T @ R^T-form @ inv(YIQ)^T.
@@ -115,3 +116,18 @@ def apply_photometric(crops, color, blur):
     crops = gaussian_blur(color_map(crops, color), blur)
     solarize = color[..., COLOR_PARAMETERS.index("solarize")][:, :, None, None, None] > 0.5
     return ops.where(solarize, ops.minimum(crops, 1.0 - crops), crops)
+
+
+def apply_carried_photometric(batch, keys):
+    """The batch with the photometric parameters it carries (`PHOTOMETRIC_KEYS`) applied to
+    the crops of `keys` and removed; a batch without them is returned as it is."""
+    carried = [key for key, names in PHOTOMETRIC_KEYS.items() if names[0] in batch]
+    if not carried:
+        return batch
+    batch = dict(batch)
+    for key in carried:
+        color_key, blur_key = PHOTOMETRIC_KEYS[key]
+        color, blur = batch.pop(color_key), batch.pop(blur_key)
+        if key in keys:
+            batch[key] = ops.cast(apply_photometric(batch[key], color, blur), batch[key].dtype)
+    return batch

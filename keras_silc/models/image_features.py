@@ -41,6 +41,20 @@ class ImageFeatureExtractor(keras.Model):
         self.encoder.build()
         self.built = True
 
+    @classmethod
+    def from_encoder(cls, encoder, vision, normalize=True, dense_source=None):
+        """An extractor with a copy of `encoder`'s weights (no buffer shared with it)."""
+        extractor = cls(
+            vision,
+            normalize=normalize,
+            dense_source=dense_source,
+            name="image_features",
+            dtype=encoder.dtype_policy,
+        )
+        for target, source in zip(extractor.encoder.weights, encoder.weights, strict=True):
+            target.assign(keras.ops.copy(source.value))
+        return extractor
+
     def call(self, images):
         images = keras.ops.cast(images, self.compute_dtype)
         pooled, dense = self.encoder.pooled_and_dense(images, self.dense_source)

@@ -6,6 +6,11 @@ A preset is a dict of `SilcModel` constructor arguments; `SilcModel.from_preset(
 
 import copy
 
+from keras_silc import batch_format
+
+# Preset keys that describe the training views: they configure the model's preprocessor.
+PREPROCESSOR_KEYS = ("num_global_crops", "num_local_crops", "local_crop_size")
+
 
 def _tower(width, depth, heads):
     return {"width": width, "depth": depth, "num_heads": heads, "mlp_dim": 4 * width}
@@ -115,3 +120,27 @@ def preset_config(name, **overrides):
             f"Unknown preset {name!r}. Available presets: {', '.join(sorted(PRESETS))}."
         )
     return merge_config(PRESETS[name]["config"], overrides)
+
+
+def preprocessor_config(config, geometry, tokenizer):
+    """The serialized `SilcPreprocessor` of a model config: the image tower's size and patch,
+    the given view geometry, and the views the model trains on; `tokenizer` a layer or its
+    config. Deserialized through Keras's registry (`import keras_silc` registers the class),
+    so models do not import data."""
+    vision = config.get("vision", {})
+    views = batch_format.required_keys(
+        config.get("multi_view_contrastive", True), config.get("self_distillation", True)
+    )
+    return {
+        "module": "keras_silc.data.preprocessor",
+        "class_name": "SilcPreprocessor",
+        "registered_name": "keras_silc>SilcPreprocessor",
+        "config": {
+            "name": "silc_preprocessor",
+            "tokenizer": tokenizer,
+            "image_size": vision.get("image_size", 256),
+            "patch_size": vision.get("patch_size", 16),
+            "views": [view for view in views if view != "text"],
+            **geometry,
+        },
+    }

@@ -9,90 +9,39 @@ center. The backend plumbing (gradients, optimizer, stateless JAX) lives in
 """
 
 import math
-import numbers
-import warnings
 
 import keras
-import numpy as np
 from keras import ops
 
+from keras_silc import batch_format
 from keras_silc import losses
 from keras_silc.layers.distillation_head import l2_normalize
-from keras_silc.layers.photometric import apply_photometric
+from keras_silc.layers.photometric import apply_carried_photometric
 from keras_silc.models.image_tower import ImageTower
+from keras_silc.models.legacy import LEGACY_MESSAGE
+from keras_silc.models.legacy import is_legacy_config
+from keras_silc.models.presets import PREPROCESSOR_KEYS
 from keras_silc.models.presets import merge_config
+from keras_silc.models.presets import preprocessor_config
 from keras_silc.models.presets import preset_config
+from keras_silc.models.silc_config import DEFAULT_RECIPE
+from keras_silc.models.silc_config import SCALAR_ARGUMENTS
+from keras_silc.models.silc_config import check_arguments
+from keras_silc.models.silc_config import metric_names
+from keras_silc.models.silc_config import optimizer_from_recipe
+from keras_silc.models.silc_config import prepare_optimizer
 from keras_silc.models.text_encoder import TextEncoder
-from keras_silc.optimizers import paper_optimizer
 from keras_silc.trainers import SilcTrainer
-
-CONTRASTIVE_LOSSES = ("clip", "siglip")
-
-# The rows of the paper's Table 6 as constructor switches.
-TABLE6_ROWS = {
-    "clip": {"multi_view_contrastive": False, "ema_teacher": False, "self_distillation": False},
-    "clip+views": {
-        "multi_view_contrastive": True,
-        "ema_teacher": False,
-        "self_distillation": False,
-    },
-    "clip+views+ema": {
-        "multi_view_contrastive": True,
-        "ema_teacher": True,
-        "self_distillation": False,
-        "inference_tower": "teacher",
-    },
-    "silc": {
-        "multi_view_contrastive": True,
-        "ema_teacher": True,
-        "self_distillation": True,
-        "inference_tower": "teacher",
-    },
-}
-
-DEFAULT_RECIPE = {
-    "learning_rate": 1e-3,
-    "warmup_steps": 50_000,
-    "cooldown_steps": 50_000,
-    "total_steps": None,
-    "timescale": 10_000,
-    "weight_decay": 1e-4,
-    "beta_1": 0.9,
-    "beta_2": 0.95,
-    "global_clipnorm": 1.0,
-}
-
-IMAGE_KEYS = {
-    "image": "(B, S, S, 3)",
-    "global_crops": "(B, G, S, S, 3)",
-    "local_crops": "(B, L, s, s, 3)",
-}
-
-# Photometric parameters that a `MultiCropConfig(photometric="accelerator")` pipeline ships
-# with the unaugmented crops; the model applies them at the start of its step.
-PHOTOMETRIC_KEYS = {
-    "global_crops": ("global_crop_color", "global_crop_blur"),
-    "local_crops": ("local_crop_color", "local_crop_blur"),
-}
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
 class SilcModel(SilcTrainer, keras.Model):
     """SILC: contrastive image-text pretraining with local-to-global self-distillation.
 
-    Train with `model.compile()` (the paper's recipe) and `model.fit(dataset)`, where
-    every batch is a dict:
-        image:        (B, S, S, 3) float in [0, 1], the full image resized to S;
-        global_crops: (B, G, S, S, 3) float in [0, 1];
-        local_crops:  (B, L, s, s, 3) float in [0, 1];
-        text:         (B, T) integer token ids, 0 for padding.
-    S and s may be any multiple of the patch size; `global_crops` is only needed with
-    `multi_view_contrastive` or `self_distillation`, `local_crops` only with
-    `self_distillation`. A batch may also carry the crops' photometric parameters
-    ("global_crop_color" (B, G, 6) with "global_crop_blur" (B, G, K), and the same for
-    the local crops, from `MultiCropConfig(photometric="accelerator")`): the step then
-    applies colour jitter, grayscale, blur and solarize to those crops on the accelerator
-    first (`keras_silc.layers.apply_photometric`).
+    Train with `model.compile()` (the paper's recipe) and `model.fit(dataset)` on batches of
+    the format in `keras_silc.batch_format` (full image, global crops, local crops, token
+    ids), which `keras_silc.data.training_dataset(pairs, model.preprocessor, batch_size)`
+    makes from image-text pairs.
 
     Args:
         vision: dict. `VisionEncoder` arguments (image_size, patch_size, width, ...).
@@ -107,48 +56,34 @@ class SilcModel(SilcTrainer, keras.Model):
         distillation_weight: float. Weight of the distillation loss. Defaults to 1.
         student_temperature: float. tau_s. Defaults to 0.1.
         teacher_temperature: float. tau_t. Defaults to 0.04.
-        warmup_teacher_temperature: float or None. With
-            `teacher_temperature_warmup_steps`, tau_t starts here and moves linearly to
-            `teacher_temperature` over those steps (DINO's teacher-temperature warm-up,
-            e.g. 0.04 to 0.07; the paper keeps tau_t fixed, so it is off by default).
-        teacher_temperature_warmup_steps: int. Length of that warm-up in training steps;
-            0 (the default) keeps tau_t fixed. The step count is a non-trainable weight,
-            so a resumed run continues the schedule.
-        freeze_last_layer_steps: int. For this many first training steps the student's
-            prototypes (the head's last layer) get no gradient, as DINO's
-            `freeze_last_layer`; 0 (the default) trains them from the start. Counted
-            by the same non-trainable step weight.
+        warmup_teacher_temperature: float or None. DINO's warm-up: tau_t moves linearly
+            from here to `teacher_temperature` over `teacher_temperature_warmup_steps`
+            steps (0, the default and the paper's choice: tau_t fixed).
+        teacher_temperature_warmup_steps: int. Defaults to 0.
+        freeze_last_layer_steps: int. DINO's `freeze_last_layer`: no gradient to the
+            student's prototypes for this many first steps. Defaults to 0.
         teacher_momentum: float. lambda in `teacher = lambda teacher + (1 - lambda)
             student`, fixed for the whole run. Defaults to 0.966.
         center_momentum: float. m in `center = m center + (1 - m) mean(teacher)`.
             Defaults to 0.9.
-        num_global_crops: int. G, used by `example_batch` and the data pipeline.
-        num_local_crops: int. L.
-        local_crop_size: int. s.
         logit_scale_init: float or None. Initial multiplier t (CLIP: 1/0.07, SigLIP:
             10 by default).
         logit_bias_init: float or None. Initial SigLIP bias (-10 by default).
         max_logit_scale: float or None. Clamp on t (CLIP: 100 by default; SigLIP:
             none).
-        contrastive_chunk_size: int or None. Compute the contrastive loss this many
-            rows at a time (`losses.chunked_clip_loss` / `chunked_siglip_loss`): same
-            values and gradients, memory linear rather than quadratic in the batch.
-            None (the default) computes the (B, B) matrix at once.
-        gradient_accumulation_steps: int. M: compute each training step in M
-            micro-batches of B / M examples (GradCache): the loss, the gradients, the
-            EMA teacher and the center are those of the full batch of B (every example
-            is a negative for every other), while the towers' activation memory is that
-            of one micro-batch. Costs one extra forward pass of the contrastive views.
-            Defaults to 1 (no splitting). Unlike the Keras optimizers'
-            `gradient_accumulation_steps`, which would contrast each `fit` batch
-            alone and move the teacher every batch, this keeps SILC's objective exact.
+        contrastive_chunk_size: int or None. The contrastive loss this many rows at a time:
+            same values and gradients, memory linear in the batch. Defaults to None.
+        gradient_accumulation_steps: int. M: each step in M micro-batches of B / M (GradCache,
+            `keras_silc.trainers.micro_batches`), with the full batch's exact objective.
+            Defaults to 1.
         inference_tower: "student" or "teacher". The image tower that
             `encode_image` and `dense_image_features` use.
         recipe: dict. Defaults for `compile()`: learning_rate, warmup_steps,
             cooldown_steps, total_steps, timescale, weight_decay, beta_1, beta_2,
             global_clipnorm.
-        tokenizer: a `keras_silc.data.SilcTokenizer` (or None). Saved with the model, so
-            a reloaded model tokenizes exactly as before; `model.tokenize(texts)` uses it.
+        preprocessor: a `keras_silc.SilcPreprocessor` (or None): the tokenizer, the views'
+            geometry and augmentation. Saved with the model, so a reloaded model tokenizes
+            and crops exactly as before. `from_preset` builds one from the preset.
     """
 
     def __init__(
@@ -168,9 +103,6 @@ class SilcModel(SilcTrainer, keras.Model):
         freeze_last_layer_steps=0,
         teacher_momentum=0.966,
         center_momentum=0.9,
-        num_global_crops=2,
-        num_local_crops=8,
-        local_crop_size=96,
         logit_scale_init=None,
         logit_bias_init=None,
         max_logit_scale=None,
@@ -178,35 +110,19 @@ class SilcModel(SilcTrainer, keras.Model):
         gradient_accumulation_steps=1,
         inference_tower="student",
         recipe=None,
-        tokenizer=None,
+        preprocessor=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if contrastive_loss not in CONTRASTIVE_LOSSES:
-            raise ValueError(
-                f"contrastive_loss must be one of {CONTRASTIVE_LOSSES}, got {contrastive_loss!r}."
-            )
-        if self_distillation and not ema_teacher:
-            raise ValueError("self_distillation=True needs the EMA teacher: set ema_teacher=True.")
-        if inference_tower not in ("student", "teacher"):
-            raise ValueError(
-                f"inference_tower must be 'student' or 'teacher', got {inference_tower!r}."
-            )
-        if inference_tower == "teacher" and not ema_teacher:
-            raise ValueError("inference_tower='teacher' needs ema_teacher=True.")
-        patch = vision.get("patch_size", 16)
-        if local_crop_size % patch:
-            raise ValueError(
-                f"local_crop_size={local_crop_size} must be a multiple of the patch size {patch}."
-            )
+        check_arguments(locals())
         if "output_dim" not in text:
             # The text tower must land in the image tower's space.
             text = {**text, "output_dim": vision.get("output_dim") or vision.get("width", 768)}
-
-        # Config.
-        self.vision_config = dict(vision)
-        self.text_config = dict(text)
-        self.head_config = dict(head)
+        self.vision_config, self.text_config, self.head_config = (
+            dict(vision),
+            dict(text),
+            dict(head),
+        )
         self.contrastive_loss = contrastive_loss
         self.multi_view_contrastive = multi_view_contrastive
         self.ema_teacher = ema_teacher
@@ -214,56 +130,28 @@ class SilcModel(SilcTrainer, keras.Model):
         self.distillation_weight = distillation_weight
         self.student_temperature = student_temperature
         self.teacher_temperature = teacher_temperature
-        if teacher_temperature_warmup_steps < 0 or (
-            teacher_temperature_warmup_steps and not warmup_teacher_temperature
-        ):
-            raise ValueError(
-                "A teacher-temperature warm-up needs teacher_temperature_warmup_steps > 0 and "
-                f"warmup_teacher_temperature > 0 (the starting tau_t); got "
-                f"{teacher_temperature_warmup_steps!r} steps from {warmup_teacher_temperature!r}."
-            )
         self.warmup_teacher_temperature = warmup_teacher_temperature
         self.teacher_temperature_warmup_steps = int(teacher_temperature_warmup_steps)
-        if int(freeze_last_layer_steps) != freeze_last_layer_steps or freeze_last_layer_steps < 0:
-            raise ValueError(
-                "freeze_last_layer_steps must be a whole number of steps >= 0, got "
-                f"{freeze_last_layer_steps!r}."
-            )
         self.freeze_last_layer_steps = int(freeze_last_layer_steps)
         self.teacher_momentum = teacher_momentum
         self.center_momentum = center_momentum
-        self.num_global_crops = num_global_crops
-        self.num_local_crops = num_local_crops
-        self.local_crop_size = local_crop_size
         siglip = contrastive_loss == "siglip"
         self.logit_scale_init = logit_scale_init or (10.0 if siglip else 1.0 / 0.07)
         self.logit_bias_init = logit_bias_init if logit_bias_init is not None else -10.0
         self.max_logit_scale = max_logit_scale or (None if siglip else 100.0)
         self.inference_tower = inference_tower
-        if contrastive_chunk_size is not None and contrastive_chunk_size < 1:
-            raise ValueError(
-                f"contrastive_chunk_size must be a positive int or None, got "
-                f"{contrastive_chunk_size!r}."
-            )
         self.contrastive_chunk_size = contrastive_chunk_size
-        if (
-            isinstance(gradient_accumulation_steps, bool)
-            or not isinstance(gradient_accumulation_steps, numbers.Integral)
-            or gradient_accumulation_steps < 1
-        ):
-            raise ValueError(
-                f"gradient_accumulation_steps must be a positive int, got "
-                f"{gradient_accumulation_steps!r}."
-            )
         self.gradient_accumulation_steps = int(gradient_accumulation_steps)
         self.recipe = merge_config(DEFAULT_RECIPE, recipe or {})
-        if isinstance(tokenizer, dict):
-            # A saved model's config: register SilcTokenizer (keras_silc.data is not
-            # imported by `import keras_silc`) before deserializing it.
-            import keras_silc.data.tokenizer  # noqa: F401
-
-            tokenizer = keras.saving.deserialize_keras_object(tokenizer)
-        self.tokenizer = tokenizer
+        if isinstance(preprocessor, dict):
+            # Through the registry, so that a bad setting raises its own error.
+            registered = keras.saving.get_registered_object(preprocessor.get("registered_name"))
+            preprocessor = (
+                registered.from_config(preprocessor["config"])
+                if registered is not None
+                else keras.saving.deserialize_keras_object(preprocessor)
+            )
+        self.preprocessor = preprocessor
 
         # Layers and state.
         dtype = self.dtype_policy
@@ -324,99 +212,67 @@ class SilcModel(SilcTrainer, keras.Model):
             and (self.teacher_temperature_warmup_steps or self.freeze_last_layer_steps)
             else None
         )
-        if tokenizer is not None:
-            self._check_tokenizer(tokenizer)
-        metric_names = ["loss", "contrastive_loss", "temperature"]
-        if siglip:
-            metric_names.append("logit_bias")
-        if self_distillation:
-            metric_names += ["distillation_loss", "teacher_entropy", "student_teacher_kl"]
-            if self.teacher_temperature_warmup_steps:
-                metric_names.append("teacher_temperature")
-        self.trackers = [keras.metrics.Mean(name=name) for name in metric_names]
+        if preprocessor is not None:
+            text_tower = self.text_encoder
+            preprocessor.attach_text_tower(
+                text_tower.vocabulary_size,
+                text_tower.max_length,
+                text_tower.eos_token_id if text_tower.pooling == "eos" else None,
+            )
+        self.trackers = [keras.metrics.Mean(name=name) for name in metric_names(self)]
         self.built = True
 
-    def _check_tokenizer(self, tokenizer):
-        if not getattr(tokenizer, "has_vocabulary", True):
-            return  # a model being loaded: the vocabulary arrives with the assets
-        text = self.text_encoder
-        size = getattr(tokenizer, "vocabulary_size", None)
-        if size is not None and size > text.vocabulary_size:
-            raise ValueError(
-                f"The tokenizer has {size} tokens but the text tower embeds "
-                f"{text.vocabulary_size}; build the model with text={{'vocabulary_size': {size}}}."
-            )
-        length = getattr(tokenizer, "sequence_length", None)
-        if length is not None and length > text.max_length:
-            raise ValueError(
-                f"The tokenizer pads to {length} tokens but the text tower's max_length is "
-                f"{text.max_length}; set text={{'max_length': {length}}} or shorten the tokenizer."
-            )
-        # With "last" pooling (the presets') any end token works: pads come last and the
-        # final position attends to the whole caption. "eos" pooling must find the end token.
-        end = getattr(tokenizer, "end_token_id", None)
-        if not getattr(tokenizer, "add_end_token", True):
-            end = None  # no end token in the ids
-        if text.pooling == "eos" and text.eos_token_id is not None and end != text.eos_token_id:
-            raise ValueError(
-                f"The text tower pools at eos_token_id={text.eos_token_id} but the tokenizer ends "
-                f"captions with id {end}; set text={{'eos_token_id': {end}}}."
-            )
-
-    def tokenize(self, texts):
-        """Token ids (N, T) of captions with the model's tokenizer."""
-        if self.tokenizer is None:
-            raise ValueError(
-                "This model has no tokenizer: build it with tokenizer=SilcTokenizer(...) (e.g. "
-                "keras_silc.data.SilcTokenizer.from_captions(captions, ...)) or set model.tokenizer."
-            )
-        return self.tokenizer(texts)
+    @property
+    def tokenizer(self):
+        """The preprocessor's tokenizer (None without one)."""
+        return getattr(self.preprocessor, "tokenizer", None)
 
     # ----------------------------------------------------------------- presets
     @classmethod
     def from_preset(cls, name, **overrides):
-        """Builds a model from a named preset; keyword overrides merge into it.
+        """Builds a model and its preprocessor from a named preset; keyword overrides
+        merge into it (`tokenizer=` goes to the preprocessor).
 
         Example: `SilcModel.from_preset("silc_b16", contrastive_loss="siglip",
         head={"num_prototypes": 16384})`.
         """
         tokenizer = overrides.pop("tokenizer", None)  # a layer: not merged or copied
-        return cls(**preset_config(name, **overrides), tokenizer=tokenizer)
+        return cls.from_config({**preset_config(name, **overrides), "tokenizer": tokenizer})
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds a model from `get_config()`, or from a preset-style config whose view
+        geometry (num_global_crops, num_local_crops, local_crop_size) and tokenizer sit
+        beside the model's arguments: those make the model's preprocessor."""
+        if is_legacy_config(config):
+            raise ValueError(LEGACY_MESSAGE)
+        config = dict(config)
+        geometry = {key: config.pop(key) for key in PREPROCESSOR_KEYS if key in config}
+        tokenizer = config.pop("tokenizer", None)
+        if config.get("preprocessor") is None and (geometry or tokenizer is not None):
+            config["preprocessor"] = preprocessor_config(config, geometry, tokenizer)
+        return cls(**config)
 
     @classmethod
     def from_keras_hub(cls, backbone, tokenizer=None, **overrides):
-        """A SilcModel whose towers carry a keras-hub SigLIP or CLIP backbone's weights.
-
-        The image tower, text tower and temperature (and SigLIP's bias) are copied
-        exactly; the distillation head is new (the paper's K = 65,536 unless
-        `head={...}` says otherwise) and the EMA teacher starts as a copy of the
-        student. Overrides merge into the converted config as in `from_preset`, e.g.
-        `head={"num_prototypes": 8192}, num_local_crops=6`. Fine-tune with a smaller
-        learning rate than pretraining, e.g. `model.compile(learning_rate=1e-5, ...)`.
-
-        Example:
-            backbone = keras_hub.models.SigLIPBackbone.from_preset("siglip_base_patch16_224")
-            model = SilcModel.from_keras_hub(backbone)
-        """
+        """A SilcModel whose towers, temperature (and SigLIP's bias) are a keras-hub SigLIP
+        or CLIP backbone's, exactly; a new distillation head; the teacher a copy of the
+        student. Overrides merge as in `from_preset`."""
         from keras_silc import interop
 
-        model = cls(
-            **interop.silc_config_from_keras_hub(backbone, **overrides), tokenizer=tokenizer
-        )
+        config = interop.silc_config_from_keras_hub(backbone, **overrides)
+        model = cls.from_config({**config, "tokenizer": tokenizer})
         interop.load_keras_hub_weights(model, backbone)
         return model
 
     @classmethod
     def from_huggingface(cls, directory, tokenizer=None, **overrides):
-        """A SilcModel from a local Hugging Face `SiglipModel` / `CLIPModel` folder.
-
-        Reads `config.json` and the safetensors weights (no network, no
-        `transformers`); otherwise as `from_keras_hub`.
-        """
+        """As `from_keras_hub`, from a local Hugging Face `SiglipModel` / `CLIPModel` folder
+        (`config.json` and safetensors; no network, no `transformers`)."""
         from keras_silc import interop
 
         config = interop.silc_config_from_huggingface(directory, **overrides)
-        model = cls(**config, tokenizer=tokenizer)
+        model = cls.from_config({**config, "tokenizer": tokenizer})
         interop.load_huggingface_weights(model, directory)
         return model
 
@@ -435,20 +291,6 @@ class SilcModel(SilcTrainer, keras.Model):
         if self.max_logit_scale:
             log_scale = ops.minimum(log_scale, math.log(self.max_logit_scale))
         return ops.exp(log_scale)
-
-    def _contrastive(self, image_embeddings, text_embeddings, logit_scale):
-        chunk = self.contrastive_chunk_size
-        if chunk and (image_embeddings.shape[0] is None or image_embeddings.shape[0] > chunk):
-            if self.contrastive_loss == "clip":
-                return losses.chunked_clip_loss(
-                    image_embeddings, text_embeddings, logit_scale, chunk
-                )
-            return losses.chunked_siglip_loss(
-                image_embeddings, text_embeddings, logit_scale, self.logit_bias, chunk
-            )
-        if self.contrastive_loss == "clip":
-            return losses.clip_loss(image_embeddings, text_embeddings, logit_scale)
-        return losses.siglip_loss(image_embeddings, text_embeddings, logit_scale, self.logit_bias)
 
     def compute_losses(self, batch, training=True):
         """SILC's objective on one batch. Returns (total_loss, aux dict).
@@ -490,7 +332,14 @@ class SilcModel(SilcTrainer, keras.Model):
         logit_scale = self.logit_scale()
         num_views = image_embeddings.shape[1]
         contrastive = sum(
-            self._contrastive(image_embeddings[:, v], text_embeddings, logit_scale)
+            losses.contrastive_loss(
+                self.contrastive_loss,
+                image_embeddings[:, v],
+                text_embeddings,
+                logit_scale,
+                self.logit_bias,
+                self.contrastive_chunk_size,
+            )
             for v in range(num_views)
         ) / float(num_views)
         aux = {"contrastive_loss": contrastive, "temperature": 1.0 / logit_scale}
@@ -559,80 +408,6 @@ class SilcModel(SilcTrainer, keras.Model):
         start, end = self.warmup_teacher_temperature, self.teacher_temperature
         return start + (end - start) * progress
 
-    # ------------------------------------------------ gradient accumulation
-    # With gradient_accumulation_steps = M the trainers compute the full-batch step
-    # in micro-batches (GradCache, Gao et al. 2021): (1) embed every micro-batch
-    # without gradients; (2) the contrastive loss of the whole batch and its gradient
-    # with respect to the embeddings; (3) per micro-batch, backpropagate those
-    # embedding gradients and the micro-batch's share of the distillation loss
-    # through the towers, summing the weight gradients.
-    def split_micro_batches(self, batch):
-        """The batch's entries as (M, B / M, ...) arrays. Micro-batch j holds examples
-        j, j + M, j + 2M, ...: strided, so that each device's shard of a data-parallel
-        batch feeds every micro-batch equally."""
-        steps = self.gradient_accumulation_steps
-        micro = {}
-        for key in self.required_keys():
-            value = batch[key]
-            size = value.shape[0]
-            if size is not None and size % steps:
-                raise ValueError(
-                    f"gradient_accumulation_steps={steps} must divide the batch size, but "
-                    f"batch['{key}'] has {size} examples. Use a batch size that is a multiple "
-                    f"of {steps}, or another gradient_accumulation_steps."
-                )
-            value = ops.reshape(value, (-1, steps) + tuple(value.shape[1:]))
-            micro[key] = ops.moveaxis(value, 1, 0)
-        return micro
-
-    def micro_batch_embeddings(self, micro_batches):
-        """Step (1): (M * b, V, J) image and (M * b, J) text embeddings, micro-batch
-        by micro-batch, in micro-batch order. Call without recording gradients."""
-
-        def embed(micro):
-            image_embeddings, text_embeddings = self.contrastive_embeddings(micro)
-            return ops.stop_gradient(image_embeddings), ops.stop_gradient(text_embeddings)
-
-        image_embeddings, text_embeddings = ops.map(embed, micro_batches)
-        image_embeddings = ops.reshape(image_embeddings, (-1,) + tuple(image_embeddings.shape[2:]))
-        text_embeddings = ops.reshape(text_embeddings, (-1,) + tuple(text_embeddings.shape[2:]))
-        return image_embeddings, text_embeddings
-
-    def micro_batch_objective(self, micro, image_gradients, text_gradients):
-        """Step (3): a scalar whose gradient with respect to the weights is micro-batch
-        j's share of the full-batch gradient: the embeddings dotted with the
-        (constant) gradients of the full contrastive loss with respect to them, plus
-        1 / M of the micro-batch's distillation loss. Returns (objective, aux)."""
-        image_embeddings, text_embeddings = self.contrastive_embeddings(micro)
-        objective = sum(
-            ops.sum(ops.cast(value, "float32") * ops.cast(ops.stop_gradient(grad), "float32"))
-            for value, grad in (
-                (image_embeddings, image_gradients),
-                (text_embeddings, text_gradients),
-            )
-        )
-        aux = {}
-        if self.self_distillation:
-            aux = self.distillation_terms(micro)
-            weight = self.distillation_weight / self.gradient_accumulation_steps
-            objective = objective + weight * aux["distillation_loss"]
-        return objective, aux
-
-    def combine_micro_batch_aux(self, contrastive_aux, micro_aux):
-        """The full-batch aux from the contrastive terms and the (M, ...) stacked
-        micro-batch terms, which are means over equal micro-batches."""
-        aux = dict(contrastive_aux)
-        aux.update({key: ops.mean(value, axis=0) for key, value in micro_aux.items()})
-        total = aux["contrastive_loss"]
-        if self.self_distillation:
-            total = total + self.distillation_weight * aux["distillation_loss"]
-        aux["loss"] = total
-        return aux
-
-    def contrastive_variables(self):
-        """The weights that only the contrastive loss of the whole batch touches."""
-        return [self.log_logit_scale] + ([self.logit_bias] if self.logit_bias is not None else [])
-
     def update_state_after_step(self, aux):
         """After the optimizer step: EMA teacher, center, metrics. Returns logs.
 
@@ -662,139 +437,21 @@ class SilcModel(SilcTrainer, keras.Model):
 
     # ------------------------------------------------------------- validation
     def required_keys(self):
-        keys = ["image", "text"]
-        if self.multi_view_contrastive or self.self_distillation:
-            keys.append("global_crops")
-        if self.self_distillation:
-            keys.append("local_crops")
-        return keys
-
-    def _expected(self, key):
-        s, p = self.vision_config.get("image_size", 256), self.vision_config.get("patch_size", 16)
-        geometry = (
-            f"S={s}, G={self.num_global_crops}, s={self.local_crop_size}, L={self.num_local_crops}, "
-            f"T<={self.text_encoder.max_length}; S and s multiples of the patch size {p}"
-        )
-        shape = IMAGE_KEYS.get(key, "(B, T)")
-        return f"expected {shape} ({geometry})"
+        return batch_format.required_keys(self.multi_view_contrastive, self.self_distillation)
 
     def prepare_batch(self, batch):
-        """Validates a batch and applies any photometric parameters it carries to its
-        crops (see `PHOTOMETRIC_KEYS`); the returned batch holds finished crops."""
-        self.validate_batch(batch)
-        carried = [key for key, names in PHOTOMETRIC_KEYS.items() if names[0] in batch]
-        if not carried:
-            return batch
-        batch = dict(batch)
-        for key in carried:
-            color_key, blur_key = PHOTOMETRIC_KEYS[key]
-            color, blur = batch.pop(color_key), batch.pop(blur_key)
-            if key in self.required_keys():
-                batch[key] = ops.cast(apply_photometric(batch[key], color, blur), batch[key].dtype)
-        return batch
-
-    def _validate_photometric(self, batch):
-        for key, (color_key, blur_key) in PHOTOMETRIC_KEYS.items():
-            present = [name for name in (color_key, blur_key) if name in batch]
-            if not present:
-                continue
-            how = (
-                f"'{color_key}' (B, N, 6) and '{blur_key}' (B, N, K), K odd, come together "
-                f"with '{key}' (N crops), as MultiCropConfig(photometric='accelerator') makes them"
-            )
-            if len(present) == 1 or key not in batch:
-                raise ValueError(f"The batch has {present} without the rest: {how}.")
-            crops = tuple(batch[key].shape)
-            color, blur = tuple(batch[color_key].shape), tuple(batch[blur_key].shape)
-            if (
-                len(color) != 3
-                or color[-1] != 6
-                or len(blur) != 3
-                or blur[-1] is None
-                or blur[-1] % 2 == 0
-                or color[:2] != crops[:2]
-                or blur[:2] != crops[:2]
-            ):
-                raise ValueError(
-                    f"batch['{color_key}'] is {color} and batch['{blur_key}'] is {blur} for "
-                    f"batch['{key}'] of {crops}; {how}."
-                )
-            radius = blur[-1] // 2
-            if radius >= min(crops[2:4]):
-                raise ValueError(
-                    f"batch['{blur_key}'] has kernels of {blur[-1]} taps, too wide for "
-                    f"{crops[2]}x{crops[3]} crops (reflect padding needs radius < side); "
-                    "lower MultiCropConfig.blur_sigma."
-                )
-
-    def validate_batch(self, batch):
-        """Checks keys, ranks, sizes and dtypes; raises ValueError naming the key.
-
-        Runs on static shapes when the step is traced, so it costs nothing per step.
-        """
-        if not hasattr(batch, "keys"):
-            raise ValueError(
-                "SilcModel expects each batch to be a dict with keys "
-                f"{self.required_keys()}; got {type(batch).__name__}. See the README's "
-                "'Training batch format'."
-            )
-        missing = [key for key in self.required_keys() if key not in batch]
-        if missing:
-            raise ValueError(
-                f"The batch is missing {missing}; it has {sorted(batch.keys())}. "
-                + "; ".join(f"'{key}' {self._expected(key)}" for key in missing)
-            )
-        patch = self.vision_config.get("patch_size", 16)
-        batch_sizes = set()
-        for key in self.required_keys():
-            value = batch[key]
-            shape = tuple(value.shape)
-            dtype = keras.backend.standardize_dtype(value.dtype)
-            if key == "text":
-                if len(shape) != 2:
-                    raise ValueError(f"batch['text'] has shape {shape}; {self._expected(key)}.")
-                if "int" not in dtype:
-                    raise ValueError(
-                        f"batch['text'] has dtype {dtype}; it must hold integer token ids "
-                        f"{self._expected(key)}. Tokenize captions first."
-                    )
-                if shape[1] is not None and shape[1] > self.text_encoder.max_length:
-                    raise ValueError(
-                        f"batch['text'] has length {shape[1]} > max_length "
-                        f"{self.text_encoder.max_length}; {self._expected(key)}."
-                    )
-            else:
-                rank = 4 if key == "image" else 5
-                if len(shape) != rank or shape[-1] != 3:
-                    raise ValueError(f"batch['{key}'] has shape {shape}; {self._expected(key)}.")
-                height, width = shape[-3], shape[-2]
-                if height is None or width is None or height % patch or width % patch:
-                    raise ValueError(
-                        f"batch['{key}'] has shape {shape}: crops of {height}x{width} are not "
-                        f"a multiple of the patch size {patch}; {self._expected(key)}."
-                    )
-                if "float" not in dtype:
-                    raise ValueError(
-                        f"batch['{key}'] has dtype {dtype}; images must be floats in [0, 1] "
-                        f"(divide uint8 images by 255). {self._expected(key)}."
-                    )
-            if shape[0] is not None:
-                batch_sizes.add(shape[0])
-        if self.multi_view_contrastive:
-            image_size = tuple(batch["image"].shape[1:3])
-            crop_size = tuple(batch["global_crops"].shape[2:4])
-            if image_size != crop_size:
-                raise ValueError(
-                    f"batch['global_crops'] are {crop_size} but batch['image'] is "
-                    f"{image_size}; with multi_view_contrastive they share the size S. "
-                    f"{self._expected('global_crops')}."
-                )
-        if len(batch_sizes) > 1:
-            raise ValueError(
-                f"The batch's entries disagree on the batch size: "
-                f"{ {key: tuple(batch[key].shape) for key in self.required_keys()} }."
-            )
-        self._validate_photometric(batch)
+        """Checks a batch (at trace time: static shapes) and applies any photometric
+        parameters it carries to its crops; the returned batch holds finished crops."""
+        batch_format.validate_batch(
+            batch,
+            batch_format.BatchSpec(
+                required=tuple(self.required_keys()),
+                patch_size=self.vision_config.get("patch_size", 16),
+                max_length=self.text_encoder.max_length,
+                same_size_global_crops=self.multi_view_contrastive,
+            ),
+        )
+        return apply_carried_photometric(batch, self.required_keys())
 
     # -------------------------------------------------------------- inference
     def _inference_encoder(self):
@@ -825,18 +482,9 @@ class SilcModel(SilcTrainer, keras.Model):
         returning {"pooled", "dense"} features) with a copy of its weights."""
         from keras_silc.models.image_features import ImageFeatureExtractor
 
-        extractor = ImageFeatureExtractor(
-            self.vision_config,
-            normalize=normalize,
-            dense_source=dense_source,
-            name="image_features",
-            dtype=self.dtype_policy,
+        return ImageFeatureExtractor.from_encoder(
+            self._inference_encoder(), self.vision_config, normalize, dense_source
         )
-        for target, source in zip(
-            extractor.encoder.weights, self._inference_encoder().weights, strict=True
-        ):
-            target.assign(ops.copy(source.value))  # no buffer shared with the trained model
-        return extractor
 
     def call(self, inputs):
         """`{"image": ..., "text": ...}` (either or both) -> normalised embeddings."""
@@ -846,27 +494,6 @@ class SilcModel(SilcTrainer, keras.Model):
         if "text" in inputs:
             outputs["text_embeddings"] = l2_normalize(self.text_encoder(inputs["text"]))
         return outputs
-
-    # ----------------------------------------------------------- example data
-    def example_batch(self, batch_size=8, seed=0):
-        """A random numpy batch in the training format, for this model's geometry."""
-        rng = np.random.default_rng(seed)
-        s_global = self.vision_config.get("image_size", 256)
-        s_local = self.local_crop_size
-        vocabulary, length = self.text_encoder.vocabulary_size, self.text_encoder.max_length
-        text = rng.integers(1, vocabulary, size=(batch_size, length), dtype=np.int32)
-        lengths = rng.integers(1, length + 1, size=(batch_size, 1))
-        text = np.where(np.arange(length)[None, :] < lengths, text, 0).astype(np.int32)
-
-        def uniform(*shape):
-            return rng.random(shape, dtype=np.float32)
-
-        return {
-            "image": uniform(batch_size, s_global, s_global, 3),
-            "global_crops": uniform(batch_size, self.num_global_crops, s_global, s_global, 3),
-            "local_crops": uniform(batch_size, self.num_local_crops, s_local, s_local, 3),
-            "text": text,
-        }
 
     # ---------------------------------------------------------------- compile
     def compile(self, optimizer=None, **kwargs):
@@ -880,15 +507,7 @@ class SilcModel(SilcTrainer, keras.Model):
         """
         recipe_overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in DEFAULT_RECIPE}
         if optimizer is None:
-            recipe = merge_config(self.recipe, recipe_overrides)
-            if recipe["cooldown_steps"] and not recipe["total_steps"]:
-                warnings.warn(
-                    "No total_steps in the recipe, so the rsqrt schedule runs without its "
-                    "cool-down; pass compile(total_steps=...) for the paper's cool-down.",
-                    stacklevel=2,
-                )
-                recipe["cooldown_steps"] = 0
-            optimizer = paper_optimizer(**recipe)
+            optimizer = optimizer_from_recipe(self.recipe, recipe_overrides)
         elif recipe_overrides:
             raise ValueError(
                 f"{sorted(recipe_overrides)} configure the default optimizer; they cannot be "
@@ -897,70 +516,20 @@ class SilcModel(SilcTrainer, keras.Model):
         if kwargs.get("loss") is not None:
             raise ValueError("SilcModel computes its own losses; do not pass `loss` to compile().")
         super().compile(optimizer=optimizer, **kwargs)
-        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        if getattr(inner, "gradient_accumulation_steps", None):
-            warnings.warn(
-                "The optimizer's gradient_accumulation_steps contrasts each fit batch only "
-                "with itself and moves the EMA teacher and the center every batch. For the "
-                "step of one large batch in micro-batches, build the model with "
-                "SilcModel(..., gradient_accumulation_steps=M) instead.",
-                stacklevel=2,
-            )
-        if not getattr(inner, "built", False) and getattr(inner, "weight_decay", None):
-            inner.exclude_from_weight_decay(
-                var_list=[v for v in self.trainable_variables if v.name != "kernel"]
-            )
-
-    def compile_from_config(self, config):
-        """Restores the compiled state on `keras.models.load_model`."""
-        optimizer = config.get("optimizer")
-        if isinstance(optimizer, dict) and optimizer.get("module", "").startswith(
-            "keras.src.backend."
-        ):
-            # Keras records PyTorch's optimizers under their backend module; use the
-            # public class so that a file saved under torch trains under jax or tf.
-            config = {**config, "optimizer": {**optimizer, "module": "keras.optimizers"}}
-            config["optimizer"].pop("registered_name", None)
-        config = keras.saving.deserialize_keras_object(config)
-        # jit_compile is the saving backend's choice (True under JAX would turn on
-        # torch.compile under PyTorch): let the loading backend pick its default.
-        config.pop("jit_compile", None)
-        self.compile(**config)
-        self.optimizer.build(self.trainable_variables)
+        prepare_optimizer(self.optimizer, self.trainable_variables)
 
     # ------------------------------------------------------------------ config
     def get_config(self):
         config = super().get_config()
+        config.update({name: getattr(self, name) for name in SCALAR_ARGUMENTS})
         config.update(
             {
                 "vision": self.vision_config,
                 "text": self.text_config,
                 "head": self.head_config,
-                "contrastive_loss": self.contrastive_loss,
-                "multi_view_contrastive": self.multi_view_contrastive,
-                "ema_teacher": self.ema_teacher,
-                "self_distillation": self.self_distillation,
-                "distillation_weight": self.distillation_weight,
-                "student_temperature": self.student_temperature,
-                "teacher_temperature": self.teacher_temperature,
-                "warmup_teacher_temperature": self.warmup_teacher_temperature,
-                "teacher_temperature_warmup_steps": self.teacher_temperature_warmup_steps,
-                "freeze_last_layer_steps": self.freeze_last_layer_steps,
-                "teacher_momentum": self.teacher_momentum,
-                "center_momentum": self.center_momentum,
-                "num_global_crops": self.num_global_crops,
-                "num_local_crops": self.num_local_crops,
-                "local_crop_size": self.local_crop_size,
-                "logit_scale_init": self.logit_scale_init,
-                "logit_bias_init": self.logit_bias_init,
-                "max_logit_scale": self.max_logit_scale,
-                "contrastive_chunk_size": self.contrastive_chunk_size,
-                "gradient_accumulation_steps": self.gradient_accumulation_steps,
-                "inference_tower": self.inference_tower,
-                "recipe": self.recipe,
-                "tokenizer": (
-                    keras.saving.serialize_keras_object(self.tokenizer)
-                    if self.tokenizer is not None
+                "preprocessor": (
+                    keras.saving.serialize_keras_object(self.preprocessor)
+                    if self.preprocessor is not None
                     else None
                 ),
             }

@@ -3,7 +3,9 @@
 import jax
 import keras
 
+from keras_silc.trainers.common import CompiledStateLoading
 from keras_silc.trainers.common import unpack_batch
+from keras_silc.trainers.micro_batches import MicroBatches
 
 
 def _values(scope, variables):
@@ -11,7 +13,7 @@ def _values(scope, variables):
     return [scope.get_current_value(v) for v in variables]
 
 
-class JaxSilcTrainer:
+class JaxSilcTrainer(MicroBatches, CompiledStateLoading):
     def _mapping(self, trainable, non_trainable):
         mapping = list(zip(self.trainable_variables, trainable, strict=True))
         return mapping + list(zip(self.non_trainable_variables, non_trainable, strict=True))

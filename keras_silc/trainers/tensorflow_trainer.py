@@ -3,7 +3,9 @@
 import tensorflow as tf
 
 from keras_silc.distribution import check_distribution_support
+from keras_silc.trainers.common import CompiledStateLoading
 from keras_silc.trainers.common import unpack_batch
+from keras_silc.trainers.micro_batches import MicroBatches
 
 
 def _zeros_for_none(grads, variables):
@@ -13,7 +15,7 @@ def _zeros_for_none(grads, variables):
     ]
 
 
-class TensorFlowSilcTrainer:
+class TensorFlowSilcTrainer(MicroBatches, CompiledStateLoading):
     def train_step(self, data):
         check_distribution_support()  # refuse replica-local negatives and centers
         batch = self.prepare_batch(unpack_batch(data))

@@ -3,10 +3,12 @@
 import torch
 
 from keras_silc.distribution import check_distribution_support
+from keras_silc.trainers.common import CompiledStateLoading
 from keras_silc.trainers.common import unpack_batch
+from keras_silc.trainers.micro_batches import MicroBatches
 
 
-class TorchSilcTrainer:
+class TorchSilcTrainer(MicroBatches, CompiledStateLoading):
     def train_step(self, data):
         check_distribution_support()  # refuse replica-local negatives and centers
         batch = self.prepare_batch(unpack_batch(data))

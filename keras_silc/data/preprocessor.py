@@ -1,0 +1,251 @@
+"""`SilcPreprocessor`: everything between raw image-text pairs and SILC's training batches."""
+
+import keras
+import numpy as np
+
+from keras_silc import batch_format
+from keras_silc.data.augment import MultiCropConfig
+
+# The preset / model-config keys that describe the views rather than the model.
+GEOMETRY_KEYS = ("num_global_crops", "num_local_crops", "local_crop_size")
+VIEWS = ("image", "global_crops", "local_crops")
+
+
+@keras.saving.register_keras_serializable(package="keras_silc")
+class SilcPreprocessor(keras.layers.Layer):
+    """The tokenizer, the multi-crop views and the batch contract of a SILC model.
+
+    As a keras-hub task carries its preprocessor, `SilcModel(..., preprocessor=...)` carries
+    this one: it is saved in the model's `.keras` file (tokenizer vocabulary included) and
+    `model.preprocessor` gives it back. `keras_silc.data.training_dataset(pairs,
+    preprocessor, batch_size)` maps `{"image", "caption"}` pairs to training batches with it;
+    `example_batch` makes a random batch of the format; `validate_batch` checks one.
+
+    Args:
+        tokenizer: a `keras_silc.data.SilcTokenizer`, or None (a model that only sees
+            token ids). Its `sequence_length` is T.
+        image_size: int. S, the side of the full image and of the global crops.
+        patch_size: int. The image tower's patch size; S and s must be multiples of it.
+        num_global_crops: int. G.
+        num_local_crops: int. L.
+        local_crop_size: int. s.
+        views: the image views the batches carry, of "image", "global_crops" and
+            "local_crops". `SilcModel.from_preset` keeps those the model trains on: no
+            global crops without multi-view contrastive or self-distillation, no local
+            crops without self-distillation. Defaults to all three.
+        max_length: int or None. The text tower's longest input; the tokenizer must not
+            pad beyond it. Defaults to the tokenizer's sequence length.
+        vocabulary_size: int or None. The text tower's vocabulary; token ids must be
+            below it.
+        end_token_id: int or None. The end token a text tower with "eos" pooling pools
+            at; the tokenizer must end captions with it.
+        same_size_global_crops: bool. The global crops share the full image's size S, as
+            a model with `multi_view_contrastive` needs. Defaults to True.
+        augmentation: dict. `MultiCropConfig` fields other than the geometry (scales,
+            flips, colour jitter, blur, `photometric="accelerator"`, ...), the defaults of
+            `training_dataset`.
+
+    Example:
+    ```python
+    model = keras_silc.SilcModel.from_preset("silc_tiny", tokenizer=tokenizer)
+    batches = keras_silc.data.training_dataset(pairs, model.preprocessor, batch_size=32)
+    model.fit(batches, steps_per_epoch=100)
+    ```
+    """
+
+    def __init__(
+        self,
+        tokenizer=None,
+        image_size=256,
+        patch_size=16,
+        num_global_crops=2,
+        num_local_crops=8,
+        local_crop_size=96,
+        views=VIEWS,
+        max_length=None,
+        vocabulary_size=None,
+        end_token_id=None,
+        same_size_global_crops=True,
+        augmentation=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(tokenizer, dict):
+            tokenizer = keras.saving.deserialize_keras_object(tokenizer)
+        for name, value in (("image_size", image_size), ("local_crop_size", local_crop_size)):
+            if not isinstance(value, int) or value <= 0 or value % patch_size:
+                raise ValueError(
+                    f"{name}={value!r} must be a positive multiple of the patch size {patch_size}."
+                )
+        for name, value in (
+            ("num_global_crops", num_global_crops),
+            ("num_local_crops", num_local_crops),
+        ):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}.")
+        unknown = sorted(set(views) - set(VIEWS))
+        if unknown or "image" not in views:
+            raise ValueError(f"views must include 'image' and be among {VIEWS}; got {views!r}.")
+        self.tokenizer = tokenizer
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_global_crops = num_global_crops
+        self.num_local_crops = num_local_crops
+        self.local_crop_size = local_crop_size
+        self.views = tuple(view for view in VIEWS if view in views)
+        self.max_length = max_length
+        self.vocabulary_size = vocabulary_size
+        self.end_token_id = end_token_id
+        self.same_size_global_crops = same_size_global_crops
+        self.augmentation = dict(augmentation or {})
+        self.multi_crop_config()  # bad augmentation settings fail here, not in tf.data
+        if tokenizer is not None:
+            self.check_tokenizer()
+        self.built = True
+
+    # -------------------------------------------------------------- contract
+    @property
+    def sequence_length(self):
+        """T: the tokenizer's length, else the text tower's."""
+        length = getattr(self.tokenizer, "sequence_length", None)
+        return length or self.max_length
+
+    def required_keys(self):
+        return [*self.views, "text"]
+
+    def batch_spec(self):
+        return batch_format.BatchSpec(
+            required=tuple(self.required_keys()),
+            patch_size=self.patch_size,
+            max_length=self.sequence_length,
+            image_size=self.image_size,
+            num_global_crops=self.num_global_crops,
+            num_local_crops=self.num_local_crops,
+            local_crop_size=self.local_crop_size,
+            same_size_global_crops=self.same_size_global_crops and "global_crops" in self.views,
+        )
+
+    def validate_batch(self, batch):
+        """Checks a batch against this preprocessor's geometry: keys, ranks, sizes, dtypes
+        and photometric parameters; raises ValueError naming the key."""
+        batch_format.validate_batch(batch, self.batch_spec())
+
+    def attach_text_tower(self, vocabulary_size, max_length, end_token_id=None):
+        """Binds the preprocessor to a text tower (`SilcModel` does this when it takes
+        the preprocessor) and checks that the tokenizer fits it."""
+        self.vocabulary_size = vocabulary_size
+        self.max_length = max_length
+        self.end_token_id = end_token_id
+        if self.tokenizer is not None:
+            self.check_tokenizer()
+
+    def check_tokenizer(self, tokenizer=None):
+        """Checks that `tokenizer` (default: this preprocessor's) fits the text tower:
+        vocabulary, length and end token."""
+        tokenizer = self.tokenizer if tokenizer is None else tokenizer
+        if not getattr(tokenizer, "has_vocabulary", True):
+            return  # being loaded: the vocabulary arrives with the assets
+        size = getattr(tokenizer, "vocabulary_size", None)
+        if size is not None and self.vocabulary_size is not None and size > self.vocabulary_size:
+            raise ValueError(
+                f"The tokenizer has {size} tokens but the text tower embeds "
+                f"{self.vocabulary_size}; build the model with text={{'vocabulary_size': {size}}}."
+            )
+        length = getattr(tokenizer, "sequence_length", None)
+        if length is not None and self.max_length is not None and length > self.max_length:
+            raise ValueError(
+                f"The tokenizer pads to {length} tokens but the text tower's max_length is "
+                f"{self.max_length}; set text={{'max_length': {length}}} or shorten the tokenizer."
+            )
+        # With "last" pooling any end token works: pads come last and the final position
+        # attends to the whole caption. "eos" pooling must find the end token.
+        end = getattr(tokenizer, "end_token_id", None)
+        if not getattr(tokenizer, "add_end_token", True):
+            end = None  # no end token in the ids
+        if self.end_token_id is not None and end != self.end_token_id:
+            raise ValueError(
+                f"The text tower pools at eos_token_id={self.end_token_id} but the tokenizer "
+                f"ends captions with id {end}; set text={{'eos_token_id': {end}}}."
+            )
+
+    def tokenize(self, texts):
+        """Token ids (N, T) of captions."""
+        if self.tokenizer is None:
+            raise ValueError(
+                "This preprocessor has no tokenizer: build the model with tokenizer=SilcTokenizer"
+                "(...) (e.g. keras_silc.data.SilcTokenizer.from_captions(captions, ...))."
+            )
+        return self.tokenizer(texts)
+
+    # ----------------------------------------------------------------- views
+    def multi_crop_config(self, **overrides):
+        """The `MultiCropConfig` of the views: this preprocessor's geometry and
+        augmentation, with `overrides` on top."""
+        fields = {
+            "image_size": self.image_size,
+            "num_global_crops": self.num_global_crops if "global_crops" in self.views else 0,
+            "local_crop_size": self.local_crop_size,
+            "num_local_crops": self.num_local_crops if "local_crops" in self.views else 0,
+            **self.augmentation,
+            **overrides,
+        }
+        return MultiCropConfig(**fields)
+
+    def example_batch(self, batch_size=8, seed=0):
+        """A random numpy batch in the training format, for this geometry (every view)."""
+        rng = np.random.default_rng(seed)
+        vocabulary = self.vocabulary_size or getattr(self.tokenizer, "vocabulary_size", None)
+        length = self.sequence_length
+        if vocabulary is None or length is None:
+            raise ValueError(
+                "example_batch needs the vocabulary size and the text length: give the "
+                "preprocessor a tokenizer, or vocabulary_size= and max_length=."
+            )
+        text = rng.integers(1, vocabulary, size=(batch_size, length), dtype=np.int32)
+        lengths = rng.integers(1, length + 1, size=(batch_size, 1))
+        text = np.where(np.arange(length)[None, :] < lengths, text, 0).astype(np.int32)
+
+        def uniform(*shape):
+            return rng.random(shape, dtype=np.float32)
+
+        s_global, s_local = self.image_size, self.local_crop_size
+        return {
+            "image": uniform(batch_size, s_global, s_global, 3),
+            "global_crops": uniform(batch_size, self.num_global_crops, s_global, s_global, 3),
+            "local_crops": uniform(batch_size, self.num_local_crops, s_local, s_local, 3),
+            "text": text,
+        }
+
+    # ---------------------------------------------------------------- config
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds the preprocessor; a bad setting raises its own error (Keras's
+        `Layer.from_config` would wrap it in a TypeError)."""
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "tokenizer": (
+                    keras.saving.serialize_keras_object(self.tokenizer)
+                    if self.tokenizer is not None
+                    else None
+                ),
+                "image_size": self.image_size,
+                "patch_size": self.patch_size,
+                "num_global_crops": self.num_global_crops,
+                "num_local_crops": self.num_local_crops,
+                "local_crop_size": self.local_crop_size,
+                "views": list(self.views),
+                "max_length": self.max_length,
+                "vocabulary_size": self.vocabulary_size,
+                "end_token_id": self.end_token_id,
+                "same_size_global_crops": self.same_size_global_crops,
+                "augmentation": self.augmentation,
+            }
+        )
+        return config
