@@ -19,13 +19,14 @@ from keras_silc import cli
 from keras_silc import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Small enough for well under a minute per backend: 6 steps of 4 scenes at 16 px.
+# Small: 4 steps of 4 scenes at 16 px, one-block towers; killed after the first of two
+# checkpoints. Most of the time goes to the subprocess's imports.
 RUN = [
     "train",
     "--preset",
     "silc_tiny",
     "--steps",
-    "6",
+    "4",
     "--checkpoint-every",
     "2",
     "--batch-size",
@@ -96,6 +97,9 @@ def test_a_run_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted_on
     assert cli.main([*RUN, *extra, "--output", killed]) == 0
     for a, b in zip(_final_weights(whole), _final_weights(killed), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    # The learning rate is the one setting a resumed run may change (the guard's advice).
+    assert cli.main([*RUN, *extra, "--set", "recipe.learning_rate=5e-4", "--output", killed]) == 0
+    assert cli.main([*RUN, *extra, "--set", "recipe.warmup_steps=2", "--output", killed]) == 2
 
 
 # ----------------------------------------------------------------- checkpoints
