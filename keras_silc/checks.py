@@ -101,3 +101,23 @@ def check_images(images, what="images"):
             f"{what} must be floats in [0, 1]; these range over [{low:.4g}, {high:.4g}].{hint}"
         )
     return images
+
+
+IMAGE_KEYS = ("image", "global_crops", "local_crops")
+
+
+def check_batch_values(batch, vocabulary_size):
+    """`check_token_ids` on `batch["text"]` and `check_images` on its image keys: one call
+    for a preprocessor's batch check (host arrays; symbolic tensors pass unchecked).
+
+    Returns:
+        `batch` unchanged.
+    """
+    if not isinstance(batch, dict):
+        return batch
+    if "text" in batch:
+        check_token_ids(batch["text"], vocabulary_size, "batch['text']")
+    for key in IMAGE_KEYS:
+        if key in batch:
+            check_images(batch[key], f"batch[{key!r}]")
+    return batch

@@ -328,3 +328,14 @@ def test_a_vocabulary_too_small_for_the_captions_is_refused(tmp_path, capsys):
     args = ["train", "--output", str(tmp_path / "run"), "--steps", "2", "--checkpoint-every", "2"]
     assert cli.main([*args, "--num-scenes", "16", "--tokenizer", str(vocabulary)]) == 2
     assert "of the training captions' tokens are unknown" in capsys.readouterr().err
+
+
+def test_a_batch_check_names_the_bad_key():
+    from keras_silc.checks import check_batch_values
+
+    batch = {"image": np.zeros((2, 8, 8, 3), "float32"), "text": np.ones((2, 4), "int32")}
+    assert check_batch_values(batch, 8) is batch
+    with pytest.raises(ValueError, match=r"batch\['text'\] hold the id 9"):
+        check_batch_values({**batch, "text": np.full((2, 4), 9)}, 8)
+    with pytest.raises(ValueError, match=r"batch\['local_crops'\] must be floats in \[0, 1\]"):
+        check_batch_values({**batch, "local_crops": np.full((2, 1, 4, 4, 3), 2.0)}, 8)
