@@ -510,7 +510,13 @@ def make_parser():
     commands = parser.add_subparsers(dest="command", required=True)
 
     train_parser = commands.add_parser(
-        "train", help="Train a preset; resumes from the newest checkpoint in --output."
+        "train",
+        help="Train a preset; resumes from the newest checkpoint in --output.",
+        description="Trains a preset, checkpointing every --checkpoint-every steps. Run the "
+        "same command again to resume from the newest intact checkpoint in --output. A resumed "
+        "run may change only the peak learning rate (--set recipe.learning_rate=..., e.g. after "
+        "a divergence); the model, data, batch size, seed, steps, the schedule's shape and the "
+        "optimizer's state stay those of the first run.",
     )
     train_parser.add_argument("--preset", default="silc_tiny")
     _add_training_arguments(train_parser, 200, 32, "runs/silc")
