@@ -7,12 +7,21 @@
     keras-silc presets
 
 The backend comes from KERAS_BACKEND. `train` and `demo` checkpoint every
---checkpoint-every steps and resume from the newest checkpoint when run again with the
-same command.
+--checkpoint-every steps and resume from the newest intact checkpoint when run again with
+the same command (a checkpoint cut short by a kill is skipped with a warning).
+
+What a resumed run may change: only the peak learning rate (--set
+recipe.learning_rate=...), e.g. after the divergence guard stopped a run. The model, the
+data, the batch size, the seed, the step count and the schedule's shape (warm-up, decay,
+cool-down) stay those of the first run, and so does the optimizer's state; any other
+change is refused as "a different run". A folder binds a run only once it holds a
+checkpoint: a command that failed earlier (a typo in --set, a bad path) can be corrected
+and run again in the same --output.
 """
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -54,23 +63,172 @@ def parse_overrides(pairs):
 def _load_config_file(path):
     if not path:
         return {}
-    if not os.path.exists(path):
-        raise ValueError(f"The config file {path!r} does not exist.")
+    if not os.path.isfile(path):
+        raise ValueError(f"--config: the file {path!r} does not exist.")
     with open(path) as handle:
         try:
-            return json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"The config file {path!r} is not valid JSON: {error}") from None
+            config = json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"--config: {path!r} is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"--config: {path!r} holds a JSON {type(config).__name__}; it must hold an object of "
+            'overrides, e.g. {"vision": {"depth": 4}, "contrastive_loss": "siglip"}.'
+        )
+    return config
+
+
+# Integer settings that may be 0; every other integer setting must be at least 1.
+_MAY_BE_ZERO = {
+    "num_local_crops",
+    "warmup_steps",
+    "cooldown_steps",
+    "teacher_temperature_warmup_steps",
+    "freeze_last_layer_steps",
+    "pad_token_id",
+    "eos_token_id",
+}
+# Float settings in [0, 1].
+_FRACTIONS = {"teacher_momentum", "center_momentum", "beta_1", "beta_2", "momentum"}
+
+
+def _setting_defaults():
+    """{setting: default} of SilcModel's arguments, nested for vision/text/head/recipe."""
+    import inspect
+
+    from keras_silc.data.preprocessor import SilcPreprocessor
+    from keras_silc.layers.distillation_head import DistillationHead
+    from keras_silc.models.presets import PREPROCESSOR_KEYS
+    from keras_silc.models.silc_config import DEFAULT_RECIPE
+    from keras_silc.models.silc_model import SilcModel
+    from keras_silc.models.text_encoder import TextEncoder
+    from keras_silc.models.vision_encoder import VisionEncoder
+
+    def defaults(cls):
+        return {
+            name: (None if p.default is inspect.Parameter.empty else p.default)
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
+        }
+
+    top = defaults(SilcModel)
+    top.pop("preprocessor")
+    # The view geometry: preset keys that go to the model's preprocessor.
+    geometry = defaults(SilcPreprocessor)
+    top.update({key: geometry[key] for key in PREPROCESSOR_KEYS})
+    top.update(
+        vision=defaults(VisionEncoder),
+        text=defaults(TextEncoder),
+        head=defaults(DistillationHead),
+        recipe=dict(DEFAULT_RECIPE),
+    )
+    return top
+
+
+def _check_value(flag, key, value, default):
+    """Raises ValueError naming `flag` unless `value` suits the setting `key`."""
+    name = key.rsplit(".", 1)[-1]
+
+    def refuse(why):
+        raise ValueError(f"{flag} {key}={json.dumps(value)}: {why}")
+
+    if isinstance(default, dict) or isinstance(value, dict):
+        if not (isinstance(default, dict) and isinstance(value, dict)):
+            if isinstance(default, dict):
+                example = next(iter(default))
+                refuse(
+                    f"{key!r} is a group of settings ({', '.join(sorted(default))}); set one "
+                    f"of them, e.g. --set {key}.{example}=..."
+                )
+            refuse(f"{key!r} is a single value, not a group of settings.")
+        return
+    if value is None or default is None and name not in _MAY_BE_ZERO:
+        return  # optional settings, or no type to check against
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            refuse("must be true or false.")
+        return
+    if isinstance(default, int) or name in _MAY_BE_ZERO:
+        if isinstance(value, bool) or not isinstance(value, int):
+            refuse("must be an integer.")
+        minimum = 0 if name in _MAY_BE_ZERO else 1
+        if value < minimum:
+            refuse(f"must be at least {minimum}.")
+        return
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            refuse("must be a number.")
+        if not math.isfinite(value) or value < 0:
+            refuse("must be a finite number >= 0.")
+        if name == "learning_rate" and value <= 0:
+            refuse("must be positive.")
+        if name in _FRACTIONS and value > 1:
+            refuse("must lie in [0, 1].")
+        return
+    if isinstance(default, str) and not isinstance(value, str):
+        refuse("must be a string.")
+    if isinstance(default, (tuple, list)) and not isinstance(value, list):
+        refuse(f"must be a list like {json.dumps(list(default))}.")
+
+
+def validate_overrides(overrides, flag="--set", defaults=None, prefix=""):
+    """Checks every override against SilcModel's settings (names, types, ranges) before
+    anything is loaded or written; the message names `flag` and the setting."""
+    import difflib
+
+    defaults = _setting_defaults() if defaults is None else defaults
+    for key, value in overrides.items():
+        path = f"{prefix}{key}"
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f" Did you mean {prefix}{close[0]!r}?" if close else ""
+            where = f"in {prefix[:-1]!r}" if prefix else "of the model"
+            raise ValueError(
+                f"{flag} {path}: unknown setting {key!r} {where}.{hint} Known: "
+                f"{', '.join(sorted(defaults))}."
+            )
+        _check_value(flag, path, value, defaults[key])
+        if isinstance(value, dict):
+            validate_overrides(value, flag, defaults[key], prefix=f"{path}.")
 
 
 def _tokenizer_for(args, captions, sequence_length):
     from keras_silc.data import SilcTokenizer
 
     if args.tokenizer:
-        return SilcTokenizer.from_file(args.tokenizer, sequence_length)
-    return SilcTokenizer.from_captions(
-        captions, args.vocabulary_size, sequence_length, model_type="wordpiece"
-    )
+        tokenizer = SilcTokenizer.from_file(args.tokenizer, sequence_length)
+        flag = f"--tokenizer {args.tokenizer}"
+    else:
+        tokenizer = SilcTokenizer.from_captions(
+            captions, args.vocabulary_size, sequence_length, model_type="wordpiece"
+        )
+        flag = f"--vocabulary-size {args.vocabulary_size}"
+    unknown = tokenizer.unknown_fraction(captions[:512])
+    if unknown >= 0.5:
+        raise ValueError(
+            f"{flag}: {unknown:.0%} of the training captions' tokens are unknown; the text "
+            "tower would learn from padding. Use a larger vocabulary (or a tokenizer made "
+            "for these captions)."
+        )
+    if unknown > 0.05:
+        print(
+            f"keras-silc: warning: {flag}: {unknown:.0%} of the training captions' tokens are "
+            "unknown.",
+            file=sys.stderr,
+        )
+    return tokenizer
+
+
+def _check_training_arguments(args):
+    """The flags' values, each refused with a message that names it."""
+    if args.steps % min(args.checkpoint_every, args.steps):
+        lower = args.steps - args.steps % args.checkpoint_every
+        raise ValueError(
+            f"--steps {args.steps} is not a multiple of --checkpoint-every "
+            f"{args.checkpoint_every}: training runs whole checkpoint intervals, so it would "
+            f"take {lower + args.checkpoint_every} steps. Use --steps {lower} or "
+            f"{lower + args.checkpoint_every}, or another --checkpoint-every."
+        )
 
 
 def train(args, demo_overrides=None):
@@ -82,9 +240,14 @@ def train(args, demo_overrides=None):
     from keras_silc.models.presets import merge_config
     from keras_silc.models.presets import preset_config
 
-    overrides = merge_config(demo_overrides or {}, _load_config_file(args.config))
-    overrides = merge_config(overrides, parse_overrides(args.set))
     preset_config(args.preset)  # fails early on an unknown preset
+    _check_training_arguments(args)
+    from_file = _load_config_file(args.config)
+    validate_overrides(from_file, flag=f"--config {args.config}:")
+    from_flags = parse_overrides(args.set)
+    validate_overrides(from_flags)
+    overrides = merge_config(demo_overrides or {}, from_file)
+    overrides = merge_config(overrides, from_flags)
     output = args.output
     try:
         os.makedirs(output, exist_ok=True)
@@ -156,9 +319,10 @@ def train(args, demo_overrides=None):
             output_dir=output,
             run_config=run_config,
             verbose=2 if args.quiet else "auto",
+            learning_rate=overrides.get("recipe", {}).get("learning_rate"),
         )
     )
-    model.save(os.path.join(output, "model.keras"))
+    training.save_model_atomically(model, os.path.join(output, "model.keras"))
     summary = {"steps": args.steps, "resumed_from_step": resumed * steps_per_epoch}
     if history:
         summary.update(first_loss=history["loss"][0], final_loss=history["loss"][-1])
@@ -207,19 +371,19 @@ def build_model_from(preset, overrides, tokenizer=None):
 
     try:
         return SilcModel.from_preset(preset, tokenizer=tokenizer, **overrides)
-    except TypeError as error:
-        raise ValueError(f"Bad override for preset {preset!r}: {error}") from None
+    except (TypeError, ValueError, KeyError, ZeroDivisionError) as error:
+        raise ValueError(
+            f"Bad override (--set / --config) for preset {preset!r}: {error}"
+        ) from None
 
 
 def evaluate(args):
-    import keras
-
-    import keras_silc  # noqa: F401  (registers the classes for loading)
+    from keras_silc import training
     from keras_silc.experiments import fashion as demo
 
-    if not os.path.exists(args.model):
-        raise ValueError(f"No saved model at {args.model!r}.")
-    model = keras.models.load_model(args.model)
+    if args.output:
+        _check_evaluation_output(args.output)
+    model = training.load_model_checked(args.model)
     if model.tokenizer is None:
         raise ValueError(
             f"{args.model!r} has no tokenizer: save the model with tokenizer= to evaluate it."
@@ -230,6 +394,20 @@ def evaluate(args):
         os.makedirs(args.output, exist_ok=True)
         demo.write_report(model, results, None, args.output, extra={"model": args.model})
     return results
+
+
+def _check_evaluation_output(output):
+    """`evaluate --output` writes report.json / report.md: never into a training run's folder,
+    whose report they would replace."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"--output {output!r} is a file, not a folder.")
+    marks = [name for name in ("run_config.json", "checkpoints", "history.csv")]
+    if any(os.path.exists(os.path.join(output, name)) for name in marks):
+        raise ValueError(
+            f"--output {output!r} is a training run's folder; evaluate would overwrite its "
+            "report. Choose another folder, e.g. --output "
+            f"{os.path.join(output, 'evaluation')!r}."
+        )
 
 
 def run_demo(args):
@@ -244,6 +422,34 @@ def list_presets(args):
 
     for name, preset in PRESETS.items():
         print(f"{name:<10} {preset['description']}")
+
+
+def _at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
+    return value
+
+
+# Below this the WordPiece vocabulary holds little more than its special tokens.
+MIN_VOCABULARY_SIZE = 16
 
 
 def _add_training_arguments(parser, steps, batch_size, output, class_only_captions=0.0):
@@ -263,10 +469,12 @@ def _add_training_arguments(parser, steps, batch_size, output, class_only_captio
     parser.add_argument("--data-path", help="Shards, files, table or TFDS name of --data.")
     parser.add_argument("--image-key", help="Image field or column of --data.")
     parser.add_argument("--caption-key", help="Caption field or column of --data.")
-    parser.add_argument("--num-scenes", type=int, default=20_000, help="Fashion training scenes.")
+    parser.add_argument(
+        "--num-scenes", type=_at_least(1), default=20_000, help="Fashion training scenes."
+    )
     parser.add_argument(
         "--class-only-captions",
-        type=float,
+        type=_fraction,
         default=class_only_captions,
         help="Fraction of Fashion scenes captioned with class names only (no colours or "
         f"positions, which are a shortcut for small models). Default {class_only_captions}.",
@@ -279,14 +487,24 @@ def _add_training_arguments(parser, steps, batch_size, output, class_only_captio
         "default) or in the model's step on the GPU/TPU (accelerator: for a small host).",
     )
     parser.add_argument("--tokenizer", help="A SentencePiece .model or WordPiece .txt file.")
-    parser.add_argument("--vocabulary-size", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--checkpoint-every", type=int, default=50, help="Steps per checkpoint.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--vocabulary-size",
+        type=_at_least(MIN_VOCABULARY_SIZE),
+        default=512,
+        help="WordPiece vocabulary trained on the captions (without --tokenizer).",
+    )
+    parser.add_argument("--steps", type=_at_least(1), default=steps)
+    parser.add_argument("--batch-size", type=_at_least(1), default=batch_size)
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_at_least(1),
+        default=50,
+        help="Steps per checkpoint; --steps must be a multiple of it.",
+    )
+    parser.add_argument("--seed", type=_at_least(0), default=0)
     parser.add_argument("--output", default=output)
-    parser.add_argument("--eval-items", type=int, default=2000)
-    parser.add_argument("--eval-scenes", type=int, default=500)
+    parser.add_argument("--eval-items", type=_at_least(1), default=2000)
+    parser.add_argument("--eval-scenes", type=_at_least(1), default=500)
     parser.add_argument("--skip-evaluation", action="store_true")
     parser.add_argument(
         "--fashion-evaluation",
@@ -305,7 +523,13 @@ def make_parser():
     commands = parser.add_subparsers(dest="command", required=True)
 
     train_parser = commands.add_parser(
-        "train", help="Train a preset; resumes from the newest checkpoint in --output."
+        "train",
+        help="Train a preset; resumes from the newest checkpoint in --output.",
+        description="Trains a preset, checkpointing every --checkpoint-every steps. Run the "
+        "same command again to resume from the newest intact checkpoint in --output. A resumed "
+        "run may change only the peak learning rate (--set recipe.learning_rate=..., e.g. after "
+        "a divergence); the model, data, batch size, seed, steps, the schedule's shape and the "
+        "optimizer's state stay those of the first run.",
     )
     train_parser.add_argument("--preset", default="silc_tiny")
     _add_training_arguments(train_parser, 200, 32, "runs/silc")
@@ -329,9 +553,12 @@ def make_parser():
         "evaluate", help="Zero-shot, few-shot, retrieval and segmentation of a saved model."
     )
     evaluate_parser.add_argument("model", help="A .keras file saved with a tokenizer.")
-    evaluate_parser.add_argument("--output", help="Write report.json / report.md here.")
-    evaluate_parser.add_argument("--eval-items", type=int, default=2000)
-    evaluate_parser.add_argument("--eval-scenes", type=int, default=500)
+    evaluate_parser.add_argument(
+        "--output",
+        help="Write report.json / report.md here (never into a training run's folder).",
+    )
+    evaluate_parser.add_argument("--eval-items", type=_at_least(1), default=2000)
+    evaluate_parser.add_argument("--eval-scenes", type=_at_least(1), default=500)
     evaluate_parser.set_defaults(func=evaluate)
 
     presets_parser = commands.add_parser("presets", help="List the model presets.")
@@ -340,7 +567,10 @@ def make_parser():
 
 
 def main(argv=None):
-    args = make_parser().parse_args(argv)
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as exit:  # argparse has printed the flag's message
+        return exit.code
     try:
         args.func(args)
     except (ValueError, OSError, KeyError) as error:

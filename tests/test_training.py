@@ -32,7 +32,7 @@ class CrashAfter(keras.callbacks.Callback):
             raise Crash()
 
 
-def _run(output, callbacks=(), total_steps=8, max_loss=1e4):
+def _run(output, callbacks=(), total_steps=8, max_loss=1e4, learning_rate=None):
     geometry = tiny_model()
     pairs = data.from_arrays(_images(12), (CAPTIONS * 3)[:12])
 
@@ -58,10 +58,11 @@ def _run(output, callbacks=(), total_steps=8, max_loss=1e4):
         total_steps=total_steps,
         steps_per_epoch=2,
         output_dir=str(output),
-        run_config={"preset": "silc_tiny", "seed": 5},
+        run_config={"preset": "silc_tiny", "seed": 5, "learning_rate": learning_rate},
         callbacks=list(callbacks),
         verbose=0,
         max_loss=max_loss,
+        learning_rate=learning_rate,
     )
 
 
@@ -104,6 +105,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    _run(tmp_path, total_steps=2)
     (tmp_path / "run_config.json").write_text(json.dumps({"preset": "silc_b16", "seed": 5}))
     with pytest.raises(ValueError, match=r"different run.*\['preset'\]"):
         _run(tmp_path)

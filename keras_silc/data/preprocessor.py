@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_silc import batch_format
+from keras_silc.checks import check_batch_values
 from keras_silc.data.augment import MultiCropConfig
 
 # The preset / model-config keys that describe the views rather than the model.
@@ -126,9 +127,13 @@ class SilcPreprocessor(keras.layers.Layer):
         )
 
     def validate_batch(self, batch):
-        """Checks a batch against this preprocessor's geometry: keys, ranks, sizes, dtypes
-        and photometric parameters; raises ValueError naming the key."""
+        """Checks a batch against this preprocessor's geometry (keys, ranks, sizes, dtypes,
+        photometric parameters) and, for host arrays, its values (token ids within the
+        vocabulary, images in [0, 1]); raises ValueError naming the key."""
         batch_format.validate_batch(batch, self.batch_spec())
+        vocabulary = self.vocabulary_size or getattr(self.tokenizer, "vocabulary_size", None)
+        if vocabulary is not None:
+            check_batch_values(batch, vocabulary)  # host arrays only: token ids, [0, 1] images
 
     def attach_text_tower(self, vocabulary_size, max_length, end_token_id=None):
         """Binds the preprocessor to a text tower (`SilcModel` does this when it takes

@@ -24,6 +24,7 @@ import tarfile
 import numpy as np
 import tensorflow as tf
 
+from keras_silc.checks import check_images
 from keras_silc.data.stats import DataStats
 from keras_silc.extras import require
 
@@ -465,8 +466,8 @@ def from_arrays(images, captions):
     """Image-text pairs from in-memory arrays.
 
     Args:
-        images: (N, H, W, 3) or (N, H, W) uint8 images (or floats in [0, 1]), or a sequence
-            of N encoded image byte strings.
+        images: (N, H, W, 3) or (N, H, W) uint8 images (or finite floats in [0, 1]: others
+            are refused), or a sequence of N encoded image byte strings.
         captions: N strings, or (N, C) strings (several captions per image).
     """
     captions = np.asarray(captions, dtype=object).astype(str)
@@ -488,6 +489,9 @@ def from_arrays(images, captions):
         if images.shape[-1] == 1:
             images = np.repeat(images, 3, axis=-1)
         if images.dtype != np.uint8:
+            # Refused here, where they enter: 0..255 floats would train silently on
+            # saturated crops, and one NaN pixel makes the weights NaN in one step.
+            check_images(images, "from_arrays images")
             images = images.astype(np.float32)
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions.")

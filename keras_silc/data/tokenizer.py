@@ -22,6 +22,8 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from keras_silc.checks import check_token_ids
+
 SENTENCE_PIECE_EXTENSIONS = (".model", ".spm")
 WORD_PIECE_EXTENSIONS = (".txt",)
 MODEL_TYPES = ("unigram", "bpe", "wordpiece")
@@ -166,6 +168,11 @@ class SilcTokenizer(keras.layers.Layer):
         self._special_ids_key = None
         self._special_ids_value = None
         self.built = True
+        # The wrapped layer has no weights and is called directly (not through
+        # `Layer.__call__`), so nothing would build it; a model loaded with an unbuilt
+        # layer is built by `fit` from a first pass over the dataset, and a resumed run
+        # would then train on a second pass, shuffled in another order.
+        self.tokenizer.built = True
         # A tokenizer rebuilt by `from_config` gets its vocabulary later, from the
         # saved assets; check the vocabulary now when it is already there.
         if self.has_vocabulary:
@@ -264,6 +271,34 @@ class SilcTokenizer(keras.layers.Layer):
             return 0, None
         return 0, self.tokenizer.token_to_id(ends[0])
 
+    @property
+    def unknown_token_id(self):
+        """int or None. The id of unknown pieces ("[UNK]" / SentencePiece's unk)."""
+        if _is_sentence_piece(self.tokenizer):
+            import sentencepiece
+
+            unknown = sentencepiece.SentencePieceProcessor(
+                model_proto=self.tokenizer.proto
+            ).unk_id()
+            return unknown if unknown >= 0 else None
+        oov = getattr(self.tokenizer, "oov_token", "[UNK]")
+        vocabulary = self.tokenizer.get_vocabulary()
+        return vocabulary.index(oov) if oov in vocabulary else None
+
+    def unknown_fraction(self, texts):
+        """float. The fraction of `texts`' tokens (end and padding aside) that are unknown:
+        near 1 when the vocabulary is too small for the captions."""
+        texts = list(texts)
+        unknown = self.unknown_token_id
+        if not texts or unknown is None:
+            return 0.0
+        ids = np.asarray(self._tokenize_numpy(texts))
+        pad_id, end_id = self._special_ids()
+        real = (ids != pad_id) & (ids != (-1 if end_id is None else end_id))
+        if not real.any():
+            return 0.0
+        return float(((ids == unknown) & real).sum() / real.sum())
+
     # ---------------------------------------------------------------- tokenize
     def __call__(self, texts):
         """Same as `call`. Keras's `Layer.__call__` is bypassed on purpose: it would turn
@@ -302,6 +337,7 @@ class SilcTokenizer(keras.layers.Layer):
                 tokens = tokens[: length - 1] + [end_id]
             tokens = tokens[:length]
             ids[row, : len(tokens)] = tokens
+        check_token_ids(ids, self.vocabulary_size, "The tokenizer's ids")
         return ids[0] if single else ids
 
     # Plain TF ops on static shapes: autograph would only slow tracing down (by seconds
@@ -347,6 +383,21 @@ class SilcTokenizer(keras.layers.Layer):
             ids += tf.one_hot(num_tokens, length, on_value=end_id, off_value=0, dtype=tf.int32)
         else:
             ids = pieces.to_tensor(default_value=0, shape=[None, length])
+        # Checked where the batch is made (on the host, in tf.data): an id past the text
+        # tower's table would give NaN under JAX.
+        vocabulary_size = self.vocabulary_size
+        ids = tf.ensure_shape(ids, [None, length])
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_non_negative(ids, message="negative token id"),
+                tf.debugging.assert_less(
+                    ids,
+                    vocabulary_size,
+                    message=f"token id >= the vocabulary size {vocabulary_size}",
+                ),
+            ]
+        ):
+            ids = tf.identity(ids)
         return ids[0] if single else ids
 
     def detokenize(self, ids):

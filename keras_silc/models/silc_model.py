@@ -15,6 +15,8 @@ from keras import ops
 
 from keras_silc import batch_format
 from keras_silc import losses
+from keras_silc.callbacks import with_divergence_guard
+from keras_silc.checks import check_token_ids
 from keras_silc.layers.distillation_head import l2_normalize
 from keras_silc.layers.photometric import apply_carried_photometric
 from keras_silc.models.image_tower import ImageTower
@@ -465,6 +467,7 @@ class SilcModel(SilcTrainer, keras.Model):
 
     def encode_text(self, token_ids):
         """L2-normalised text embeddings (N, J) of integer token ids (N, T)."""
+        check_token_ids(token_ids, self.text_encoder.vocabulary_size, "encode_text's token ids")
         token_ids = ops.convert_to_tensor(token_ids, dtype="int32")
         return l2_normalize(self.text_encoder(token_ids))
 
@@ -496,6 +499,11 @@ class SilcModel(SilcTrainer, keras.Model):
         return outputs
 
     # ---------------------------------------------------------------- compile
+    def fit(self, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit` with a `DivergenceGuard`: a NaN or exploding loss stops
+        training with the command line's message (pass your own guard to change it)."""
+        return super().fit(*args, callbacks=with_divergence_guard(callbacks), **kwargs)
+
     def compile(self, optimizer=None, **kwargs):
         """Compiles with the paper's recipe unless an optimizer is given.
 
