@@ -143,3 +143,154 @@ def test_distillation_settings_do_not_touch_the_rows_without_distillation():
     assert script.row_overrides(
         "siglip_views_ema", ["head.batch_norm=false", "vision.depth=2"]
     ) == ["vision.depth=2"]
+
+
+# ------------------------------------------------------------------ statistics
+def test_mean_interval_is_the_student_t_interval_of_the_mean():
+    script = _table6_script()
+    cell = script.mean_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    # mean 3, sample std sqrt(2.5), t_{0.975, 4} = 2.776445: 3 -/+ 2.776445 sqrt(2.5 / 5).
+    half = 2.776445 * np.sqrt(2.5 / 5)
+    assert (cell["mean"], cell["n"]) == (3.0, 5)
+    np.testing.assert_allclose(cell["std"], np.sqrt(2.5))
+    np.testing.assert_allclose([cell["low"], cell["high"]], [3 - half, 3 + half], rtol=1e-6)
+    assert script.mean_interval([0.3])["low"] is None
+
+
+def test_paired_difference_pairs_by_seed_and_matches_scipy():
+    from scipy import stats
+
+    script = _table6_script()
+    row = {0: 1.0, 1: 2.0, 2: 4.0, 3: 3.0, 4: 6.0, 7: 9.0}  # seed 7: no baseline, left out
+    baseline = {0: 0.5, 1: 1.0, 2: 2.0, 3: 2.5, 4: 3.0, 9: 0.0}
+    test = script.paired_difference(row, baseline)
+    differences = np.array([0.5, 1.0, 2.0, 0.5, 3.0])
+    assert test["seeds"] == [0, 1, 2, 3, 4] and test["n"] == 5
+    # By hand: mean 1.4, sample variance 4.7 / 4, t = mean / (std / sqrt(5)).
+    std = np.sqrt(4.7 / 4)
+    np.testing.assert_allclose([test["mean"], test["std"]], [1.4, std])
+    np.testing.assert_allclose(test["t"], 1.4 / (std / np.sqrt(5)))
+    reference = stats.ttest_rel([1.0, 2.0, 4.0, 3.0, 6.0], [0.5, 1.0, 2.0, 2.5, 3.0])
+    np.testing.assert_allclose([test["t"], test["p"]], [reference.statistic, reference.pvalue])
+    half = stats.t.ppf(0.975, 4) * differences.std(ddof=1) / np.sqrt(5)
+    np.testing.assert_allclose([test["low"], test["high"]], [1.4 - half, 1.4 + half])
+    # The p-value and the interval agree: p < 0.05 exactly when the interval excludes 0.
+    assert (test["p"] < 0.05) == (test["low"] > 0)
+    assert script.paired_difference({0: 1.0}, {1: 1.0})["n"] == 0
+    constant = script.paired_difference({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0})
+    assert constant["p"] == 0.0 and constant["t"] == float("inf")
+
+
+def test_holm_adjusts_step_down_and_stays_monotone():
+    script = _table6_script()
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> 0.06 (monotone).
+    np.testing.assert_allclose(
+        script.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02], rtol=1e-12
+    )
+    np.testing.assert_allclose(script.holm([0.5, 0.9]), [1.0, 1.0])
+    assert script.holm([]) == []
+
+
+def _fake_run(script, row, seed, shift=0.0):
+    """A finished run record with the table's default settings (scenes of one class)."""
+    rng = np.random.default_rng(1000 * seed + len(row))
+    steps = script.row_steps(row, script.TABLE_STEPS)
+    results = {
+        metric: 0.3 + 0.01 * seed + shift + 0.002 * rng.normal() for metric in script.METRICS
+    }
+    return {
+        "row": row, "seed": seed, "backend": "torch", "steps": steps, "batch_size": 64,
+        "class_only_captions": 1.0, "overrides": [], "eval_items": 10_000, "eval_scenes": 1000,
+        "num_scenes": 20_000, "data_seed": seed, "scene": dict(script.DEFAULT_SCENE),
+        "results": results, "train_seconds": 60.0, "final_logs": {},
+        "flops_per_step": script.flops_per_step(row, 64, []),
+        "train_flops": steps * script.flops_per_step(row, 64, []),
+    }  # fmt: skip
+
+
+def test_comparisons_are_paired_holm_corrected_and_need_five_seeds():
+    script = _table6_script()
+    runs = []
+    for seed in range(5):
+        runs.append(_fake_run(script, "clip", seed))
+        # A gain of 5 points, far above the 0.2-point noise: every metric beats.
+        runs.append(_fake_run(script, "silc_c", seed, shift=0.05))
+        # No gain: nothing to resolve.
+        runs.append(_fake_run(script, "clip_views_ema", seed, shift=0.0))
+    for seed in range(3):  # three seeds: numbers, no claim
+        runs.append(_fake_run(script, "siglip", seed))
+        runs.append(_fake_run(script, "silc_s", seed, shift=0.05))
+    results = script.compare(runs)
+    by = {(r["row"], r["baseline"], r["metric"]): r for r in results}
+    metrics = list(script.METRICS)
+    assert len(results) == 3 * len(metrics)
+    # The family: the two comparisons with five seeds, every metric.
+    family = [r for r in results if r["holm_p"] is not None]
+    assert len(family) == 2 * len(metrics)
+    np.testing.assert_allclose([r["holm_p"] for r in family], script.holm([r["p"] for r in family]))
+    for metric in metrics:
+        assert by[("silc_c", "clip", metric)]["verdict"] == "beats"
+        np.testing.assert_allclose(by[("silc_c", "clip", metric)]["mean"], 0.05, atol=0.01)
+        assert by[("silc_c", "clip_views_ema", metric)]["verdict"] in ("not resolved", "beats",
+                                                                        "worse")  # fmt: skip
+        assert by[("silc_s", "siglip", metric)]["verdict"] == "fewer than 5 seeds: no claim"
+        assert by[("silc_s", "siglip", metric)]["holm_p"] is None
+    # Reversed, the same test says "worse".
+    flipped = [{**run, "row": {"clip": "silc_c", "silc_c": "clip"}.get(run["row"], run["row"])}
+               for run in runs]  # fmt: skip
+    assert all(
+        r["verdict"] == "worse"
+        for r in script.compare(flipped)
+        if (r["row"], r["baseline"]) == ("silc_c", "clip")
+    )
+
+
+def test_no_train_builds_a_partial_table_and_names_the_missing_cells(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    script = _table6_script()
+    for row, seeds in {"clip": range(5), "silc_c": range(5), "siglip": range(2)}.items():
+        for seed in seeds:
+            run = _fake_run(script, row, seed, shift=0.05 * (row == "silc_c"))
+            (tmp_path / f"{row}-seed{seed}.json").write_text(json.dumps(run))
+    table = tmp_path / "table.md"
+    argv = ["reproduce_table6.py", "--no-train", "--output", str(tmp_path), "--table", str(table)]
+    monkeypatch.setattr(sys, "argv", argv + ["--rows", "clip,silc_c,siglip,silc_s"])
+    script.main()
+    text = table.read_text()
+    assert "Partial grid: missing siglip seed(s) 2, 3, 4; silc_s seed(s) 0, 1, 2, 3, 4." in text
+    assert "| + self-distillation (SILC-C) minus CLIP | equal examples | ZS top-1 | 5 |" in text
+    assert "| beats |" in text and "beats the spread" not in text
+    assert "CLIP 11.1 TFLOPs, + self-distillation (SILC-C) 41.6 TFLOPs" in text
+    assert "Holm's correction runs over the family of this table's 6 tests" in text
+    assert not list(tmp_path.glob("*.weights.h5"))  # nothing trained
+    monkeypatch.setattr(sys, "argv", argv[:2] + ["--output", str(tmp_path / "absent")])
+    with pytest.raises(SystemExit, match="absent"):
+        script.main()
+
+
+def test_reuse_of_a_missing_or_empty_folder_is_an_error(tmp_path):
+    import argparse
+
+    script = _table6_script()
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "typo", tmp_path / "empty"):
+        args = argparse.Namespace(reuse=[str(folder)], output=str(tmp_path / "out"))
+        with pytest.raises(SystemExit, match=str(folder)):
+            script.reuse_runs(args, [("clip", 0)])
+
+
+def test_compute_matched_baselines_train_for_their_silc_rows_flops():
+    script = _table6_script()
+    flops = script.TRAIN_FLOPS
+    assert flops["silc_c"] > flops["clip"] and flops["silc_s"] > flops["siglip"]
+    for row, silc in (("clip_compute", "silc_c"), ("siglip_compute", "silc_s")):
+        steps = script.row_steps(row, 1500)
+        assert steps > 1500
+        # Within one step of SILC's compute.
+        assert abs(steps * flops[script.baseline_of(row)] - 1500 * flops[silc]) <= flops[silc]
+        assert script.flops_per_step(row, 64, []) == flops[script.baseline_of(row)]
+    assert script.row_steps("clip", 1500) == 1500
+    assert script.flops_per_step("clip", 8, []) is None  # not counted at that batch
+    assert script.flops_per_step("clip", 64, ["vision.depth=2"]) is None
