@@ -734,7 +734,14 @@ def markdown(table, runs, args, wall_seconds, missing=None):
         f"{', '.join(backend)}; training {train / 60:.1f} min over {len(runs)} runs, wall time "
         f"{wall_seconds / 60:.1f} min for this invocation."
     )
-    flops = {run["row"]: run["train_flops"] for run in runs if run.get("train_flops") is not None}
+    flops = {}
+    for run in runs:
+        # Runs recorded before the count was: TRAIN_FLOPS where it counted their model.
+        per_step = run.get("flops_per_step") or flops_per_step(
+            run["row"], run["batch_size"], run.get("overrides", [])
+        )
+        if per_step is not None:
+            flops[run["row"]] = per_step * run["steps"]
     if flops:
         lines.append(
             "Training FLOPs per run (XLA's count of the train step, benchmarks/train_flops.py): "
