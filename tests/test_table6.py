@@ -296,3 +296,27 @@ def test_compute_matched_baselines_train_for_their_silc_rows_flops():
     assert script.row_steps("clip", 1500) == 1500
     assert script.flops_per_step("clip", 8, []) is None  # not counted at that batch
     assert script.flops_per_step("clip", 64, ["vision.depth=2"]) is None
+
+
+def test_train_flops_counts_a_silc_step_as_costlier_than_a_clip_step():
+    """benchmarks/train_flops.py's count (XLA's, so JAX only) on tiny models."""
+    import importlib.util
+    import os
+
+    from conftest import BACKEND
+
+    if BACKEND != "jax":
+        pytest.skip("XLA's cost analysis: JAX only")
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "train_flops.py")
+    spec = importlib.util.spec_from_file_location("train_flops", path)
+    train_flops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_flops)
+    counts = {}
+    for row in ("clip", "silc"):
+        model = tiny_model(**TABLE6_ROWS[row])
+        model.compile()
+        batch = model.example_batch(4)
+        needed = set(model.required_keys())
+        batch = {k: v for k, v in batch.items() if k in needed}
+        counts[row] = train_flops.train_step_flops(model, batch)
+    assert 0 < counts["clip"] < counts["silc"]
