@@ -731,8 +731,12 @@ def markdown(table, runs, args, wall_seconds, missing=None):
     lines.append(
         f"{args.steps} steps of {args.batch_size} ({args.steps * args.batch_size:,} examples "
         f"seen) per run unless the row says otherwise, seeds {seeds}, backend "
-        f"{', '.join(backend)}; training {train / 60:.1f} min over {len(runs)} runs, wall time "
-        f"{wall_seconds / 60:.1f} min for this invocation."
+        f"{', '.join(backend)}; training {train / 60:.1f} min over {len(runs)} runs"
+        + (
+            "."
+            if getattr(args, "no_train", False)
+            else f", wall time {wall_seconds / 60:.1f} min for this invocation."
+        )
     )
     flops = {}
     for run in runs:
