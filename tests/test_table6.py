@@ -250,7 +250,8 @@ def test_no_train_builds_a_partial_table_and_names_the_missing_cells(tmp_path, m
     import sys
 
     script = _table6_script()
-    for row, seeds in {"clip": range(5), "silc_c": range(5), "siglip": range(2)}.items():
+    grid = {"clip": range(5), "silc_c": range(5), "siglip": range(2), "clip_compute": range(5)}
+    for row, seeds in grid.items():
         for seed in seeds:
             run = _fake_run(script, row, seed, shift=0.05 * (row == "silc_c"))
             if row == "siglip":  # recorded before the FLOP count: taken from TRAIN_FLOPS
@@ -258,14 +259,17 @@ def test_no_train_builds_a_partial_table_and_names_the_missing_cells(tmp_path, m
             (tmp_path / f"{row}-seed{seed}.json").write_text(json.dumps(run))
     table = tmp_path / "table.md"
     argv = ["reproduce_table6.py", "--no-train", "--output", str(tmp_path), "--table", str(table)]
-    monkeypatch.setattr(sys, "argv", argv + ["--rows", "clip,silc_c,siglip,silc_s"])
+    monkeypatch.setattr(sys, "argv", argv + ["--rows", "clip,silc_c,siglip,silc_s,clip_compute"])
     script.main()
     text = table.read_text()
     assert "Partial grid: missing siglip seed(s) 2, 3, 4; silc_s seed(s) 0, 1, 2, 3, 4." in text
     assert "| + self-distillation (SILC-C) minus CLIP | equal examples | ZS top-1 | 5 |" in text
+    # The compute-matched baseline's runs (5,616 steps) match a table of 1,500 steps.
+    assert "| CLIP at SILC-C's compute (5,616 steps) | 5 |" in text
+    assert "minus CLIP at SILC-C's compute | equal compute | ZS top-1 | 5 |" in text
     assert "| beats |" in text and "beats the spread" not in text
     assert "CLIP 11.1 TFLOPs, + self-distillation (SILC-C) 41.6 TFLOPs, SigLIP 11.1" in text
-    assert "Holm's correction runs over the family of this table's 6 tests" in text
+    assert "Holm's correction runs over the family of this table's 12 tests" in text
     assert not list(tmp_path.glob("*.weights.h5"))  # nothing trained
     monkeypatch.setattr(sys, "argv", argv[:2] + ["--output", str(tmp_path / "absent")])
     with pytest.raises(SystemExit, match="absent"):
