@@ -687,14 +687,17 @@ def markdown(table, runs, args, wall_seconds, missing=None):
                 f"{p_text(r['p'])} | {p_text(r['holm_p'])} | {r['verdict']} |"
             )
         lines.append("")
+        family_text = (
+            f"Holm's correction runs over the family of this table's {family} tests: every "
+            f"comparison x metric above with at least {MIN_SEEDS} paired seeds"
+            if family
+            else f"No comparison has {MIN_SEEDS} paired seeds yet, so none is tested as a claim"
+        )
         lines.append(
             "Differences in points, paired by seed (a seed fixes the train scenes and the "
             "initialisation): their mean, 95% Student t interval and two-sided paired t test. "
-            f"Holm's correction runs over the family of this table's {family} tests: every "
-            f'comparison x metric above with at least {MIN_SEEDS} paired seeds; "beats" '
-            '("worse") means '
-            f"the Holm-adjusted p is below {ALPHA} with a positive (negative) difference, "
-            '"not resolved" that it is not; under '
+            f'{family_text}; "beats" ("worse") means the Holm-adjusted p is below {ALPHA} with '
+            'a positive (negative) difference, "not resolved" that it is not; under '
             f"{MIN_SEEDS} seeds the numbers are printed and no claim is made."
         )
         lines.append("")
@@ -729,7 +732,7 @@ def markdown(table, runs, args, wall_seconds, missing=None):
     train = sum(run["train_seconds"] for run in runs)
     backend = sorted({run["backend"] for run in runs})
     lines.append(
-        f"{args.steps} steps of {args.batch_size} ({args.steps * args.batch_size:,} examples "
+        f"{args.steps:,} steps of {args.batch_size} ({args.steps * args.batch_size:,} examples "
         f"seen) per run unless the row says otherwise, seeds {seeds}, backend "
         f"{', '.join(backend)}; training {train / 60:.1f} min over {len(runs)} runs"
         + (
