@@ -735,7 +735,7 @@ def markdown(table, runs, args, wall_seconds, missing=None):
     lines.append(
         f"{args.steps:,} steps of {args.batch_size} ({args.steps * args.batch_size:,} examples "
         f"seen) per run unless the row says otherwise, seeds {seeds}, backend "
-        f"{', '.join(backend)}; training {train / 60:.1f} min over {len(runs)} runs"
+        f"{', '.join(backend)}; training {train / 60:.1f} min over {len(runs)} run(s)"
         + (
             "."
             if getattr(args, "no_train", False)
