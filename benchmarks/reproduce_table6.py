@@ -1,6 +1,6 @@
 """The paper's Table 6 ablation at CPU scale, on Fashion-MNIST scenes.
 
-Rows (each at the same number of examples seen, several seeds each):
+Rows (at the same number of examples seen unless said otherwise, several seeds each):
 
 * CLIP                      - contrastive loss on the full image only;
 * + additional views        - the global crops also enter the contrastive loss;
@@ -8,18 +8,25 @@ Rows (each at the same number of examples seen, several seeds each):
 * + self-distillation       - SILC-C: local crops distilled from the EMA teacher;
 * SigLIP, SILC-S            - the same pair with the sigmoid loss;
 * SigLIP + views + EMA      - SILC-S without the distillation, the control that tells what
-                              the distillation adds to the SigLIP pair (not in the paper).
+                              the distillation adds to the SigLIP pair (not in the paper);
+* CLIP, SigLIP at SILC's compute - the baselines trained for as many FLOPs as SILC-C and
+                              SILC-S (more steps: TRAIN_FLOPS, benchmarks/train_flops.py).
 
 Every run trains `demo.DEMO_OVERRIDES` (the demo's 64 px model) with the demo's recipe and
 augmentation on Fashion-MNIST train scenes, then runs `demo.evaluate_fashion` on the test split
 (zero-shot classification, few-shot linear probes, retrieval, zero-shot segmentation). Each
 (row, seed) runs in its own process and writes `<output>/<row>-seed<k>.json`; a rerun skips
-finished runs, so an interrupted table resumes. The table (mean +/- std over seeds, and SILC's
-gain over its baseline against the seed spread) is printed and written to `--table`.
+finished runs, so an interrupted table resumes. The table is printed and written to
+`--table`: each row's mean, std and 95% interval over seeds, and every comparison (SILC
+against its baseline at equal examples and at equal compute, against itself without the
+distillation, and the views' and the EMA's steps) as per-seed paired differences with a t test,
+Holm-corrected over the table; a claim needs 5 paired seeds. `--no-train` rebuilds the table
+from the runs a folder holds and lists the missing ones.
 
-    python benchmarks/reproduce_table6.py --jobs 2               # 7 rows x 3 seeds
+    python benchmarks/reproduce_table6.py --jobs 2               # 9 rows x 3 seeds
     python benchmarks/reproduce_table6.py --rows clip,silc_c     # one CLIP-vs-SILC pair
     python benchmarks/reproduce_table6.py --quick                # smoke test (CI)
+    python benchmarks/reproduce_table6.py --no-train --output docs/runs/table6/same
 
 Defaults are those of the table in docs/results.md: 1,500 steps of 64, class-only captions,
 train scenes whose 2-4 items share one class (`--scene-classes distinct` for mixed ones).
@@ -46,11 +53,53 @@ ROWS = {
         {"contrastive_loss": "siglip", "row": "clip+views+ema"},
     ),
     "silc_s": ("SILC-S", {"contrastive_loss": "siglip", "row": "silc"}),
+    # The baselines trained for as many FLOPs as their SILC row (TRAIN_FLOPS): more steps.
+    "clip_compute": (
+        "CLIP at SILC-C's compute",
+        {"contrastive_loss": "clip", "row": "clip", "compute_of": "silc_c"},
+    ),
+    "siglip_compute": (
+        "SigLIP at SILC-S's compute",
+        {"contrastive_loss": "siglip", "row": "clip", "compute_of": "silc_s"},
+    ),
 }
-# SILC's row and the contrastive baseline it must beat.
+# SILC's row and the contrastive baseline it must beat, at equal examples seen.
 PAIRS = {"silc_c": "clip", "silc_s": "siglip"}
+# The same, at equal training FLOPs.
+COMPUTE_PAIRS = {"silc_c": "clip_compute", "silc_s": "siglip_compute"}
 # SILC's row and the same row without the distillation: what the distillation itself adds.
 CONTROLS = {"silc_c": "clip_views_ema", "silc_s": "siglip_views_ema"}
+# Every comparison the table makes: (row, baseline, what it asks), equal examples and equal
+# compute side by side. Together they are the family of the Holm correction.
+COMPARISONS = tuple(
+    [
+        comparison
+        for silc in PAIRS
+        for comparison in (
+            (silc, PAIRS[silc], "equal examples"),
+            (silc, COMPUTE_PAIRS[silc], "equal compute"),
+        )
+    ]
+    + [(silc, control, "the distillation alone") for silc, control in CONTROLS.items()]
+    # The paper's other two steps of Table 6: what the views add, then what the EMA adds.
+    + [("clip_views", "clip", "the views alone"), ("clip_views_ema", "clip_views", "the EMA alone")]
+)
+# A comparison is a claim only at this many paired seeds; the test's level, after Holm.
+MIN_SEEDS = 5
+ALPHA = 0.05
+# Training FLOPs per step of each row's model at FLOPS_BATCH, counted by XLA on the
+# jit-compiled train step (benchmarks/train_flops.py, which prints this line).
+# Measured with KERAS_BACKEND=jax (JAX 0.10, CPU); SILC's step is 3.74 CLIP steps.
+FLOPS_BATCH = 64
+TRAIN_FLOPS = {
+    "clip": 7.402e9,
+    "silc_c": 27.713e9,
+    "siglip": 7.402e9,
+    "silc_s": 27.713e9,
+    "clip_views": 18.420e9,
+    "clip_views_ema": 18.422e9,
+    "siglip_views_ema": 18.422e9,
+}
 # `--set` keys that act only on the self-distillation. The rows without it do not take them,
 # so that an ablation of the head or the temperatures shares its baselines' runs (--reuse).
 # Not head.num_layers: each layer's initializer draws a seed, so the head's depth shifts the
@@ -179,10 +228,11 @@ def train_and_evaluate(row, seed, args):
     from keras_silc.experiments import fashion as demo
 
     data_seed = seed if args.data_seed is None else args.data_seed
+    steps = row_steps(row, args.steps)
     model, dataset, config = build_run(
         row,
         seed,
-        steps=args.steps,
+        steps=steps,
         batch_size=args.batch_size,
         num_scenes=args.num_scenes,
         vocabulary_size=args.vocabulary_size,
@@ -192,7 +242,7 @@ def train_and_evaluate(row, seed, args):
         scene=scene_of(args),
     )
     start = time.time()
-    history = model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=0)
+    history = model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
     train_seconds = time.time() - start
     # The trained weights, so that a run can be evaluated again without training it again.
     os.makedirs(args.output, exist_ok=True)
@@ -208,13 +258,17 @@ def train_and_evaluate(row, seed, args):
 
         probe = data.fashion_scenes("test", DIAGNOSTIC_SCENES, 64, seed=0)["image"]
         distillation = evaluation.distillation_diagnostics(model, probe)
+    flops = flops_per_step(row, args.batch_size, row_overrides(row, args.set))
     return {
         "row": row,
         "seed": seed,
         "backend": keras.backend.backend(),
-        "steps": args.steps,
+        "steps": steps,
         "batch_size": args.batch_size,
-        "examples_seen": args.steps * args.batch_size,
+        "examples_seen": steps * args.batch_size,
+        # XLA's count of the model's train step (TRAIN_FLOPS), where it was counted.
+        "flops_per_step": flops,
+        "train_flops": None if flops is None else steps * flops,
         "class_only_captions": args.class_only_captions,
         "overrides": row_overrides(row, args.set),
         "eval_items": args.eval_items,
@@ -231,6 +285,29 @@ def train_and_evaluate(row, seed, args):
         "results": results,
         "distillation": distillation,
     }
+
+
+def baseline_of(row):
+    """The row whose model `row` trains: itself, or for a compute-matched row its baseline."""
+    spec = ROWS[row][1]
+    return PAIRS[spec["compute_of"]] if "compute_of" in spec else row
+
+
+def row_steps(row, steps):
+    """The steps `row` trains for in a table of `steps`: `steps`, or for a compute-matched
+    baseline as many as spend its SILC row's training FLOPs of `steps` (TRAIN_FLOPS)."""
+    spec = ROWS[row][1]
+    if "compute_of" not in spec:
+        return steps
+    return round(steps * TRAIN_FLOPS[spec["compute_of"]] / TRAIN_FLOPS[baseline_of(row)])
+
+
+def flops_per_step(row, batch_size, overrides):
+    """`row`'s training FLOPs per step where TRAIN_FLOPS counted its model (the table's
+    model at FLOPS_BATCH, no --set); else None."""
+    if batch_size != FLOPS_BATCH or overrides:
+        return None
+    return TRAIN_FLOPS.get(baseline_of(row))
 
 
 def scene_of(args):
@@ -338,7 +415,8 @@ def run_queue(args, queue):
                 for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
                     env[name] = threads
                 env["TF_NUM_INTEROP_THREADS"] = "1"
-            print(f"[table6] {row} seed {seed}: training {args.steps} steps", flush=True)
+            steps = row_steps(row, args.steps)
+            print(f"[table6] {row} seed {seed}: training {steps} steps", flush=True)
             process = subprocess.Popen(
                 worker_command(args, row, seed),
                 env=env,
@@ -372,7 +450,7 @@ def settings_mismatch(run, args):
         {**FASHION_SCENE, **run.get("scene", {})},
     )
     wanted = (
-        args.steps,
+        row_steps(run["row"], args.steps),
         args.batch_size,
         args.class_only_captions,
         row_overrides(run["row"], args.set),
@@ -403,7 +481,13 @@ def check_settings(path, args):
 
 def reuse_runs(args, order):
     """Copies into --output the runs of `order` that a --reuse folder holds with this
-    invocation's settings (JSON and weights), so they are not trained again."""
+    invocation's settings (JSON and weights), so they are not trained again. A --reuse
+    folder that does not exist or holds no run is an error (a typo would retrain silently)."""
+    for folder in args.reuse:
+        if not os.path.isdir(folder):
+            raise SystemExit(f"--reuse {folder}: no such folder.")
+        if not any(name.endswith(".json") for name in os.listdir(folder)):
+            raise SystemExit(f"--reuse {folder}: the folder holds no run (no .json file).")
     for row, seed in order:
         target = run_path(args, row, seed)
         if os.path.exists(target):
@@ -427,8 +511,100 @@ def reuse_runs(args, order):
             break
 
 
+# ------------------------------------------------------------------ statistics
+def t_quantile(probability, df):
+    """The Student t distribution's quantile."""
+    from scipy import stats
+
+    return float(stats.t.ppf(probability, df))
+
+
+def mean_interval(values, level=0.95):
+    """{mean, std, n, low, high} of `values`: the sample std and the Student t interval of
+    the mean (low and high None under two values)."""
+    n = len(values)
+    mean = statistics.mean(values)
+    std = statistics.stdev(values) if n > 1 else 0.0
+    if n < 2:
+        return {"mean": mean, "std": std, "n": n, "low": None, "high": None}
+    half = t_quantile(0.5 + level / 2, n - 1) * std / n**0.5
+    return {"mean": mean, "std": std, "n": n, "low": mean - half, "high": mean + half}
+
+
+def paired_difference(row, baseline, level=0.95):
+    """The per-seed differences row - baseline ({seed: value} each) over the seeds both have
+    (same seed: same train scenes and initialisation): `mean_interval`'s keys, the seeds,
+    and the paired t test's statistic t and two-sided p (None under two seeds)."""
+    seeds = sorted(set(row) & set(baseline))
+    differences = [row[seed] - baseline[seed] for seed in seeds]
+    if not differences:
+        return {"seeds": [], "n": 0, "mean": None, "std": None, "low": None, "high": None,
+                "t": None, "p": None}  # fmt: skip
+    result = {"seeds": seeds, **mean_interval(differences, level), "t": None, "p": None}
+    n = result["n"]
+    if n < 2:
+        return result
+    if result["std"] == 0.0:  # every seed gives the same difference
+        result["t"] = (
+            0.0 if result["mean"] == 0 else float("inf") * (1 if result["mean"] > 0 else -1)
+        )
+        result["p"] = 1.0 if result["mean"] == 0 else 0.0
+        return result
+    from scipy import stats
+
+    result["t"] = result["mean"] / (result["std"] / n**0.5)
+    result["p"] = float(2 * stats.t.sf(abs(result["t"]), n - 1))
+    return result
+
+
+def holm(pvalues):
+    """Holm's step-down adjusted p-values, in the order given: the k-th smallest is
+    max over j <= k of min(1, (m - j + 1) p_(j)). Rejecting where adjusted p < alpha controls
+    the family-wise error rate at alpha."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def compare(runs, comparisons=COMPARISONS, metrics=METRICS, min_seeds=MIN_SEEDS, alpha=ALPHA):
+    """Every (comparison, metric) that the runs allow: the paired difference over seeds, its
+    95% t interval and p, the Holm-adjusted p over the family (every comparison x metric
+    with at least `min_seeds` paired seeds) and a verdict: "beats" or "worse" where the
+    adjusted test rejects at `alpha`, "not resolved" where not, and no claim under
+    `min_seeds` seeds. A list of dicts."""
+    by_row = collections.defaultdict(dict)
+    for run in runs:
+        by_row[run["row"]][run["seed"]] = run["results"]
+    results = []
+    for row, baseline, question in comparisons:
+        for metric in metrics:
+            a = {s: r[metric] for s, r in by_row.get(row, {}).items() if metric in r}
+            b = {s: r[metric] for s, r in by_row.get(baseline, {}).items() if metric in r}
+            test = paired_difference(a, b)
+            if test["n"] == 0:
+                continue
+            results.append(
+                {"row": row, "baseline": baseline, "question": question, "metric": metric,
+                 **test, "holm_p": None}
+            )  # fmt: skip
+    family = [r for r in results if r["n"] >= min_seeds]
+    for result, adjusted in zip(family, holm([r["p"] for r in family]), strict=True):
+        result["holm_p"] = adjusted
+    for result in results:
+        if result["n"] < min_seeds:
+            result["verdict"] = f"fewer than {min_seeds} seeds: no claim"
+        elif result["holm_p"] < alpha:
+            result["verdict"] = "beats" if result["mean"] > 0 else "worse"
+        else:
+            result["verdict"] = "not resolved"
+    return results
+
+
 def summarize(runs, rows):
-    """{row: {metric: (mean, std, n)}} over seeds."""
+    """{row: {metric: mean_interval}} over seeds."""
     table = {}
     for row in rows:
         values = [run["results"] for run in runs if run["row"] == row]
@@ -438,42 +614,93 @@ def summarize(runs, rows):
         for metric in METRICS:
             series = [v[metric] for v in values if metric in v]
             if series:
-                spread = statistics.stdev(series) if len(series) > 1 else 0.0
-                table[row][metric] = (statistics.mean(series), spread, len(series))
+                table[row][metric] = mean_interval(series)
     return table
 
 
-def markdown(table, runs, args, wall_seconds):
-    lines = ["| model | " + " | ".join(METRICS.values()) + " |"]
-    lines.append("|---" * (len(METRICS) + 1) + "|")
-    for row, cells in table.items():
-        text = [
-            f"{100 * m:.1f} +/- {100 * s:.1f}" if metric in cells else "-"
-            for metric, (m, s, _) in ((k, cells.get(k, (0, 0, 0))) for k in METRICS)
-        ]
-        lines.append(f"| {ROWS[row][0]} | " + " | ".join(text) + " |")
-    lines.append("")
-    comparisons = [(silc, baseline, "") for silc, baseline in PAIRS.items()]
-    comparisons += [
-        (silc, control, ", what the distillation adds") for silc, control in CONTROLS.items()
-    ]
-    for silc, baseline, meaning in comparisons:
-        if silc not in table or baseline not in table:
-            continue
+def missing_cells(runs, rows, seeds):
+    """{row: [seeds]} of the (row, seed) cells that `runs` lack."""
+    have = {(run["row"], run["seed"]) for run in runs}
+    missing = {row: [s for s in seeds if (row, s) not in have] for row in rows}
+    return {row: found for row, found in missing.items() if found}
+
+
+def percent(value):
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def signed(value):
+    return "-" if value is None else f"{100 * value:+.1f}"
+
+
+def p_text(value):
+    return "-" if value is None else f"{value:.2g}" if value >= 0.001 else "<0.001"
+
+
+def markdown(table, runs, args, wall_seconds, missing=None):
+    """The summary table (mean +/- std and 95% interval over seeds), the paired comparisons
+    with their Holm-corrected tests, the heads' state and the settings."""
+    lines = []
+    if missing:
         lines.append(
-            f"{ROWS[silc][0]} minus {ROWS[baseline][0]}{meaning} (points; spread = larger std):"
+            "Partial grid: missing "
+            + "; ".join(f"{row} seed(s) {', '.join(map(str, s))}" for row, s in missing.items())
+            + "."
         )
-        for metric, name in METRICS.items():
-            if metric not in table[silc] or metric not in table[baseline]:
-                continue
-            gain = table[silc][metric][0] - table[baseline][metric][0]
-            spread = max(table[silc][metric][1], table[baseline][metric][1])
-            verdict = "beats the spread" if gain > spread else "within the spread"
-            if gain < -spread:
-                verdict = "worse beyond the spread"
-            if min(table[silc][metric][2], table[baseline][metric][2]) < 2:
-                verdict = "one seed: no spread to compare with"
-            lines.append(f"- {name}: {100 * gain:+.1f} (spread {100 * spread:.1f}): {verdict}")
+        lines.append("")
+    lines.append("| model | seeds | " + " | ".join(METRICS.values()) + " |")
+    lines.append("|---" * (len(METRICS) + 2) + "|")
+    for row, cells in table.items():
+        text = []
+        for metric in METRICS:
+            cell = cells.get(metric)
+            if cell is None:
+                text.append("-")
+            elif cell["low"] is None:
+                text.append(percent(cell["mean"]))
+            else:
+                text.append(
+                    f"{percent(cell['mean'])} +/- {percent(cell['std'])} "
+                    f"[{percent(cell['low'])}, {percent(cell['high'])}]"
+                )
+        seeds = max((cell["n"] for cell in cells.values()), default=0)
+        steps = row_steps(row, args.steps)
+        label = ROWS[row][0] + (f" ({steps:,} steps)" if steps != args.steps else "")
+        lines.append(f"| {label} | {seeds} | " + " | ".join(text) + " |")
+    lines.append("")
+    lines.append(
+        "Metrics in %: mean +/- std over seeds [95% Student t interval of the mean] (chance: "
+        "zero-shot 10%)."
+    )
+    lines.append("")
+    results = compare(runs)
+    if results:
+        family = sum(result["holm_p"] is not None for result in results)
+        lines.append(
+            "| comparison | at | metric | seeds | difference | 95% interval | p | Holm p | verdict |"
+        )
+        lines.append("|---" * 9 + "|")
+        for r in results:
+            interval = "-" if r["low"] is None else f"[{signed(r['low'])}, {signed(r['high'])}]"
+            lines.append(
+                f"| {ROWS[r['row']][0]} minus {ROWS[r['baseline']][0]} | {r['question']} | "
+                f"{METRICS[r['metric']]} | {r['n']} | {signed(r['mean'])} | {interval} | "
+                f"{p_text(r['p'])} | {p_text(r['holm_p'])} | {r['verdict']} |"
+            )
+        lines.append("")
+        family_text = (
+            f"Holm's correction runs over the family of this table's {family} tests: every "
+            f"comparison x metric above with at least {MIN_SEEDS} paired seeds"
+            if family
+            else f"No comparison has {MIN_SEEDS} paired seeds yet, so none is tested as a claim"
+        )
+        lines.append(
+            "Differences in points, paired by seed (a seed fixes the train scenes and the "
+            "initialisation): their mean, 95% Student t interval and two-sided paired t test. "
+            f'{family_text}; "beats" ("worse") means the Holm-adjusted p is below {ALPHA} with '
+            'a positive (negative) difference, "not resolved" that it is not; under '
+            f"{MIN_SEEDS} seeds the numbers are printed and no claim is made."
+        )
         lines.append("")
     collapsed = collections.Counter(
         (run["row"], run["distillation"]["collapse"]) for run in runs if run.get("distillation")
@@ -491,6 +718,9 @@ def markdown(table, runs, args, wall_seconds):
             + (f" ({'; '.join(meanings)})." if meanings else ": no head collapsed.")
         )
         lines.append("")
+    if not runs:
+        lines.append("No finished runs yet.")
+        return "\n".join(lines) + "\n"
     top1 = sum(run["results"]["zero_shot/top1"] for run in runs) / len(runs)
     lines.append(
         f"Evaluated on {args.eval_items:,} single test items and {args.eval_scenes:,} test "
@@ -503,11 +733,29 @@ def markdown(table, runs, args, wall_seconds):
     train = sum(run["train_seconds"] for run in runs)
     backend = sorted({run["backend"] for run in runs})
     lines.append(
-        f"{args.steps} steps of {args.batch_size} ({args.steps * args.batch_size:,} examples "
-        f"seen) per run, seeds {seeds}, backend {', '.join(backend)}; training {train / 60:.1f} "
-        f"min over {len(runs)} runs, wall time {wall_seconds / 60:.1f} min for this invocation. "
-        "Metrics in %, mean +/- std over seeds (chance: zero-shot 10%)."
+        f"{args.steps:,} steps of {args.batch_size} ({args.steps * args.batch_size:,} examples "
+        f"seen) per run unless the row says otherwise, seeds {seeds}, backend "
+        f"{', '.join(backend)}; training {train / 60:.1f} min over {len(runs)} run(s)"
+        + (
+            "."
+            if getattr(args, "no_train", False)
+            else f", wall time {wall_seconds / 60:.1f} min for this invocation."
+        )
     )
+    flops = {}
+    for run in runs:
+        # Runs recorded before the count was: TRAIN_FLOPS where it counted their model.
+        per_step = run.get("flops_per_step") or flops_per_step(
+            run["row"], run["batch_size"], run.get("overrides", [])
+        )
+        if per_step is not None:
+            flops[run["row"]] = per_step * run["steps"]
+    if flops:
+        lines.append(
+            "Training FLOPs per run (XLA's count of the train step, benchmarks/train_flops.py): "
+            + ", ".join(f"{ROWS[row][0]} {count / 1e12:.1f} TFLOPs" for row, count in flops.items())
+            + "."
+        )
     if args.set:
         lines.append(f"Overrides (--set): {', '.join(sorted(args.set))}.")
         skipped = sorted(set(args.set) - set(row_overrides("clip", args.set)))
@@ -536,7 +784,9 @@ def main():
     parser.add_argument(
         "--rows", default=None, help=f"comma-separated of {list(ROWS)} (default: all)"
     )
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--seeds", default=None, help="default 0,1,2 (with --no-train: the seeds in --output)"
+    )
     parser.add_argument(
         "--steps", type=int, default=None, help=f"steps per run (default {TABLE_STEPS})"
     )
@@ -603,6 +853,12 @@ def main():
     parser.add_argument("--output", default="runs/table6", help="per-run JSON files")
     parser.add_argument("--table", default=None, help="also write the Markdown table here")
     parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: build the table from the runs that --output holds, listing the "
+        "(row, seed) cells that are missing",
+    )
+    parser.add_argument(
         "--reuse",
         action="append",
         default=[],
@@ -629,7 +885,7 @@ def main():
     from keras_silc.experiments import fashion as demo
 
     if args.quick:
-        args.rows, args.seeds = args.rows or "clip,silc_c", "0"
+        args.rows, args.seeds = args.rows or "clip,silc_c", args.seeds or "0"
         args.steps, args.batch_size = args.steps or 4, args.batch_size or 8
         args.num_scenes, args.eval_items, args.eval_scenes = 128, 100, 40
     args.steps = args.steps or TABLE_STEPS
@@ -645,34 +901,60 @@ def main():
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
-    seeds = [int(s) for s in args.seeds.split(",")]
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     start = time.time()
-    # Seed-major: a partial table has every row at the first seeds.
-    order = [(row, seed) for seed in seeds for row in rows]
-    reuse_runs(args, order)
-    for row, seed in order:
-        if os.path.exists(run_path(args, row, seed)):
-            check_settings(run_path(args, row, seed), args)
-    run_queue(args, [key for key in order if not os.path.exists(run_path(args, *key))])
-    runs = []
-    for row, seed in order:
-        run = check_settings(run_path(args, row, seed), args)
-        runs.append(run)
+    if args.no_train:
+        runs, missing = load_records(args, rows, args.seeds)
+    else:
+        seeds = [int(s) for s in (args.seeds or "0,1,2").split(",")]
+        # Seed-major: a partial table has every row at the first seeds.
+        order = [(row, seed) for seed in seeds for row in rows]
+        reuse_runs(args, order)
+        for row, seed in order:
+            if os.path.exists(run_path(args, row, seed)):
+                check_settings(run_path(args, row, seed), args)
+        run_queue(args, [key for key in order if not os.path.exists(run_path(args, *key))])
+        runs = [check_settings(run_path(args, row, seed), args) for row, seed in order]
+        missing = {}
+    for run in runs:
         print(
-            f"[table6] {row} seed {seed}: "
+            f"[table6] {run['row']} seed {run['seed']}: "
             + ", ".join(f"{METRICS[k]} {100 * run['results'][k]:.1f}" for k in METRICS)
             + teacher_summary(run)
             + f" ({run['train_seconds']:.0f} s training)",
             flush=True,
         )
-    text = markdown(summarize(runs, rows), runs, args, time.time() - start)
+    text = markdown(summarize(runs, rows), runs, args, time.time() - start, missing)
     print()
     print(text)
     if args.table:
         with open(args.table, "w") as handle:
             handle.write(text)
+
+
+def load_records(args, rows, seeds=None):
+    """The finished runs of `rows` that --output holds (settings checked), without training,
+    and the missing (row, seed) cells ({row: [seeds]}). `seeds` ("0,1,2"; default: every
+    seed that some run in the folder has)."""
+    if not os.path.isdir(args.output):
+        raise SystemExit(f"--no-train: no such folder {args.output}.")
+    if seeds is None:
+        found = set()
+        for name in os.listdir(args.output):
+            stem, _, tail = name.rpartition("-seed")
+            if stem in ROWS and tail.endswith(".json") and tail[:-5].isdigit():
+                found.add(int(tail[:-5]))
+        seeds = sorted(found)
+    else:
+        seeds = [int(s) for s in seeds.split(",")]
+    runs = [
+        check_settings(run_path(args, row, seed), args)
+        for seed in seeds
+        for row in rows
+        if os.path.exists(run_path(args, row, seed))
+    ]
+    return runs, missing_cells(runs, rows, seeds)
 
 
 if __name__ == "__main__":
