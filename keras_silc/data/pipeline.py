@@ -82,9 +82,11 @@ def training_dataset(
         augmentation: a `MultiCropConfig`, or a dict of overrides of
             `preprocessor.multi_crop_config()`.
         shuffle_buffer: examples in the shuffle buffer (0 to keep the source order).
-        seed: int. Seeds shuffling and augmentation; with `deterministic=True` the same seed
-            gives the same batches.
-        deterministic: keep element order fixed through parallel stages (a little slower).
+        seed: int. Seeds shuffling and augmentation: the same seed gives the same batches,
+            in the same order, and a resumed run (`start_example`) those of an uninterrupted
+            one. Parallel stages then keep their order (a little slower).
+        deterministic: without a seed, keep element order fixed through parallel stages
+            (and seed with 0); with a seed the order is always kept.
         repeat: loop forever (use `steps_per_epoch` in `fit`).
         image_dtype: "float32", or "bfloat16" / "float16" to halve host-to-device traffic.
         start_example: resume the stream at this example (step x batch size): with a seed,
@@ -125,6 +127,9 @@ def training_dataset(
         augmentation = preprocessor.multi_crop_config(**(augmentation or {}))
     stats = getattr(pairs, "stats", None) or DataStats()
     seed = 0 if seed is None and deterministic else seed
+    # Which examples share a batch changes the contrastive loss: with a seed, the order is
+    # part of the result (a loaded CPU reorders a parallel map's output otherwise).
+    ordered = deterministic or seed is not None
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
         shuffle_seed = None
@@ -179,11 +184,11 @@ def training_dataset(
         decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     dataset = dataset.ignore_errors(log_warning=True).map(stats.count_decoded)
-    dataset = dataset.map(make_views, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(make_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
     options = tf.data.Options()
-    options.deterministic = deterministic
+    options.deterministic = ordered
     options.experimental_optimization.map_parallelization = True
     dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
     dataset.stats = stats
