@@ -200,15 +200,8 @@ def test_a_run_that_stopped_before_its_first_checkpoint_does_not_lock_the_folder
 
 
 def test_a_diverged_run_continues_with_a_lower_learning_rate(tmp_path):
+    from test_training import PoisonLoss
     from test_training import _run
-
-    class PoisonLoss(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == 1:
-                logs["loss"] = float("nan")
 
     with pytest.raises(training.TrainingDiverged, match="lower the learning rate"):
         _run(tmp_path, callbacks=[PoisonLoss()])

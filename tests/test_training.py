@@ -85,17 +85,18 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     assert os.path.exists(tmp_path / "killed" / "history.csv")
 
 
+class PoisonLoss(keras.callbacks.Callback):
+    """Reports a NaN loss in the second epoch, as a diverging run would."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1:
+            logs["loss"] = float("nan")
+
+
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    class PoisonLoss(keras.callbacks.Callback):
-        """Reports a NaN loss in the second epoch, as a diverging run would."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == 1:
-                logs["loss"] = float("nan")
-
     with pytest.raises(training.TrainingDiverged, match="last good checkpoint is intact"):
         _run(tmp_path, callbacks=[PoisonLoss()])
     _, epoch = training.latest_checkpoint(str(tmp_path / "checkpoints"))
