@@ -20,7 +20,7 @@ Two configurations:
 * all cores: ours with tf.data AUTOTUNE defaults; PIL with a `multiprocessing.Pool` of one
   worker per core writing batches into shared memory (as a torch DataLoader would).
 
-Rounds alternate the two pipelines (and their order); the table reports medians over rounds,
+Rounds alternate the pipelines (and their order); the table reports medians over rounds,
 and ratios are medians of each round's ratio (runs next to each other in time), so that the
 noise of a shared machine falls on both alike. "images per CPU-s" divides by the CPU time the
 pipeline's processes actually got (all threads and workers), which is what a core delivers
@@ -28,8 +28,8 @@ when the machine is shared.
 
     python benchmarks/input_pipeline.py                  # 512 images, 3 rounds (~3 min)
     python benchmarks/input_pipeline.py --quick          # smoke test (~1 min: 4 processes)
-    python benchmarks/input_pipeline.py --color-jitter fused   # ours with the fused jitter
     python benchmarks/input_pipeline.py --photometric accelerator   # photometric on the device
+    python benchmarks/input_pipeline.py --photometric host,accelerator   # both, same rounds
 
 With `--photometric accelerator` the host pipeline draws the photometric parameters but leaves
 the pixels to the model's step (`MultiCropConfig(photometric="accelerator")`); the benchmark
@@ -495,7 +495,7 @@ def setup_ours_dataset(args, geometry):
         tokenizer=hashing_tokenizer(geometry["vocabulary_size"], geometry["text_length"]),
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
-        augmentation={"color_jitter": args.color_jitter, "photometric": args.photometric},
+        augmentation={"photometric": args.photometric},
     )
     if args.cores == 1:
         options = tf.data.Options()
@@ -784,8 +784,8 @@ def worker_main(args):
 
 
 def worker_command(python, kind, args, cores=None, pin_cpu=None, variant=None):
-    """The command line of a `--worker` subprocess; `variant` gives one value of each list
-    flag (`--color-jitter`, `--photometric`) to an "ours" worker."""
+    """The command line of a `--worker` subprocess; `variant` gives an "ours" worker its own
+    `--photometric`."""
     command = [python, os.path.abspath(__file__), "--worker", kind]
     args = argparse.Namespace(**{**vars(args), **(variant or {})})
     for flag in (
@@ -802,7 +802,6 @@ def worker_command(python, kind, args, cores=None, pin_cpu=None, variant=None):
         "seconds",
         "warmup",
         "shuffle_buffer",
-        "color_jitter",
         "photometric",
     ):
         if getattr(args, flag) is not None:
@@ -880,23 +879,16 @@ def make_data(args):
     raise RuntimeError(f"making the shards failed (exit code {process.returncode})")
 
 
-# Flags of ours that take several comma-separated values: each combination is its own
-# pipeline, timed in the same rounds against the same baseline.
-LIST_FLAGS = {"color_jitter": ("exact", "fused"), "photometric": ("host", "accelerator")}
+PHOTOMETRIC = ("host", "accelerator")
 
 
 def ours_variants(args):
-    """[(name, {flag: value})]: one "ours" pipeline per combination of the list flags."""
-    variants = [("ours", {})]
-    for flag in LIST_FLAGS:
-        values = getattr(args, flag)
-        values = [None] if values is None else values.split(",")
-        variants = [
-            (name + (f" {value}" if len(values) > 1 else ""), {**chosen, flag: value})
-            for name, chosen in variants
-            for value in values
-        ]
-    return variants
+    """[(name, {"photometric": value})]: one "ours" pipeline per `--photometric` value,
+    timed in the same rounds against the same baseline."""
+    values = args.photometric.split(",")
+    return [
+        (f"ours {value}" if len(values) > 1 else "ours", {"photometric": value}) for value in values
+    ]
 
 
 def parse_args(argv=None):
@@ -916,16 +908,11 @@ def parse_args(argv=None):
     parser.add_argument("--shuffle-buffer", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--color-jitter",
-        help="ours: MultiCropConfig.color_jitter, or several comma-separated (each its own "
-        "pipeline in the same rounds): exact (torchvision's ops one by one, as the PIL "
-        "baseline), fused (one affine colour map per crop)",
-    )
-    parser.add_argument(
         "--photometric",
         default="host",
-        help="ours: MultiCropConfig.photometric, or several comma-separated: host, "
-        "accelerator (the host draws the parameters, the model's step applies them)",
+        help="ours: MultiCropConfig.photometric, or several comma-separated (each its own "
+        "pipeline in the same rounds): host, accelerator (the host draws the parameters, "
+        "the model's step applies them)",
     )
     parser.add_argument(
         "--stage-backend",
@@ -950,10 +937,8 @@ def parse_args(argv=None):
     parser.add_argument("--cores", type=int, default=1)
     parser.add_argument("--pin-cpu", type=int)
     args = parser.parse_args(argv)
-    for flag, choices in LIST_FLAGS.items():
-        values = getattr(args, flag)
-        if values is not None and not set(values.split(",")) <= set(choices):
-            parser.error(f"--{flag.replace('_', '-')} takes values among {choices}: {values!r}")
+    if not set(args.photometric.split(",")) <= set(PHOTOMETRIC):
+        parser.error(f"--photometric takes values among {PHOTOMETRIC}: {args.photometric!r}")
     if args.quick and args.worker is None:
         args.images, args.batch_size, args.rounds = 32, 8, 1
         args.image_size, args.local_size = 64, 32
@@ -1006,7 +991,7 @@ def main(argv=None):
                 args,
                 cores=1,
                 pin_cpu=pin,
-                variant={"photometric": "accelerator", "color_jitter": None},
+                variant={"photometric": "accelerator"},
             )
         setup = {key: worker.ready() for key, worker in workers.items()}
         print(
@@ -1065,7 +1050,7 @@ def print_table(args, configs, pipelines, results, elapsed, load, stage=None):
         f"{args.rounds} interleaved round(s), {args.seconds:g} s timed each; load average "
         f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs; "
         f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND', 'tensorflow')}; ours with "
-        f"color_jitter={args.color_jitter or 'default'!r}, photometric={args.photometric!r}."
+        f"photometric={args.photometric!r}."
     )
     print()
     print(

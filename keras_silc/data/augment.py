@@ -44,8 +44,11 @@ class MultiCropConfig:
             local crops flip. "none": no flips.
         color_jitter_probability, brightness, contrast, saturation, hue: DINO's colour
             jitter (multiplicative brightness/contrast/saturation factors in [1 - x, 1 + x],
-            hue shift in [-hue, hue]). Colour words in captions make hue jitter on captioned
-            views lie; set `hue=0` for such data.
+            hue shift in [-hue, hue]), applied with grayscale as one affine colour map per
+            crop (hue as a rotation about the grey axis in YIQ, as NVIDIA DALI's colour twist
+            does), clipped once: torchvision's ops one after the other differ only where an
+            intermediate value would have been clipped, and in the hue model. Colour words
+            in captions make hue jitter on captioned views lie; set `hue=0` for such data.
         grayscale_probability: probability of converting a crop to grayscale.
         global_blur_probabilities: blur probability of each global crop, cycled (DINO:
             1.0 for the first, 0.1 for the second).
@@ -53,22 +56,16 @@ class MultiCropConfig:
         blur_sigma: (min, max) Gaussian sigma at 224 px, scaled to the crop size.
         solarize_probabilities: per global crop, cycled (DINO: 0 for the first, 0.2 for
             the second); local crops are not solarized.
-        color_jitter: "exact" (default on the host): torchvision's ops one after the other,
-            each clipped to [0, 1], hue rotated in HSV. "fused" (default, and the only mode,
-            with `photometric="accelerator"`): the same four random factors and grayscale
-            composed into one affine colour map per crop (hue as a rotation about the grey
-            axis in YIQ, as NVIDIA DALI's colour twist does), clipped once: several times
-            cheaper on a CPU; it differs from "exact" only where an intermediate value would
-            have been clipped, and in the hue model.
-        photometric: where the crops' photometric augmentation runs. "host" (default): in
-            tf.data, the batch holds finished crops. "accelerator": tf.data draws the same
-            random parameters (so the batches stay seeded and identical on every backend) but
-            leaves the pixels alone; the batch carries them as "global_crop_color" /
-            "global_crop_blur" and "local_crop_color" / "local_crop_blur", and `SilcModel`
-            applies them on the GPU/TPU at the start of its step. This takes colour jitter,
-            grayscale, blur and solarize (most of the pipeline's CPU time) off a small host,
-            e.g. a 2-core Colab VM feeding a GPU. Flips stay on the host (captions depend on
-            them).
+        photometric: where the crops' photometric augmentation runs; the same code
+            (`keras_silc.layers.apply_photometric`) with the same random parameters either
+            way. "host" (default): in tf.data, the batch holds finished crops.
+            "accelerator": tf.data draws the parameters (so the batches stay seeded and
+            identical on every backend) but leaves the pixels alone; the batch carries them
+            as "global_crop_color" / "global_crop_blur" and "local_crop_color" /
+            "local_crop_blur", and `SilcModel` applies them on the GPU/TPU at the start of
+            its step. This takes colour jitter, grayscale, blur and solarize (most of the
+            pipeline's CPU time) off a small host, e.g. a 2-core Colab VM feeding a GPU.
+            Flips stay on the host (captions depend on them).
         local_hue, local_saturation: hue and saturation jitter of the local crops only
             (default: `hue`, `saturation`). Local crops are never compared with a caption, so
             they may change colours that captions name: the student must then match the
@@ -93,12 +90,22 @@ class MultiCropConfig:
     local_blur_probability: float = 0.5
     blur_sigma: tuple = (0.1, 2.0)
     solarize_probabilities: tuple = (0.0, 0.2)
-    color_jitter: str = None
     photometric: str = "host"
     local_hue: float = None
     local_saturation: float = None
+    # Removed: refused with what to do instead (see `__post_init__`).
+    color_jitter: dataclasses.InitVar[str] = None
 
-    def __post_init__(self):
+    def __post_init__(self, color_jitter):
+        if color_jitter is not None:
+            raise ValueError(
+                f"MultiCropConfig(color_jitter={color_jitter!r}): the option was removed. The "
+                "colour jitter is always one affine colour map per crop (what "
+                "color_jitter='fused' was), on the host and on the accelerator alike; "
+                "torchvision's clipped ops one after the other ('exact') are gone, being "
+                "slower on the host for the same augmentation (benchmarks/README.md). Drop "
+                "the argument."
+            )
         for name in ("global_scale", "local_scale", "aspect_ratio", "blur_sigma"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
@@ -115,17 +122,6 @@ class MultiCropConfig:
         if self.photometric not in ("host", "accelerator"):
             raise ValueError(
                 f"photometric must be 'host' or 'accelerator', got {self.photometric!r}."
-            )
-        if self.color_jitter is None:
-            default = "fused" if self.photometric == "accelerator" else "exact"
-            object.__setattr__(self, "color_jitter", default)
-        if self.color_jitter not in ("exact", "fused"):
-            raise ValueError(f"color_jitter must be 'exact' or 'fused', got {self.color_jitter!r}.")
-        if self.photometric == "accelerator" and self.color_jitter != "fused":
-            raise ValueError(
-                "photometric='accelerator' applies the fused colour map on the accelerator; "
-                "color_jitter='exact' (torchvision's clipped ops in HSV) runs only on the host. "
-                "Use color_jitter='fused' (or leave it unset), or photometric='host'."
             )
         if self.image_size <= 0 or self.local_crop_size <= 0:
             raise ValueError("image_size and local_crop_size must be positive.")
@@ -308,9 +304,7 @@ def photometric(images, config, seed, blur_probabilities, solarize_probabilities
     size = images.shape[1]
     params = photometric_parameters(config, seed, size, blur_probabilities, solarize_probabilities)
     color, blur = photometric_batch_entries(params, config, size)
-    return apply_photometric(
-        images[None], color[None], blur[None], config.color_jitter, backend="tensorflow"
-    )[0]
+    return apply_photometric(images[None], color[None], blur[None], backend="tensorflow")[0]
 
 
 def swap_left_right(caption):

@@ -72,7 +72,7 @@ def _parameters(color, names):
     return (color[..., COLOR_PARAMETERS.index(name)] for name in names)
 
 
-def color_map(ops, crops, color):
+def _color_map(ops, crops, color):
     """The colour jitter and grayscale of (B, N, H, W, 3) crops in [0, 1] as one affine map
     per crop, clipped once, with (B, N, 6) parameters in `COLOR_PARAMETERS` order."""
     brightness, contrast, saturation, hue, grey = _parameters(
@@ -93,30 +93,6 @@ def color_map(ops, crops, color):
     return ops.numpy.clip(mapped, 0.0, 1.0)
 
 
-def exact_color_jitter(ops, crops, color):
-    """torchvision's ColorJitter and grayscale one op after the other, each clipped to
-    [0, 1], hue shifted in HSV."""
-    brightness, contrast, saturation, hue, grey = (
-        value[..., None, None, None]
-        for value in _parameters(
-            color, ("brightness", "contrast", "saturation", "hue", "grayscale")
-        )
-    )
-    x = ops.numpy.clip(crops * brightness, 0.0, 1.0)
-    mean = _mean_grey(ops, x)[..., None, None, None]
-    x = ops.numpy.clip(contrast * x + (1 - contrast) * mean, 0.0, 1.0)
-    blend = _blend_with_grey(saturation[..., 0, 0, 0])
-    x = ops.numpy.clip(ops.numpy.einsum("bnhwi,bnij->bnhwj", x, blend), 0.0, 1.0)
-    shape = (-1, *x.shape[1:])
-    hsv = ops.image.rgb_to_hsv(ops.numpy.reshape(x, (-1, *x.shape[2:])))
-    hsv = ops.numpy.reshape(hsv, shape)
-    turned = ops.numpy.mod(hsv[..., 0] + hue[..., 0], 1.0)
-    hsv = ops.numpy.stack([turned, hsv[..., 1], hsv[..., 2]], axis=-1)
-    x = ops.image.hsv_to_rgb(ops.numpy.reshape(hsv, (-1, *x.shape[2:])))
-    x = ops.numpy.reshape(x, shape)
-    return ops.numpy.einsum("bnhwi,bnij->bnhwj", x, _blend_with_grey(1 - grey[..., 0, 0, 0]))
-
-
 def _reflect_pad(ops, x, radius, axis):
     """numpy's "reflect" padding (the edge not repeated) along `axis`, from slices (torch's
     reflect padding does not pad every pair of axes)."""
@@ -130,7 +106,7 @@ def _reflect_pad(ops, x, radius, axis):
     return ops.numpy.concatenate([before, x, after], axis=axis)
 
 
-def gaussian_blur(ops, crops, kernels):
+def _gaussian_blur(ops, crops, kernels):
     """Separable blur of (B, N, H, W, C) crops, each with its own 1-D kernel of (B, N, K) (a
     delta kernel leaves a crop unchanged), reflect-padded.
 
@@ -140,6 +116,11 @@ def gaussian_blur(ops, crops, kernels):
     _, count, height, width, channels = crops.shape
     size = kernels.shape[-1]
     radius = size // 2
+    if radius >= min(height, width):
+        raise ValueError(
+            f"Blur kernels of {size} taps are too wide for {height}x{width} crops (reflect "
+            "padding needs radius < side); lower MultiCropConfig.blur_sigma."
+        )
     images = ops.numpy.reshape(ops.numpy.transpose(crops, (2, 3, 0, 1, 4)), (1, height, width, -1))
     images = _reflect_pad(ops, _reflect_pad(ops, images, radius, 1), radius, 2)
     taps = ops.numpy.transpose(
@@ -151,7 +132,7 @@ def gaussian_blur(ops, crops, kernels):
     return ops.numpy.transpose(images, (2, 3, 0, 1, 4))
 
 
-def apply_photometric(crops, color, blur, color_jitter="fused", backend=None):
+def apply_photometric(crops, color, blur, backend=None):
     """DINO's photometric augmentation of (B, N, H, W, 3) crops in [0, 1].
 
     Args:
@@ -159,7 +140,6 @@ def apply_photometric(crops, color, blur, color_jitter="fused", backend=None):
         color: (B, N, 6) float32: brightness, contrast, saturation (factors), hue (shift),
             grayscale and solarize (0 or 1), in `COLOR_PARAMETERS` order.
         blur: (B, N, K) float32 normalised 1-D Gaussian kernels, K odd (a delta: no blur).
-        color_jitter: "fused" (one affine map per crop) or "exact" (torchvision's ops).
         backend: the Keras backend whose ops to run; default: TensorFlow's inside a TF graph
             (a tf.data map), else Keras's backend.
 
@@ -170,8 +150,7 @@ def apply_photometric(crops, color, blur, color_jitter="fused", backend=None):
     crops = ops.cast(crops, "float32")
     color = ops.cast(color, "float32")
     blur = ops.cast(blur, "float32")
-    jitter = color_map if color_jitter == "fused" else exact_color_jitter
-    crops = gaussian_blur(ops, jitter(ops, crops, color), blur)
+    crops = _gaussian_blur(ops, _color_map(ops, crops, color), blur)
     (solarize,) = _parameters(color, ("solarize",))
     solarize = solarize[:, :, None, None, None] > 0.5
     return ops.numpy.where(solarize, ops.numpy.minimum(crops, 1.0 - crops), crops)
