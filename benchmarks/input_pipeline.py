@@ -1090,18 +1090,23 @@ def print_table(args, configs, pipelines, results, elapsed, load, stage=None):
     if stage:
         stage, host_half = stage
         rate = statistics.median(r["images_per_s"] for r in stage)
+        cpu_rate = statistics.median(r["images_per_cpu_s"] for r in stage)
         print(
             f"accelerator stage (apply_photometric on {stage[0]['device']}, one core if a CPU): "
-            f"{rate:.1f} images/s, {1000 / rate:.2f} ms per image."
+            f"{rate:.1f} images/s, {cpu_rate:.1f} images per CPU-s "
+            f"({1000 / cpu_rate:.2f} CPU-ms per image)."
         )
         if "1 core" in ratios[host_half]:
-            host = median("1 core", host_half, "images_per_s")
-            pil = median("1 core", "pil", "images_per_s")
-            both = 1 / (1 / host + 1 / rate)
+            # One core doing both halves, and what PIL's core does in the same rounds.
+            both = [
+                1 / (1 / median("1 core", host_half, key) + 1 / stage_rate)
+                for key, stage_rate in (("images_per_s", rate), ("images_per_cpu_s", cpu_rate))
+            ]
+            pil = [median("1 core", "pil", key) for key in ("images_per_s", "images_per_cpu_s")]
             print(
-                f"if this CPU core also ran that stage: {both:.1f} images/s, "
-                f"{both / pil:.2f}x PIL per core (what a CPU-only run gets; on a GPU/TPU the "
-                "stage's cost falls on the accelerator)."
+                f"if this CPU core also ran that stage: {both[0]:.1f} images/s, "
+                f"{both[0] / pil[0]:.2f}x PIL ({both[1] / pil[1]:.2f}x per CPU-s): what a "
+                "CPU-only run gets; on a GPU/TPU the stage's cost falls on the accelerator."
             )
     print(f"total {elapsed:.0f} s")
 
