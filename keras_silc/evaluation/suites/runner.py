@@ -63,14 +63,7 @@ def run_suites(
         raise ValueError(f"options for suites that are not run: {extra} (running {names}).")
     data_dir = check_data_dir(data_dir)
     output_dir = _check_output_dir(output_dir)
-    functions = {}
-    for name in names:
-        function = resolve(name)
-        locate = getattr(function, "locate", None)
-        if locate is not None:
-            source = options.get(name, {}).get("source")
-            locate(data_dir, **({"source": source} if source else {}))
-        functions[name] = function
+    functions = locate_all(names, data_dir, options)
     report = {
         "model": model_name or type(model).__name__,
         "backend": keras.backend.backend(),
@@ -109,6 +102,21 @@ def run_suites(
         if verbose:
             print(format_metrics(name, result), flush=True)
     return report
+
+
+def locate_all(suites, data_dir, options=None):
+    """{name: suite function} after finding every suite's data (through the suite's `locate`
+    where it has one): a missing data set raises here, before any model work."""
+    options = options or {}
+    functions = {}
+    for name in parse_suites(suites):
+        function = resolve(name)
+        locate = getattr(function, "locate", None)
+        if locate is not None:
+            source = options.get(name, {}).get("source")
+            locate(check_data_dir(data_dir), **({"source": source} if source else {}))
+        functions[name] = function
+    return functions
 
 
 def _check_output_dir(output_dir):
