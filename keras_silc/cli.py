@@ -708,11 +708,12 @@ def make_parser():
     )
     evaluate_parser.add_argument("--eval-items", type=_at_least(1), default=2000)
     evaluate_parser.add_argument("--eval-scenes", type=_at_least(1), default=500)
+    from keras_silc.evaluation.suites import SUITES
+
     evaluate_parser.add_argument(
         "--suite",
         metavar="NAME[,NAME...]",
-        help="Benchmark suites: imagenet, cifar10, cifar100, coco, flickr30k, ade20k, "
-        "pascal_context, cityscapes, pascal_voc, coco_stuff.",
+        help=f"Benchmark suites: {', '.join(SUITES)} (docs/evaluation.md).",
     )
     evaluate_parser.add_argument("--data-dir", help="The folder that holds the data sets.")
     evaluate_parser.add_argument("--batch-size", type=_at_least(1), default=256)
@@ -723,8 +724,8 @@ def make_parser():
     )
     evaluate_parser.add_argument(
         "--tokenizer",
-        help="A SentencePiece (.model/.spm) or WordPiece (.txt) vocabulary, for a model "
-        "without its own tokenizer.",
+        help="A SentencePiece (.model/.spm) or WordPiece (.txt) vocabulary, instead of the "
+        "model's own tokenizer (needed where it has none).",
     )
     evaluate_parser.add_argument(
         "--resize",

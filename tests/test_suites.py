@@ -499,7 +499,7 @@ def test_cli_evaluates_suites_end_to_end(tmp_path, capsys):
     path, model = str(tmp_path / "model.keras"), tiny_model()
     model.save(path)  # without a tokenizer: --tokenizer gives it one
     output = str(tmp_path / "eval")
-    args = ["evaluate", path, "--data-dir", root, "--output", output, "--batch-size", "4"]
+    args = ["evaluate", path, "--data-dir", root, "--output", output, "--batch-size", "64"]
     args += ["--tokenizer", vocabulary]
     assert cli.main([*args, "--suite", "cifar10,flickr30k", "--quiet"]) == 0
     assert "report.md" in capsys.readouterr().out
