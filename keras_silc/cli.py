@@ -510,6 +510,8 @@ def evaluate_suites(args):
         except NotImplementedError as error:
             raise ValueError(str(error)) from None
         chosen = {"resize": args.resize, "source": args.source}
+        if name in registry.SEGMENTATION_SUITES:  # TCL's protocol fixes their resizing
+            parameters = {k: v for k, v in parameters.items() if k != "resize"}
         options[name] = {k: v for k, v in chosen.items() if v is not None and k in parameters}
         ignored = [f"--{k}" for k, v in chosen.items() if v is not None and k not in parameters]
         if ignored:
