@@ -4,6 +4,7 @@
     keras-silc train --preset silc_tiny --steps 200 --set head.num_prototypes=512
     keras-silc train --data webdataset --data-path "shards/{00000..00099}.tar"
     keras-silc evaluate runs/demo/model.keras
+    keras-silc evaluate model.keras --suite imagenet,coco --data-dir ~/data --output eval/
     keras-silc presets
 
 The backend comes from KERAS_BACKEND. `train` and `demo` checkpoint every
@@ -378,6 +379,8 @@ def build_model_from(preset, overrides, tokenizer=None):
 
 
 def evaluate(args):
+    if args.suite:
+        return evaluate_suites(args)
     from keras_silc import training
     from keras_silc.experiments import fashion as demo
 
@@ -394,6 +397,144 @@ def evaluate(args):
         os.makedirs(args.output, exist_ok=True)
         demo.write_report(model, results, None, args.output, extra={"model": args.model})
     return results
+
+
+# A converted checkpoint evaluated as it is: no teacher and a tiny distillation head (the
+# towers are the checkpoint's; the head, new and untrained, is never used by the suites).
+_EVALUATION_ONLY = {
+    "ema_teacher": False,
+    "self_distillation": False,
+    "head": {"num_prototypes": 8, "hidden_dim": 8, "bottleneck_dim": 8},
+}
+
+
+def load_two_tower(source, tokenizer_file=None):
+    """(model, tokenizer or None for the model's own) of `evaluate`'s MODEL: a .keras file, a
+    Hugging Face SigLIP / CLIP folder (config.json and safetensors), or a keras-hub SigLIP /
+    CLIP preset (a folder written by `save_to_preset`, or a preset name or handle, which
+    keras-hub fetches as it always does). The tokenizer: `tokenizer_file` (a SentencePiece or
+    WordPiece vocabulary), else the model's own, else the checkpoint's SentencePiece
+    vocabulary (SigLIP's, with its padding)."""
+    import glob
+
+    from keras_silc import SilcModel
+    from keras_silc import training
+
+    source = os.fspath(source)
+    vocabulary, family = None, None
+    if os.path.isfile(source):
+        model = training.load_model_checked(source)
+    elif os.path.isdir(source) and glob.glob(os.path.join(source, "*.safetensors")):
+        model = SilcModel.from_huggingface(source, **_EVALUATION_ONLY)
+        with open(os.path.join(source, "config.json")) as handle:
+            family = json.load(handle).get("model_type")
+        vocabulary = os.path.join(source, "spiece.model")
+    elif (
+        os.path.isdir(source) or "://" in source or not (source.endswith(".keras") or "/" in source)
+    ):
+        model, vocabulary, family = _from_keras_hub_preset(source)
+    else:
+        raise ValueError(f"No saved model at {source!r}.")
+    length = model.text_encoder.max_length
+    if tokenizer_file:
+        from keras_silc.data import SilcTokenizer
+
+        siglip = family == "siglip" and tokenizer_file.endswith((".model", ".spm"))
+        return model, SilcTokenizer.from_file(tokenizer_file, length, pad_with_end_token=siglip)
+    if model.tokenizer is not None:
+        return model, None
+    return model, _checkpoint_tokenizer(source, vocabulary, family, length)
+
+
+def _from_keras_hub_preset(preset):
+    """(model, SigLIP tokenizer layer or None, family) of a keras-hub preset."""
+    import keras_hub
+
+    from keras_silc import SilcModel
+
+    try:
+        backbone = keras_hub.models.Backbone.from_preset(preset)
+    except Exception as error:  # keras-hub raises many types for an unknown preset
+        raise ValueError(
+            f"MODEL {preset!r} is not a .keras file, a Hugging Face folder or a keras-hub "
+            f"preset that loads ({type(error).__name__}: {error})."
+        ) from None
+    family = "siglip" if isinstance(backbone, keras_hub.models.SigLIPBackbone) else "clip"
+    model = SilcModel.from_keras_hub(backbone, **_EVALUATION_ONLY)
+    tokenizer = None
+    if family == "siglip":
+        try:
+            tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset)
+        except Exception:  # a preset saved without its tokenizer
+            tokenizer = None
+    return model, tokenizer, family
+
+
+def _checkpoint_tokenizer(source, vocabulary, family, length):
+    """A SilcTokenizer of a converted checkpoint's own SigLIP vocabulary, else an error."""
+    from keras_silc.data import SilcTokenizer
+
+    if family == "siglip" and isinstance(vocabulary, str) and os.path.isfile(vocabulary):
+        return SilcTokenizer.from_file(vocabulary, length, pad_with_end_token=True)
+    if family == "siglip" and vocabulary is not None and not isinstance(vocabulary, str):
+        return SilcTokenizer(vocabulary, length, pad_with_end_token=True)
+    why = (
+        "CLIP's byte-pair tokenizer is not wrapped yet"
+        if family == "clip"
+        else "it carries no tokenizer"
+    )
+    raise ValueError(
+        f"MODEL {source!r}: {why}; pass --tokenizer with the SentencePiece (.model / .spm) "
+        "or WordPiece (.txt) vocabulary the text tower was trained with."
+    )
+
+
+def evaluate_suites(args):
+    """`evaluate MODEL --suite ...`: the named benchmark suites, one report in --output."""
+    import inspect
+
+    from keras_silc import evaluation
+    from keras_silc.evaluation import suites as registry
+    from keras_silc.evaluation.suites import runner
+
+    names = registry.parse_suites(args.suite)
+    if not args.data_dir:
+        raise ValueError("--suite needs --data-dir, the folder that holds the data sets.")
+    if not args.output:
+        raise ValueError("--suite needs --output, the folder for report.json and report.md.")
+    _check_evaluation_output(args.output)
+    options = {}
+    for name in names:
+        try:
+            parameters = inspect.signature(registry.resolve(name)).parameters
+        except NotImplementedError as error:
+            raise ValueError(str(error)) from None
+        chosen = {"resize": args.resize, "source": args.source}
+        if name in registry.SEGMENTATION_SUITES:  # TCL's protocol fixes their resizing
+            parameters = {k: v for k, v in parameters.items() if k != "resize"}
+        options[name] = {k: v for k, v in chosen.items() if v is not None and k in parameters}
+        ignored = [f"--{k}" for k, v in chosen.items() if v is not None and k not in parameters]
+        if ignored:
+            print(f"keras-silc: note: {name} takes no {', '.join(ignored)}.", file=sys.stderr)
+    try:
+        runner.locate_all(names, args.data_dir, options)  # a missing data set fails first
+    except NotImplementedError as error:
+        raise ValueError(str(error)) from None
+    model, tokenizer = load_two_tower(args.model, args.tokenizer)
+    report = evaluation.run_suites(
+        model,
+        names,
+        args.data_dir,
+        args.output,
+        tokenizer=tokenizer,
+        batch_size=args.batch_size,
+        max_examples=args.max_examples,
+        verbose=0 if args.quiet else 1,
+        options=options,
+        model_name=args.model,
+    )
+    print(f"\nReport: {os.path.join(args.output, 'report.md')}")
+    return report
 
 
 def _check_evaluation_output(output):
@@ -550,15 +691,56 @@ def make_parser():
     demo_parser.set_defaults(func=run_demo)
 
     evaluate_parser = commands.add_parser(
-        "evaluate", help="Zero-shot, few-shot, retrieval and segmentation of a saved model."
+        "evaluate",
+        help="The paper's benchmarks (--suite) or the Fashion-MNIST evaluation of a model.",
+        description="Without --suite: zero-shot, few-shot, retrieval and segmentation of a "
+        "saved model on Fashion-MNIST. With --suite: the named benchmark suites (zero-shot "
+        "ImageNet / CIFAR, COCO / Flickr30k retrieval, zero-shot segmentation) on the data sets "
+        "in --data-dir, one report (report.json, report.md, pictures) in --output. Nothing is "
+        "downloaded; a missing data set is an error that says where it was looked for.",
     )
-    evaluate_parser.add_argument("model", help="A .keras file saved with a tokenizer.")
+    evaluate_parser.add_argument(
+        "model",
+        help="A .keras file; with --suite also a keras-hub SigLIP/CLIP preset (a name or a "
+        "save_to_preset folder) or a Hugging Face SigLIP/CLIP folder.",
+    )
     evaluate_parser.add_argument(
         "--output",
         help="Write report.json / report.md here (never into a training run's folder).",
     )
     evaluate_parser.add_argument("--eval-items", type=_at_least(1), default=2000)
     evaluate_parser.add_argument("--eval-scenes", type=_at_least(1), default=500)
+    from keras_silc.evaluation.suites import SUITES
+
+    evaluate_parser.add_argument(
+        "--suite",
+        metavar="NAME[,NAME...]",
+        help=f"Benchmark suites: {', '.join(SUITES)} (docs/evaluation.md).",
+    )
+    evaluate_parser.add_argument("--data-dir", help="The folder that holds the data sets.")
+    evaluate_parser.add_argument("--batch-size", type=_at_least(1), default=256)
+    evaluate_parser.add_argument(
+        "--max-examples",
+        type=_at_least(1),
+        help="Only the first N examples of each suite (a quick check, not the protocol).",
+    )
+    evaluate_parser.add_argument(
+        "--tokenizer",
+        help="A SentencePiece (.model/.spm) or WordPiece (.txt) vocabulary, instead of the "
+        "model's own tokenizer (needed where it has none).",
+    )
+    evaluate_parser.add_argument(
+        "--resize",
+        choices=("squash", "center_crop"),
+        help="Image resizing of the classification and retrieval suites: squash (big_vision, "
+        "the default) or center_crop (CLIP / open_clip).",
+    )
+    evaluate_parser.add_argument(
+        "--source",
+        choices=("auto", "folder", "tfds"),
+        help="Read the data from its folder layout or TFDS (default auto: the folder first).",
+    )
+    evaluate_parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     evaluate_parser.set_defaults(func=evaluate)
 
     presets_parser = commands.add_parser("presets", help="List the model presets.")
