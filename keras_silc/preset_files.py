@@ -97,7 +97,9 @@ def get_file(preset, path, fix=""):
     if not is_handle(preset) and not os.path.isdir(preset):
         raise FileNotFoundError(f"No preset folder at {preset!r}.")
     try:
-        return preset_utils.get_file(preset, path)
+        # A local folder by its absolute path, which keras-hub never mistakes for the name
+        # of one of its own presets.
+        return preset_utils.get_file(preset if is_handle(preset) else os.path.abspath(preset), path)
     except ImportError:
         raise
     except Exception as error:

@@ -213,6 +213,13 @@ def test_a_handle_resolved_by_keras_hub_loads_the_same_model(saved, tmp_path, mo
     _assert_same_model(SilcModel.from_preset(handle), model)
 
 
+def test_a_folder_named_like_a_keras_hub_preset_is_read_from_disk(saved, tmp_path, monkeypatch):
+    model, folder = saved
+    monkeypatch.chdir(tmp_path)
+    _copy(folder, tmp_path, "siglip_base_patch16_224")
+    _assert_same_model(SilcModel.from_preset("siglip_base_patch16_224"), model)
+
+
 def test_a_preset_saved_under_jax_loads_to_the_same_numbers_on_every_backend():
     assert sum(os.path.getsize(os.path.join(FIXTURE, f)) for f in _files(FIXTURE)) < 200_000
     model = SilcModel.from_preset(FIXTURE)
