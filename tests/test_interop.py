@@ -288,7 +288,7 @@ def test_image_feature_extractor_saves_reloads_and_exports(tmp_path):
     extractor.save_to_preset(str(tmp_path / "preset"))
     from_preset = ImageFeatureExtractor.from_preset(str(tmp_path / "preset"))
     _assert_close(from_preset(images)["pooled"], features["pooled"])
-    with pytest.raises(FileNotFoundError, match="not an ImageFeatureExtractor preset"):
+    with pytest.raises(FileNotFoundError, match="has no config.json.*save_to_preset"):
         ImageFeatureExtractor.from_preset(str(tmp_path))
 
     serving = str(tmp_path / "serving")

@@ -153,8 +153,8 @@ def test_file_errors(tmp_path):
     (tmp_path / "vocab.json").write_text("{}")
     with pytest.raises(ValueError, match=r"Unknown vocabulary file type.*\.model.*\.txt"):
         SilcTokenizer.from_file(tmp_path / "vocab.json", T)
-    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
-        SilcTokenizer.from_directory(tmp_path)
+    with pytest.raises(FileNotFoundError, match="has no tokenizer.json.*save_to_preset"):
+        SilcTokenizer.from_preset(tmp_path)
 
 
 def test_a_vocabulary_whose_padding_is_not_zero_is_refused(captions, tmp_path):
@@ -213,9 +213,9 @@ def test_the_tokenizer_travels_with_the_saved_model(tokenizer, tmp_path):
         reloaded.train()
 
 
-def test_preset_directory_round_trip(tokenizer, tmp_path):
-    tokenizer.save_to_directory(tmp_path / "preset")
-    again = SilcTokenizer.from_directory(tmp_path / "preset")
+def test_preset_round_trip(tokenizer, tmp_path):
+    tokenizer.save_to_preset(tmp_path / "preset")
+    again = SilcTokenizer.from_preset(tmp_path / "preset")
     np.testing.assert_array_equal(again([LONG, "a red bag"]), tokenizer([LONG, "a red bag"]))
     assert (again.lowercase, again.sequence_length) == (tokenizer.lowercase, T)
 

@@ -14,14 +14,15 @@ under every Keras backend, and eagerly on Python strings (numpy out).
 """
 
 import io
-import json
 import os
+import warnings
 
 import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from keras_silc import preset_files
 from keras_silc.checks import check_token_ids
 
 SENTENCE_PIECE_EXTENSIONS = (".model", ".spm")
@@ -30,9 +31,6 @@ MODEL_TYPES = ("unigram", "bpe", "wordpiece")
 # WordPiece vocabularies name their special tokens; these are the usual spellings.
 WORD_PIECE_PAD_TOKENS = ("[PAD]", "<pad>")
 WORD_PIECE_END_TOKENS = ("[EOS]", "[SEP]", "</s>", "<eos>")
-# `save_to_directory` layout, as keras-hub's presets: a config file and an asset folder.
-CONFIG_FILE = "tokenizer.json"
-ASSET_DIR = os.path.join("assets", "tokenizer")
 
 
 def _is_sentence_piece(tokenizer):
@@ -91,7 +89,7 @@ class SilcTokenizer(keras.layers.Layer):
 
     Build one with `SilcTokenizer.from_captions` (a vocabulary trained on captions),
     `SilcTokenizer.from_file` (a SentencePiece `.model` or a WordPiece `.txt`) or
-    `SilcTokenizer.from_directory` (a folder written by `save_to_directory`).
+    `SilcTokenizer.from_preset` (a folder written by `save_to_preset`).
 
     Args:
         tokenizer: a `keras_hub.tokenizers.SentencePieceTokenizer` or
@@ -209,7 +207,7 @@ class SilcTokenizer(keras.layers.Layer):
         if not self.has_vocabulary:
             raise ValueError(
                 "The tokenizer has no vocabulary yet: build it with SilcTokenizer.from_captions, "
-                "from_file or from_directory, or load it with keras.models.load_model."
+                "from_file or from_preset, or load it with keras.models.load_model."
             )
         if _is_sentence_piece(self.tokenizer):
             key = hash(self.tokenizer.proto)
@@ -453,45 +451,77 @@ class SilcTokenizer(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         """Rebuilds the layer; the vocabulary comes from the assets (`load_model`,
-        `from_directory`)."""
+        `from_preset`)."""
         config = dict(config)
         if isinstance(config.get("tokenizer"), dict):
             config["tokenizer"] = keras.saving.deserialize_keras_object(config["tokenizer"])
         return cls(**config)
 
+    # ----------------------------------------------------------------- presets
+    def save_to_preset(self, directory, overwrite=False):
+        """Writes a preset folder as keras-hub's tokenizers do: `tokenizer.json` (the config)
+        and `assets/tokenizer/` (the vocabulary file), plus `metadata.json`. Read it with
+        `from_preset`. A folder that is not empty is refused unless `overwrite=True`."""
+        return preset_files.save(directory, self, self._write_preset, overwrite)
+
+    def _write_preset(self, directory):
+        """Writes this tokenizer's files into `directory` (a model's or preprocessor's preset
+        folder being written)."""
+        preset_files.write_json(directory, preset_files.TOKENIZER_FILE, self)
+        assets = os.path.join(directory, preset_files.TOKENIZER_ASSET_DIR)
+        os.makedirs(assets, exist_ok=True)
+        self.tokenizer.save_assets(assets)
+
+    @classmethod
+    def from_preset(cls, preset):
+        """Loads the tokenizer of a preset folder or handle: one written by `save_to_preset`,
+        or by `SilcModel.save_to_preset` / `SilcPreprocessor.save_to_preset`."""
+        preset = preset_files.as_preset(preset)
+        config = preset_files.read_json(
+            preset,
+            preset_files.TOKENIZER_FILE,
+            " Write a tokenizer preset with SilcTokenizer.save_to_preset(folder); for a "
+            "vocabulary file use SilcTokenizer.from_file.",
+        )
+        preset_files.registered_class(config, preset, preset_files.TOKENIZER_FILE, cls)
+        tokenizer = keras.saving.deserialize_keras_object(config)
+        tokenizer.load_preset_assets(preset)
+        return tokenizer
+
+    def load_preset_assets(self, preset):
+        """Reads the vocabulary from `assets/tokenizer/` of a preset folder or handle."""
+        folder = None
+        for name in self.tokenizer.file_assets:
+            path = f"{preset_files.TOKENIZER_ASSET_DIR}/{name}"
+            local = preset_files.get_file(
+                preset,
+                path,
+                " The tokenizer's vocabulary file is missing: copy it there, or write the "
+                "preset again with save_to_preset.",
+            )
+            folder = os.path.dirname(local)
+        if folder is not None:
+            self.tokenizer.load_assets(folder)
+        self._special_ids()  # a vocabulary without padding at id 0 fails here
+
     def save_to_directory(self, directory):
-        """Writes a preset folder: `tokenizer.json` (config) and `assets/tokenizer/`
-        (the vocabulary file), like keras-hub's presets. Read it with `from_directory`."""
-        os.makedirs(os.path.join(directory, ASSET_DIR), exist_ok=True)
-        with open(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as file:
-            json.dump(keras.saving.serialize_keras_object(self), file, indent=2)
-        self.tokenizer.save_assets(os.path.join(directory, ASSET_DIR))
+        """Deprecated: `save_to_preset`."""
+        warnings.warn(
+            "SilcTokenizer.save_to_directory is deprecated: use save_to_preset.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.save_to_preset(directory)
 
     @classmethod
     def from_directory(cls, directory):
-        """Loads a folder written by `save_to_directory`."""
-        config_path = os.path.join(directory, CONFIG_FILE)
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(
-                f"No SilcTokenizer preset in {directory!r}: looked for {CONFIG_FILE} (and the "
-                f"vocabulary under {ASSET_DIR}/), as written by save_to_directory."
-            )
-        with open(config_path, encoding="utf-8") as file:
-            tokenizer = keras.saving.deserialize_keras_object(json.load(file))
-        asset_dir = os.path.join(directory, ASSET_DIR)
-        missing = [
-            name
-            for name in tokenizer.tokenizer.file_assets
-            if not os.path.isfile(os.path.join(asset_dir, name))
-        ]
-        if missing:
-            raise FileNotFoundError(
-                f"The SilcTokenizer preset in {directory!r} lacks its vocabulary: looked for "
-                f"{[os.path.join(ASSET_DIR, name) for name in missing]}."
-            )
-        tokenizer.tokenizer.load_assets(asset_dir)
-        tokenizer._special_ids()
-        return tokenizer
+        """Deprecated: `from_preset`."""
+        warnings.warn(
+            "SilcTokenizer.from_directory is deprecated: use from_preset.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return cls.from_preset(directory)
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -528,7 +558,7 @@ class SilcTokenizer(keras.layers.Layer):
         if os.path.isdir(path):
             raise ValueError(
                 f"{path!r} is a directory; from_file expects {expected}. For a folder "
-                "written by save_to_directory use SilcTokenizer.from_directory."
+                "written by save_to_preset use SilcTokenizer.from_preset."
             )
         if extension not in SENTENCE_PIECE_EXTENSIONS + WORD_PIECE_EXTENSIONS:
             raise ValueError(f"Unknown vocabulary file type {path!r}: expected {expected}.")

@@ -1,12 +1,22 @@
-"""Named configurations. Each reads like the paper's implementation details (Sec. 4.1).
+"""Named configurations, and preset folders of `SilcModel`.
 
-A preset is a dict of `SilcModel` constructor arguments; `SilcModel.from_preset(name,
-**overrides)` merges overrides into it (nested dicts are merged key by key).
+A named preset reads like the paper's implementation details (Sec. 4.1): a dict of
+`SilcModel` constructor arguments into which `SilcModel.from_preset(name, **overrides)` merges
+overrides (nested dicts key by key). It builds random weights, unless the entry names a
+`"handle"` (a preset folder or a keras-hub handle holding weights; no entry has one yet).
+
+A preset folder (keras-hub's layout, `keras_silc.preset_files`) holds a trained model:
+`SilcModel.save_to_preset(folder)` writes it, `SilcModel.from_preset(folder_or_handle)`
+reads it. The preprocessor is found through Keras's registry, so models do not import data.
 """
 
 import copy
+import os
+
+import keras
 
 from keras_silc import batch_format
+from keras_silc import preset_files
 
 # Preset keys that describe the training views: they configure the model's preprocessor.
 PREPROCESSOR_KEYS = ("num_global_crops", "num_local_crops", "local_crop_size")
@@ -115,7 +125,7 @@ def merge_config(base, overrides):
 
 
 def preset_config(name, **overrides):
-    if name not in PRESETS:
+    if name not in PRESETS or "config" not in PRESETS[name]:
         raise ValueError(
             f"Unknown preset {name!r}. Available presets: {', '.join(sorted(PRESETS))}."
         )
@@ -144,3 +154,92 @@ def preprocessor_config(config, geometry, tokenizer):
             **geometry,
         },
     }
+
+
+# --------------------------------------------------------------------- preset folders
+def preset_listing():
+    """`SilcModel.presets`: {name: {"description", "has_weights"[, "handle"]}}."""
+    listing = {}
+    for name, entry in PRESETS.items():
+        listing[name] = {"description": entry["description"], "has_weights": "handle" in entry}
+        if "handle" in entry:
+            listing[name]["handle"] = entry["handle"]
+    return listing
+
+
+def _unknown_preset(preset):
+    named = ", ".join(sorted(PRESETS))
+    from keras_hub.src.utils.preset_utils import BUILTIN_PRESETS
+
+    if preset in BUILTIN_PRESETS:
+        return ValueError(
+            f"{preset!r} is a keras-hub preset, not a SilcModel preset: build a SilcModel from "
+            f"it with SilcModel.from_keras_hub(keras_hub.models.Backbone.from_preset({preset!r}"
+            f")). Named SilcModel presets: {named}."
+        )
+    if os.sep in preset or "/" in preset or preset.startswith("."):
+        return FileNotFoundError(
+            f"No preset folder at {preset!r}. Write one with SilcModel.save_to_preset(folder); "
+            f"named presets: {named}."
+        )
+    return ValueError(
+        f"Unknown preset {preset!r}. Available presets: {named}; or pass a folder written by "
+        "SilcModel.save_to_preset, or a kaggle://, hf:// or gs:// handle."
+    )
+
+
+def load_model(cls, preset, load_weights=True, **overrides):
+    """`SilcModel.from_preset`: a named preset, a preset folder or a handle."""
+    preset = preset_files.as_preset(preset)
+    tokenizer = overrides.pop("tokenizer", None)  # a layer: not merged or copied
+    if preset in PRESETS:
+        if "handle" not in PRESETS[preset]:
+            return cls.from_config({**preset_config(preset, **overrides), "tokenizer": tokenizer})
+        preset = PRESETS[preset]["handle"]
+    elif not preset_files.is_handle(preset) and not os.path.isdir(preset):
+        raise _unknown_preset(preset)
+    config = preset_files.read_json(
+        preset,
+        preset_files.CONFIG_FILE,
+        " Is it a folder written by SilcModel.save_to_preset?",
+    )
+    preset_files.registered_class(config, preset, preset_files.CONFIG_FILE, cls)
+    preset_files.check_listed_files(preset)
+    geometry = {key: overrides.pop(key) for key in PREPROCESSOR_KEYS if key in overrides}
+    model_config = merge_config(config["config"], overrides)
+    if preset_files.exists(preset, preset_files.PREPROCESSOR_FILE):
+        saved = preset_files.read_json(preset, preset_files.PREPROCESSOR_FILE)
+        preprocessor_class = preset_files.registered_class(
+            saved, preset, preset_files.PREPROCESSOR_FILE
+        )
+        model_config["preprocessor"] = preprocessor_class.from_preset(
+            preset, tokenizer=tokenizer, **geometry
+        )
+    else:
+        model_config.update(geometry, tokenizer=tokenizer)
+    note = f" with the overrides {sorted(overrides)}" if overrides else ""
+    try:
+        model = cls.from_config(model_config)
+    except ValueError as error:
+        raise ValueError(
+            f"The model of the preset {preset!r} ({preset_files.CONFIG_FILE}{note}, its "
+            f"preprocessor and tokenizer) could not be built: {error}"
+        ) from error
+    if load_weights:
+        preset_files.load_weights(model, preset, note)
+    return model
+
+
+def save_model(model, directory, overwrite=False):
+    """`SilcModel.save_to_preset`: config.json (the preprocessor apart), model.weights.h5,
+    the preprocessor's and tokenizer's files, metadata.json."""
+
+    def write(folder):
+        config = keras.saving.serialize_keras_object(model)
+        config["config"]["preprocessor"] = None  # in preprocessor.json
+        preset_files.write_json(folder, preset_files.CONFIG_FILE, config)
+        model.save_weights(os.path.join(folder, preset_files.WEIGHTS_FILE))
+        if model.preprocessor is not None:
+            model.preprocessor._write_preset(folder)
+
+    return preset_files.save(directory, model, write, overwrite)

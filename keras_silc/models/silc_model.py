@@ -19,13 +19,13 @@ from keras_silc.callbacks import with_divergence_guard
 from keras_silc.checks import check_token_ids
 from keras_silc.layers.distillation_head import l2_normalize
 from keras_silc.layers.photometric import apply_carried_photometric
+from keras_silc.models import presets as presets_module
 from keras_silc.models.image_tower import ImageTower
 from keras_silc.models.legacy import LEGACY_MESSAGE
 from keras_silc.models.legacy import is_legacy_config
 from keras_silc.models.presets import PREPROCESSOR_KEYS
 from keras_silc.models.presets import merge_config
 from keras_silc.models.presets import preprocessor_config
-from keras_silc.models.presets import preset_config
 from keras_silc.models.silc_config import DEFAULT_RECIPE
 from keras_silc.models.silc_config import SCALAR_ARGUMENTS
 from keras_silc.models.silc_config import check_arguments
@@ -33,6 +33,7 @@ from keras_silc.models.silc_config import metric_names
 from keras_silc.models.silc_config import optimizer_from_recipe
 from keras_silc.models.silc_config import prepare_optimizer
 from keras_silc.models.text_encoder import TextEncoder
+from keras_silc.preset_files import classproperty
 from keras_silc.trainers import SilcTrainer
 
 
@@ -230,16 +231,33 @@ class SilcModel(SilcTrainer, keras.Model):
         return getattr(self.preprocessor, "tokenizer", None)
 
     # ----------------------------------------------------------------- presets
+    @classproperty
+    def presets(cls):
+        """The named presets: {name: {"description", "has_weights"}}. None carries
+        weights yet: each builds the architecture with random weights."""
+        return presets_module.preset_listing()
+
     @classmethod
-    def from_preset(cls, name, **overrides):
-        """Builds a model and its preprocessor from a named preset; keyword overrides
-        merge into it (`tokenizer=` goes to the preprocessor).
+    def from_preset(cls, preset, load_weights=True, **overrides):
+        """A model and its preprocessor from a named preset (random weights), or from a
+        preset folder or handle (`kaggle://`, `hf://`, `gs://`) written by `save_to_preset`:
+        config, weights, preprocessor and tokenizer.
+
+        Keyword overrides merge into the config (nested dicts key by key); the view geometry
+        and `tokenizer=` go to the preprocessor. `load_weights=False` builds a folder's
+        architecture with random weights.
 
         Example: `SilcModel.from_preset("silc_b16", contrastive_loss="siglip",
-        head={"num_prototypes": 16384})`.
+        head={"num_prototypes": 16384})`; `SilcModel.from_preset("my_preset")`.
         """
-        tokenizer = overrides.pop("tokenizer", None)  # a layer: not merged or copied
-        return cls.from_config({**preset_config(name, **overrides), "tokenizer": tokenizer})
+        return presets_module.load_model(cls, preset, load_weights, **overrides)
+
+    def save_to_preset(self, directory, overwrite=False):
+        """Writes a keras-hub style preset folder that `from_preset` reads back: config.json,
+        model.weights.h5, preprocessor.json, tokenizer.json, assets/tokenizer/ and
+        metadata.json. Written whole or not at all; a folder that is not empty is refused
+        unless `overwrite=True`."""
+        return presets_module.save_model(self, directory, overwrite)
 
     @classmethod
     def from_config(cls, config):
