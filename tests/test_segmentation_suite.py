@@ -363,17 +363,18 @@ def test_each_folder_layout_is_read_and_scored(tmp_path, name):
     model = PatchModel(classes=spec.class_names)
     run = getattr(suite, f"run_{name}")
     report = run(model, str(tmp_path), tokenizer=model.tokenizer, verbose=0, batch_size=3, **SMALL)
-    assert report["num_images"] == 2 and report["suite"] == name
+    assert report["settings"]["num_examples"] == 2 and report["data"] == spec.title
     for index, iou in EXPECTED_IOU.items():
         assert report["per_class_iou"][spec.class_names[index]] == pytest.approx(iou)
-    assert report["miou"] == pytest.approx(np.mean(list(EXPECTED_IOU.values())))
+    assert report["metrics"]["miou"] == pytest.approx(np.mean(list(EXPECTED_IOU.values())))
     absent = [c for i, c in enumerate(spec.class_names) if i not in EXPECTED_IOU]
     assert all(report["per_class_iou"][c] is None for c in absent)
     scored = (TRUTH != 255).sum()
-    assert report["pixel_accuracy"] == pytest.approx((scored - 16) / scored)
+    assert report["metrics"]["pixel_accuracy"] == pytest.approx((scored - 16) / scored)
     settings = report["settings"]
     assert settings["num_classes"] == len(spec.class_names) and settings["ignore_index"] == 255
-    assert settings["data"].startswith("folder:")
+    assert settings["source"].startswith("folder:")
+    assert run.locate(str(tmp_path))[0] == "folder"
 
 
 def test_defaults_are_tcls_and_pictures_are_drawn(tmp_path):
@@ -386,13 +387,27 @@ def test_defaults_are_tcls_and_pictures_are_drawn(tmp_path):
     settings = report["settings"]
     assert settings["image_scale"] == [2048, 448] and settings["crop_size"] == [448, 448]
     assert settings["stride"] == [224, 224] and settings["templates"] == list(names.TCL_TEMPLATES)
-    assert report["num_images"] == 1 and 0.0 <= report["miou"] <= 1.0
+    assert settings["num_examples"] == 1 and 0.0 <= report["metrics"]["miou"] <= 1.0
     assert len(report["pictures"]) == 1 and os.path.getsize(report["pictures"][0]) > 1000
+
+
+def test_suites_share_the_runner_s_interface():
+    import inspect
+
+    for name in suite.DATASETS:
+        run = getattr(suite, f"run_{name}")
+        parameters = inspect.signature(run).parameters
+        assert list(parameters)[:2] == ["model", "data_dir"]
+        for key in ("tokenizer", "batch_size", "max_examples", "output_dir", "verbose", "source"):
+            assert parameters[key].kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameters["batch_size"].default == 16 and callable(run.locate)
 
 
 def test_missing_data_says_where_and_how(tmp_path):
     with pytest.raises(FileNotFoundError, match="ADE20K-150 not found") as error:
         suite.run_ade20k(PatchModel(), str(tmp_path), verbose=0)
+    with pytest.raises(FileNotFoundError, match="ADE20K-150 not found"):
+        suite.run_ade20k.locate(str(tmp_path))
     assert "ADEChallengeData2016.zip" in str(error.value)
     assert os.path.join(str(tmp_path), "ADEChallengeData2016") in str(error.value)
     make_tree(str(tmp_path), "pascal_voc")
@@ -400,7 +415,7 @@ def test_missing_data_says_where_and_how(tmp_path):
     with pytest.raises(FileNotFoundError, match="2008_000002.png"):
         suite.dataset_files("pascal_voc", str(tmp_path))
     with pytest.raises(ValueError, match="TFDS has no"):
-        suite.load_dataset("pascal_voc", str(tmp_path), data_source="tfds")
+        suite.load_dataset("pascal_voc", str(tmp_path), source="tfds")
     with pytest.raises(FileNotFoundError, match="not a folder"):
         suite.load_dataset("ade20k", str(tmp_path / "nowhere"))
 
@@ -412,7 +427,7 @@ def test_labels_outside_the_classes_are_errors_and_255_is_ignored(tmp_path):
     label = tmp_path / "ADEChallengeData2016/annotations/validation/ADE_val_00000002.png"
     write(str(label), np.full((16, 24), 255))  # 255 stays 255: nothing scored in it
     report = suite.run_ade20k(model, str(tmp_path), tokenizer=model.tokenizer, verbose=0, **SMALL)
-    assert report["miou"] == pytest.approx(np.mean(list(EXPECTED_IOU.values())))
+    assert report["metrics"]["miou"] == pytest.approx(np.mean(list(EXPECTED_IOU.values())))
     write(str(label), np.full((16, 24), 201))  # class 200 of 150
     with pytest.raises(ValueError, match=r"label values \[200\]"):
         suite.run_ade20k(model, str(tmp_path), tokenizer=model.tokenizer, verbose=0, **SMALL)
@@ -424,10 +439,11 @@ def test_cityscapes_reads_tfds():
     model = PatchModel(patch=8, classes=spec.class_names)
     with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
         report = suite.run_cityscapes(
-            model, "/", tokenizer=model.tokenizer, verbose=0, data_source="tfds",
+            model, "/", tokenizer=model.tokenizer, verbose=0, source="tfds",
             image_scale=(64, 32), crop_size=32, stride=16, max_examples=1,
         )  # fmt: skip
-    assert report["num_images"] == 1 and report["settings"]["data"].startswith("tfds:")
-    assert 0.0 <= report["miou"] <= 1.0
+    assert report["settings"]["num_examples"] == 1
+    assert report["settings"]["source"].startswith("tfds:")
+    assert 0.0 <= report["metrics"]["miou"] <= 1.0
     # Random label ids: the void ones are not scored, the 19 classes are.
     assert sum(v is not None for v in report["per_class_iou"].values()) == 19

@@ -51,7 +51,7 @@ _BUCKET = 64
 _MAX_LOGITS = 2**26
 
 
-def _pair(value, name):
+def size_pair(value, name):
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int | np.integer) and v > 0 for v in pair):
         raise ValueError(f"{name} must be a positive int or a (height, width) pair; got {value!r}.")
@@ -79,8 +79,8 @@ def _axis_boxes(size, crop, stride):
 def window_boxes(height, width, crop_size=TCL_CROP_SIZE, stride=TCL_STRIDE):
     """The windows of mmseg's `slide_inference` on an image of (height, width) pixels, as
     (row intervals, column intervals): lists of (start, stop); the windows are every pair."""
-    crop_h, crop_w = _pair(crop_size, "crop_size")
-    stride_h, stride_w = _pair(stride, "stride")
+    crop_h, crop_w = size_pair(crop_size, "crop_size")
+    stride_h, stride_w = size_pair(stride, "stride")
     return _axis_boxes(height, crop_h, stride_h), _axis_boxes(width, crop_w, stride_w)
 
 
@@ -101,11 +101,13 @@ def resize_matrix(in_size, out_size):
     return matrix
 
 
+@functools.lru_cache(maxsize=64)
 def axis_operators(size, out_size, boxes, padded, grid, rows=None):
-    """(len(boxes), rows, grid) float32: per window interval of one axis, the linear map from
-    its `grid` scores to the output axis: upsample to the `padded` window, crop to the window,
-    place it, divide by the coverage count, resize `size` -> `out_size`. Rows past `out_size`
-    (up to `rows`) are zero."""
+    """(len(boxes), rows, grid) float32: per window interval of one axis ((start, stop)
+    pairs), the linear map from its `grid` scores to the output axis: upsample to the
+    `padded` window, crop to the window, place it, divide by the coverage count, resize
+    `size` -> `out_size`. Rows past `out_size` (up to `rows`) are zero. Cached: images of
+    one size share them (do not modify the result)."""
     window = boxes[0][1] - boxes[0][0]
     upsample = resize_matrix(grid, padded)[:window]  # (window, grid)
     coverage = np.zeros(size)
@@ -114,9 +116,9 @@ def axis_operators(size, out_size, boxes, padded, grid, rows=None):
     resize = resize_matrix(size, out_size)  # (out_size, size)
     operators = np.zeros((len(boxes), rows or out_size, grid), np.float32)
     for index, (start, stop) in enumerate(boxes):
-        placed = np.zeros((size, grid))
-        placed[start:stop] = upsample / coverage[start:stop, None]
-        operators[index, :out_size] = resize @ placed
+        operators[index, :out_size] = resize[:, start:stop] @ (
+            upsample / coverage[start:stop, None]
+        )
     return operators
 
 
@@ -129,7 +131,8 @@ class _Plan:
 
     def __init__(self, image_size, out_size, crop_size, stride, patch):
         self.size, self.out_size = image_size, out_size
-        self.rows, self.cols = window_boxes(*image_size, crop_size, stride)
+        rows, cols = window_boxes(*image_size, crop_size, stride)
+        self.rows, self.cols = tuple(rows), tuple(cols)
         self.window = (self.rows[0][1] - self.rows[0][0], self.cols[0][1] - self.cols[0][0])
         self.padded = tuple(_round_up(s, patch) for s in self.window)
 
@@ -216,7 +219,7 @@ def slide_inference(
             so that few shapes are compiled).
         logits: return the averaged, resized logits instead of their argmax.
     """
-    crop_size, stride = _pair(crop_size, "crop_size"), _pair(stride, "stride")
+    crop_size, stride = size_pair(crop_size, "crop_size"), size_pair(stride, "stride")
     classes = np.asarray(classes, np.float32)
     if classes.ndim != 2:
         raise ValueError(f"classes must be (C, J) class embeddings, got shape {classes.shape}.")

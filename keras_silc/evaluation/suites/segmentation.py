@@ -37,6 +37,7 @@ from keras_silc.evaluation.sliding_window import TCL_CROP_SIZE
 from keras_silc.evaluation.sliding_window import TCL_IMAGE_SCALE
 from keras_silc.evaluation.sliding_window import TCL_STRIDE
 from keras_silc.evaluation.sliding_window import rescaled_size
+from keras_silc.evaluation.sliding_window import size_pair
 from keras_silc.evaluation.sliding_window import slide_inference
 from keras_silc.evaluation.suites import segmentation_classes as names
 from keras_silc.evaluation.zero_shot import class_embeddings
@@ -419,38 +420,55 @@ def _tfds_dataset(spec, data_dir, scale):
     return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE), total
 
 
-def load_dataset(name, data_dir, data_source=None, image_scale=TCL_IMAGE_SCALE):
+_SOURCES = ("auto", "folder", "tfds")
+
+
+def locate(name, data_dir, source="auto"):
+    """Where a data set's validation split is: ("folder", root) or ("tfds", data_dir), after
+    checking that every file is there; FileNotFoundError (saying where it looked and how to
+    get the data) when it is not.
+
+    Args:
+        name: a key of `DATASETS`.
+        data_dir: the folder holding the data set (see docs/evaluation_segmentation.md).
+        source: "auto" (the folder layout, else a prepared TFDS copy in `data_dir`), "folder"
+            or "tfds" (Cityscapes only: TFDS has none of the others with their labels).
+    """
+    spec = _dataset_spec(name)
+    if source not in _SOURCES:
+        raise ValueError(f"source must be one of {_SOURCES}, got {source!r}.")
+    if source == "tfds" and spec.tfds is None:
+        raise ValueError(
+            f"TFDS has no {spec.title} with its segmentation labels: use source='folder'."
+        )
+    if data_dir is None or not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"data_dir {data_dir!r} is not a folder. {spec.how_to_get}")
+    if source == "tfds":
+        return "tfds", data_dir
+    root = find_root(name, data_dir)[0]
+    if root is None and source == "auto" and spec.tfds is not None:
+        if _tfds_prepared(spec, data_dir):
+            return "tfds", data_dir
+    dataset_files(name, data_dir)  # raises, saying where it looked, when files are missing
+    return "folder", root
+
+
+def load_dataset(name, data_dir, source="auto", image_scale=TCL_IMAGE_SCALE):
     """A data set's validation split as (tf.data.Dataset, where it came from, number of
     images or None). The dataset yields {"image": (h, w, 3) uint8 resized for inference,
     "label": (H, W) uint8 train ids with 255 = not scored, "name": tf.string}.
 
     Args:
-        name: a key of `DATASETS`.
-        data_dir: the folder holding the data set (see docs/evaluation_segmentation.md).
-        data_source: "folder", "tfds" (Cityscapes only) or None: the folder layout if it is
-            there, else a prepared TFDS copy in `data_dir`.
+        name, data_dir, source: see `locate`.
         image_scale: the keep-ratio resize (TCL: (2048, 448)).
     """
     spec = _dataset_spec(name)
-    if data_source not in (None, "folder", "tfds"):
-        raise ValueError(f"data_source must be 'folder', 'tfds' or None, got {data_source!r}.")
-    if data_source == "tfds" and spec.tfds is None:
-        raise ValueError(
-            f"TFDS has no {spec.title} with its segmentation labels; read the folder layout."
-        )
-    if data_dir is None or not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"data_dir {data_dir!r} is not a folder. {spec.how_to_get}")
-    if data_source == "tfds" or (
-        data_source is None
-        and spec.tfds is not None
-        and find_root(name, data_dir)[0] is None
-        and _tfds_prepared(spec, data_dir)
-    ):
+    kind, where = locate(name, data_dir, source)
+    if kind == "tfds":
         dataset, total = _tfds_dataset(spec, data_dir, image_scale)
-        return dataset, f"tfds:{spec.tfds[0]}/{spec.tfds[1]} in {data_dir}", total
+        return dataset, f"tfds:{spec.tfds[0]}/{spec.tfds[1]} in {os.path.abspath(where)}", total
     files = dataset_files(name, data_dir)
-    root = os.path.abspath(find_root(name, data_dir)[0])
-    return _folder_dataset(files, image_scale), f"folder:{root}", len(files)
+    return _folder_dataset(files, image_scale), f"folder:{os.path.abspath(where)}", len(files)
 
 
 def _tfds_prepared(spec, data_dir):
@@ -514,44 +532,19 @@ def run_segmentation(
     max_examples=None,
     output_dir=None,
     verbose=1,
-    data_source=None,
+    source="auto",
+    dense_source=None,
     templates=names.TCL_TEMPLATES,
-    source=None,
     image_scale=TCL_IMAGE_SCALE,
     crop_size=TCL_CROP_SIZE,
     stride=TCL_STRIDE,
     num_pictures=4,
 ):
-    """Zero-shot segmentation of one Table 2 data set; returns the report:
-
-        {"suite", "dataset", "miou", "pixel_accuracy", "per_class_iou": {class: IoU or None},
-         "num_images", "seconds", "images_per_second", "settings": {...}, "pictures": [...]}
-
-    IoU and mIoU are fractions in [0, 1] (the paper prints percentages); a class that is
-    neither in the truth nor predicted has IoU None and is left out of the mean.
-
-    Args:
-        name: "ade20k", "pascal_context", "cityscapes", "pascal_voc" or "coco_stuff".
-        model: a `SilcModel` (anything with `encode_text` and `dense_image_features`).
-        data_dir: the folder holding the data set (docs/evaluation_segmentation.md).
-        tokenizer: a callable from a list of str to (N, T) token ids, or None for
-            `model.tokenizer`.
-        batch_size: windows per model call (several images' windows share a batch).
-        max_examples: evaluate only the first images (a quick look, not the benchmark).
-        output_dir: where overlay pictures go (needs matplotlib); None for none.
-        verbose: 0 for silence, 1 for a progress bar.
-        data_source: "folder", "tfds" or None (see `load_dataset`).
-        templates: the prompt templates averaged per class (TCL's "custom" set).
-        source: the dense features: "map_values" (the paper), "tokens" or None (see
-            `keras_silc.evaluation.segment`).
-        image_scale, crop_size, stride: TCL's resize and windows; change them only to
-            study the protocol.
-        num_pictures: how many of the first images get an overlay picture.
-    """
+    """Zero-shot segmentation of one Table 2 data set (`name`: a key of `DATASETS`)."""
     spec = _dataset_spec(name)
     if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
         raise ValueError(f"max_examples must be a positive int or None, got {max_examples!r}.")
-    dataset, origin, total = load_dataset(name, data_dir, data_source, image_scale)
+    dataset, origin, total = load_dataset(name, data_dir, source, image_scale)
     if max_examples is not None:
         dataset = dataset.take(max_examples)
         total = max_examples if total is None else min(total, max_examples)
@@ -580,7 +573,7 @@ def run_segmentation(
         classes,
         crop_size=crop_size,
         stride=stride,
-        source=source,
+        source=dense_source,
         batch_size=batch_size,
     ):
         label = example["label"]
@@ -598,165 +591,131 @@ def run_segmentation(
         raise ValueError(f"{spec.title}: no labelled pixels (every label is {IGNORE_INDEX}).")
     iou = iou_from_confusion(confusion)
     picture_paths, picture_note = _save_pictures(pictures, class_names, output_dir, spec.key)
-    settings = {
-        "protocol": "TCL (kakaobrain/tcl segmentation configs): no background class, "
-        "no post-refinement",
-        "image_scale": list(image_scale),
-        "resize": "keep aspect ratio, bilinear (mmcv imrescale)",
-        "mode": "slide",
-        "crop_size": list(crop_size) if not isinstance(crop_size, int) else [crop_size] * 2,
-        "stride": list(stride) if not isinstance(stride, int) else [stride] * 2,
-        "logits": "cosine(dense features, prompt-averaged class embeddings), overlapping "
-        "windows averaged, bilinear resize to the label size, argmax",
-        "dense_features": source or "default (map_values with a MAP head, else tokens)",
-        "templates": list(templates),
-        "num_classes": num_classes,
-        "ignore_index": IGNORE_INDEX,
-        "data": origin,
-        "max_examples": max_examples,
-        "windows_per_batch": batch_size,
-    }
+    crop_size, stride = size_pair(crop_size, "crop_size"), size_pair(stride, "stride")
     report = {
-        "suite": spec.key,
-        "dataset": spec.title,
-        "miou": float(np.nanmean(iou)),
-        "pixel_accuracy": float(np.trace(confusion) / confusion.sum()),
+        "task": "zero-shot segmentation",
+        "data": spec.title,
+        "metrics": {
+            "miou": float(np.nanmean(iou)),
+            "pixel_accuracy": float(np.trace(confusion) / confusion.sum()),
+        },
         "per_class_iou": {
             c: (None if np.isnan(v) else float(v)) for c, v in zip(class_names, iou, strict=True)
         },
-        "num_images": count,
-        "seconds": seconds,
-        "images_per_second": count / seconds if seconds > 0 else None,
-        "settings": settings,
+        "settings": {
+            "source": origin,
+            "num_examples": count,
+            "max_examples": max_examples,
+            "num_classes": num_classes,
+            "protocol": "TCL (kakaobrain/tcl segmentation configs): no background class, "
+            "no post-refinement",
+            "image_scale": list(image_scale),
+            "resize": "keep aspect ratio, bilinear (mmcv imrescale)",
+            "mode": "slide",
+            "crop_size": list(crop_size),
+            "stride": list(stride),
+            "logits": "cosine(dense features, prompt-averaged class embeddings), overlapping "
+            "windows averaged, bilinear resize to the label size, argmax",
+            "dense_source": dense_source or "default (map_values with a MAP head, else tokens)",
+            "templates": list(templates),
+            "ignore_index": IGNORE_INDEX,
+            "windows_per_batch": batch_size,
+        },
         "pictures": picture_paths,
+        "seconds": round(seconds, 2),
+        "images_per_second": round(count / seconds, 3) if seconds > 0 else None,
     }
     if picture_note:
-        report["pictures_note"] = picture_note
+        report["settings"]["pictures"] = picture_note
     return report
 
 
-def run_ade20k(
-    model,
-    data_dir,
-    *,
-    tokenizer=None,
-    batch_size=16,
-    max_examples=None,
-    output_dir=None,
-    verbose=1,
-    **options,
-):
-    """ADE20K-150 (ADEChallengeData2016 validation, 2000 images); see `run_segmentation`."""
-    return run_segmentation(
-        "ade20k",
+_ARGS = """
+
+    Args:
+        model: a two-tower model (`SilcModel`, a converted keras-hub / Hugging Face SigLIP or
+            CLIP): anything with `encode_text` and `dense_image_features`.
+        data_dir: the folder that holds the data set (docs/evaluation_segmentation.md).
+        tokenizer: a callable from a list of str to (N, T) token ids; None for the model's.
+        batch_size: 448 px windows per model call (the windows of consecutive images share a
+            batch).
+        max_examples: evaluate only the first N images (a quick check, not the protocol).
+        output_dir: where overlay pictures of the first `num_pictures` images go (needs
+            matplotlib: pip install "keras-silc[plots]"); None for none.
+        verbose: a progress bar when truthy.
+        source: "auto" (the folder layout, else a prepared TFDS copy), "folder" or "tfds".
+        dense_source: the dense features: "map_values" (the paper), "tokens" or None (see
+            `keras_silc.evaluation.segment`).
+        templates: the prompt templates averaged per class (TCL's nine "custom" ones).
+        image_scale, crop_size, stride: TCL's resize (2048, 448) and 448 px windows every
+            224 px; change them only to study the protocol.
+        num_pictures: how many of the first images get an overlay picture.
+
+    Returns:
+        {"task", "data", "metrics": {"miou", "pixel_accuracy"}, "per_class_iou": {class: IoU,
+        or None for a class neither in the truth nor predicted}, "settings": {...},
+        "pictures": [paths], "seconds", "images_per_second"}. IoUs are fractions in [0, 1]
+        (the paper prints percentages).
+    """
+
+
+def _suite(name, doc):
+    def run(
         model,
         data_dir,
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        max_examples=max_examples,
-        output_dir=output_dir,
-        verbose=verbose,
-        **options,
-    )
+        *,
+        tokenizer=None,
+        batch_size=16,
+        max_examples=None,
+        output_dir=None,
+        verbose=1,
+        source="auto",
+        dense_source=None,
+        templates=names.TCL_TEMPLATES,
+        image_scale=TCL_IMAGE_SCALE,
+        crop_size=TCL_CROP_SIZE,
+        stride=TCL_STRIDE,
+        num_pictures=4,
+    ):
+        return run_segmentation(
+            name,
+            model,
+            data_dir,
+            tokenizer=tokenizer,
+            batch_size=batch_size,
+            max_examples=max_examples,
+            output_dir=output_dir,
+            verbose=verbose,
+            source=source,
+            dense_source=dense_source,
+            templates=templates,
+            image_scale=image_scale,
+            crop_size=crop_size,
+            stride=stride,
+            num_pictures=num_pictures,
+        )
+
+    run.__name__ = run.__qualname__ = f"run_{name}"
+    run.__doc__ = doc + _ARGS
+    run.locate = lambda data_dir, source="auto": locate(name, data_dir, source)
+    return run
 
 
-def run_pascal_context(
-    model,
-    data_dir,
-    *,
-    tokenizer=None,
-    batch_size=16,
-    max_examples=None,
-    output_dir=None,
-    verbose=1,
-    **options,
-):
-    """Pascal Context-59 (VOC2010, SegmentationContext val, 5105 images); see
-    `run_segmentation`."""
-    return run_segmentation(
-        "pascal_context",
-        model,
-        data_dir,
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        max_examples=max_examples,
-        output_dir=output_dir,
-        verbose=verbose,
-        **options,
-    )
-
-
-def run_cityscapes(
-    model,
-    data_dir,
-    *,
-    tokenizer=None,
-    batch_size=16,
-    max_examples=None,
-    output_dir=None,
-    verbose=1,
-    **options,
-):
-    """Cityscapes, 19 classes (gtFine val, 500 images); see `run_segmentation`."""
-    return run_segmentation(
-        "cityscapes",
-        model,
-        data_dir,
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        max_examples=max_examples,
-        output_dir=output_dir,
-        verbose=verbose,
-        **options,
-    )
-
-
-def run_pascal_voc(
-    model,
-    data_dir,
-    *,
-    tokenizer=None,
-    batch_size=16,
-    max_examples=None,
-    output_dir=None,
-    verbose=1,
-    **options,
-):
-    """Pascal VOC-20 (VOC2012 Segmentation val, 1449 images, background not scored); see
-    `run_segmentation`."""
-    return run_segmentation(
-        "pascal_voc",
-        model,
-        data_dir,
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        max_examples=max_examples,
-        output_dir=output_dir,
-        verbose=verbose,
-        **options,
-    )
-
-
-def run_coco_stuff(
-    model,
-    data_dir,
-    *,
-    tokenizer=None,
-    batch_size=16,
-    max_examples=None,
-    output_dir=None,
-    verbose=1,
-    **options,
-):
-    """COCO-Stuff-171 (COCO 2017 val, 5000 images); see `run_segmentation`."""
-    return run_segmentation(
-        "coco_stuff",
-        model,
-        data_dir,
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        max_examples=max_examples,
-        output_dir=output_dir,
-        verbose=verbose,
-        **options,
-    )
+run_ade20k = _suite(
+    "ade20k", "Zero-shot mIoU on ADE20K-150 (ADEChallengeData2016 validation, 2000 images)."
+)
+run_pascal_context = _suite(
+    "pascal_context",
+    "Zero-shot mIoU on Pascal Context-59 (VOC2010 SegmentationContext val, 5105 images).",
+)
+run_cityscapes = _suite(
+    "cityscapes", "Zero-shot mIoU on Cityscapes, 19 classes (gtFine val, 500 images)."
+)
+run_pascal_voc = _suite(
+    "pascal_voc",
+    "Zero-shot mIoU on Pascal VOC-20 (VOC2012 Segmentation val, 1449 images; background not "
+    "scored).",
+)
+run_coco_stuff = _suite(
+    "coco_stuff", "Zero-shot mIoU on COCO-Stuff-171 (COCO 2017 val, 5000 images)."
+)
