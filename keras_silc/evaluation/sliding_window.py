@@ -173,9 +173,13 @@ def _window_scores(model, windows, classes, source=None):
 
 def _logits(scores, rows, cols):
     """sum_ij rows_i S_ij cols_j^T: (R, W, C) from scores (I, J, gh, gw, C), rows (I, R, gh)
-    and cols (J, W, gw)."""
-    per_row = keras.ops.einsum("ijabc,jwb->iawc", scores, cols)
-    return keras.ops.einsum("ira,iawc->rwc", rows, per_row)
+    and cols (J, W, gw). The last contraction, over R x W x C outputs, sums I * gh (or
+    J * gw) terms: the axis with fewer windows goes last."""
+    if rows.shape[0] * rows.shape[2] <= cols.shape[0] * cols.shape[2]:
+        per_row = keras.ops.einsum("ijabc,jwb->iawc", scores, cols)
+        return keras.ops.einsum("ira,iawc->rwc", rows, per_row)
+    per_col = keras.ops.einsum("ijabc,ira->jrbc", scores, rows)
+    return keras.ops.einsum("jrbc,jwb->rwc", per_col, cols)
 
 
 def _assemble_labels(model, scores, rows, cols):

@@ -435,6 +435,7 @@ def locate(name, data_dir, source="auto"):
             or "tfds" (Cityscapes only: TFDS has none of the others with their labels).
     """
     spec = _dataset_spec(name)
+    source = source or "auto"
     if source not in _SOURCES:
         raise ValueError(f"source must be one of {_SOURCES}, got {source!r}.")
     if source == "tfds" and spec.tfds is None:
