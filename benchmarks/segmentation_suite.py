@@ -185,7 +185,7 @@ def main():
         check = suite.run_ade20k(
             model, data_dir, tokenizer=tokenizer, batch_size=args.batch_size, verbose=0
         )
-        print(f"run_ade20k on the mock (untimed check): mIoU {check['miou']:.4f}")
+        print(f"run_ade20k on the mock (untimed check): mIoU {check['metrics']['miou']:.4f}")
         results = {title: [] for title in passes}
         for round_ in range(args.rounds):  # interleaved, so that load falls on all alike
             order = list(passes) if round_ % 2 == 0 else list(reversed(passes))

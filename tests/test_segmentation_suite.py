@@ -391,6 +391,21 @@ def test_defaults_are_tcls_and_pictures_are_drawn(tmp_path):
     assert len(report["pictures"]) == 1 and os.path.getsize(report["pictures"][0]) > 1000
 
 
+def test_without_matplotlib_the_numbers_come_without_pictures(tmp_path, monkeypatch):
+    make_tree(str(tmp_path), "ade20k")
+    model = PatchModel(classes=suite.DATASETS["ade20k"].class_names)
+    find_spec = suite.importlib.util.find_spec
+    monkeypatch.setattr(
+        suite.importlib.util, "find_spec", lambda n: None if n == "matplotlib" else find_spec(n)
+    )
+    report = suite.run_ade20k(
+        model, str(tmp_path), tokenizer=model.tokenizer, verbose=0, output_dir=str(tmp_path / "o"),
+        **SMALL,
+    )  # fmt: skip
+    assert report["pictures"] == [] and "keras-silc[plots]" in report["settings"]["pictures"]
+    assert report["metrics"]["miou"] == pytest.approx(np.mean(list(EXPECTED_IOU.values())))
+
+
 def test_suites_share_the_runner_s_interface():
     import inspect
 
