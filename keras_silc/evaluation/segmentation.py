@@ -60,11 +60,18 @@ def iou_from_confusion(confusion):
         return np.where(union > 0, true_positive / union, np.nan)
 
 
+def dense_scores(model, images, classes, source=None):
+    """(N, h, w, C) float32 cosine similarity of every patch's dense feature with every class
+    embedding (steps 1-3 above before the upsampling), as backend tensors: the zero-shot
+    segmentation logits, for use inside compiled functions (see `model_fn`)."""
+    features = model.dense_image_features(images, source=source)  # (N, h, w, J)
+    features = keras.ops.cast(features, "float32")
+    return keras.ops.einsum("nhwj,cj->nhwc", features, classes)
+
+
 def _label_maps(out_size, source):
     def fn(model, images, classes):
-        features = model.dense_image_features(images, source=source)  # (N, h, w, J)
-        features = keras.ops.cast(features, "float32")
-        similarity = keras.ops.einsum("nhwj,cj->nhwc", features, classes)
+        similarity = dense_scores(model, images, classes, source)
         similarity = keras.ops.image.resize(similarity, out_size, interpolation="bilinear")
         finite = keras.ops.all(keras.ops.isfinite(similarity), axis=-1)
         return keras.ops.where(finite, keras.ops.argmax(similarity, axis=-1), -1)
