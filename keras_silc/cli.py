@@ -718,7 +718,11 @@ def make_parser():
         help=f"Benchmark suites: {', '.join(SUITES)} (docs/evaluation.md).",
     )
     evaluate_parser.add_argument("--data-dir", help="The folder that holds the data sets.")
-    evaluate_parser.add_argument("--batch-size", type=_at_least(1), default=256)
+    evaluate_parser.add_argument(
+        "--batch-size",
+        type=_at_least(1),
+        help="Images per model call (default: 256; segmentation suites: 16 windows of 448 px).",
+    )
     evaluate_parser.add_argument(
         "--max-examples",
         type=_at_least(1),

@@ -21,7 +21,7 @@ def run_suites(
     output_dir,
     *,
     tokenizer=None,
-    batch_size=256,
+    batch_size=None,
     max_examples=None,
     verbose=1,
     options=None,
@@ -42,7 +42,8 @@ def run_suites(
         output_dir: where report.json, report.md and each suite's pictures (in a subfolder
             named after the suite) go.
         tokenizer: None for the model's own.
-        batch_size: images per model call.
+        batch_size: images (segmentation: windows) per model call; None for each suite's
+            default (256 images; 16 windows of 448 px for segmentation).
         max_examples: only the first N examples of every suite (a quick check).
         verbose: progress bars and a line per suite when truthy.
         options: {suite name: {option: value}}: a suite's own settings, e.g.
@@ -84,10 +85,10 @@ def run_suites(
             model,
             data_dir,
             tokenizer=tokenizer,
-            batch_size=batch_size,
             max_examples=max_examples,
             output_dir=suite_dir,
             verbose=verbose,
+            **({} if batch_size is None else {"batch_size": batch_size}),
             **options.get(name, {}),
         )
         if not isinstance(result, dict):
