@@ -6,7 +6,11 @@ import warnings
 
 import keras
 
+from keras_silc.models.legacy import LEGACY_MESSAGE
+from keras_silc.models.legacy import is_legacy_config
+from keras_silc.models.presets import PREPROCESSOR_KEYS
 from keras_silc.models.presets import merge_config
+from keras_silc.models.presets import preprocessor_config
 from keras_silc.optimizers import paper_optimizer
 
 CONTRASTIVE_LOSSES = ("clip", "siglip")
@@ -91,6 +95,21 @@ def check_arguments(arguments):
             "gradient_accumulation_steps must be a positive int, got "
             f"{a['gradient_accumulation_steps']!r}."
         )
+
+
+def constructor_arguments(config):
+    """`SilcModel.from_config`'s config as constructor arguments: the view geometry
+    (num_global_crops, num_local_crops, local_crop_size) and tokenizer of a preset-style
+    config become the serialised preprocessor. A keras_silc 0.1 config is refused with the
+    way to upgrade it."""
+    if is_legacy_config(config):
+        raise ValueError(LEGACY_MESSAGE)
+    config = dict(config)
+    geometry = {key: config.pop(key) for key in PREPROCESSOR_KEYS if key in config}
+    tokenizer = config.pop("tokenizer", None)
+    if config.get("preprocessor") is None and (geometry or tokenizer is not None):
+        config["preprocessor"] = preprocessor_config(config, geometry, tokenizer)
+    return config
 
 
 def preprocessor_from(preprocessor):

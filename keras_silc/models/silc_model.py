@@ -17,16 +17,13 @@ from keras_silc.checks import check_token_ids
 from keras_silc.layers.distillation_head import l2_normalize
 from keras_silc.models import presets as presets_module
 from keras_silc.models.image_tower import ImageTower
-from keras_silc.models.legacy import LEGACY_MESSAGE
-from keras_silc.models.legacy import is_legacy_config
-from keras_silc.models.presets import PREPROCESSOR_KEYS
 from keras_silc.models.presets import merge_config
-from keras_silc.models.presets import preprocessor_config
 from keras_silc.models.silc_config import DEFAULT_RECIPE
 from keras_silc.models.silc_config import SCALAR_ARGUMENTS
 from keras_silc.models.silc_config import attach_preprocessor
 from keras_silc.models.silc_config import check_arguments
 from keras_silc.models.silc_config import compile_optimizer
+from keras_silc.models.silc_config import constructor_arguments
 from keras_silc.models.silc_config import metric_names
 from keras_silc.models.silc_config import prepare_optimizer
 from keras_silc.models.silc_config import preprocessor_from
@@ -255,14 +252,7 @@ class SilcModel(SilcTrainer, keras.Model):
         """Rebuilds a model from `get_config()`, or from a preset-style config whose view
         geometry (num_global_crops, num_local_crops, local_crop_size) and tokenizer sit
         beside the model's arguments: those make the model's preprocessor."""
-        if is_legacy_config(config):
-            raise ValueError(LEGACY_MESSAGE)
-        config = dict(config)
-        geometry = {key: config.pop(key) for key in PREPROCESSOR_KEYS if key in config}
-        tokenizer = config.pop("tokenizer", None)
-        if config.get("preprocessor") is None and (geometry or tokenizer is not None):
-            config["preprocessor"] = preprocessor_config(config, geometry, tokenizer)
-        return cls(**config)
+        return cls(**constructor_arguments(config))
 
     @classmethod
     def from_keras_hub(cls, backbone, tokenizer=None, **overrides):
@@ -271,10 +261,7 @@ class SilcModel(SilcTrainer, keras.Model):
         student. Overrides merge as in `from_preset`."""
         from keras_silc import interop
 
-        config = interop.silc_config_from_keras_hub(backbone, **overrides)
-        model = cls.from_config({**config, "tokenizer": tokenizer})
-        interop.load_keras_hub_weights(model, backbone)
-        return model
+        return interop.model_from_keras_hub(cls, backbone, tokenizer, **overrides)
 
     @classmethod
     def from_huggingface(cls, directory, tokenizer=None, **overrides):
@@ -282,10 +269,7 @@ class SilcModel(SilcTrainer, keras.Model):
         (`config.json` and safetensors; no network, no `transformers`)."""
         from keras_silc import interop
 
-        config = interop.silc_config_from_huggingface(directory, **overrides)
-        model = cls.from_config({**config, "tokenizer": tokenizer})
-        interop.load_huggingface_weights(model, directory)
-        return model
+        return interop.model_from_huggingface(cls, directory, tokenizer, **overrides)
 
     @property
     def vision_encoder(self):
