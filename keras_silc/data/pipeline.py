@@ -4,6 +4,7 @@ import random
 
 import tensorflow as tf
 
+from keras_silc.checks import resolve_tokenizer
 from keras_silc.data.augment import multi_crop_views
 from keras_silc.data.sources import independent_of_global_seed
 from keras_silc.data.stats import DataStats
@@ -41,19 +42,6 @@ def _pick_caption(captions, seed):
 def _has_caption(element):
     captions = tf.reshape(element["caption"], [-1])
     return tf.reduce_any(tf.strings.length(tf.strings.strip(captions)) > 0)
-
-
-def _resolve_tokenizer(preprocessor, tokenizer):
-    if tokenizer is None:
-        tokenizer = preprocessor.tokenizer
-        if tokenizer is None:
-            raise ValueError(
-                "No tokenizer: pass tokenizer= (a keras_silc.data.SilcTokenizer, e.g. "
-                "SilcTokenizer.from_captions(captions, ...)) or build the model with tokenizer=."
-            )
-    # It must fit the text tower (vocabulary, length, end token).
-    preprocessor.check_tokenizer(tokenizer)
-    return tokenizer
 
 
 def training_dataset(
@@ -122,7 +110,8 @@ def training_dataset(
             "training_dataset takes the model's SilcPreprocessor (model.preprocessor), got "
             f"{type(preprocessor).__name__}."
         )
-    tokenizer = _resolve_tokenizer(preprocessor, tokenizer)
+    tokenizer = resolve_tokenizer(preprocessor, tokenizer)
+    preprocessor.check_tokenizer(tokenizer)  # it must fit the text tower
     if augmentation is None or isinstance(augmentation, dict):
         augmentation = preprocessor.multi_crop_config(**(augmentation or {}))
     stats = getattr(pairs, "stats", None) or DataStats()

@@ -6,6 +6,7 @@ import numpy as np
 from keras_silc import batch_format
 from keras_silc import preset_files
 from keras_silc.checks import check_batch_values
+from keras_silc.checks import resolve_tokenizer
 from keras_silc.data.augment import MultiCropConfig
 
 # The preset / model-config keys that describe the views rather than the model.
@@ -176,12 +177,7 @@ class SilcPreprocessor(keras.layers.Layer):
 
     def tokenize(self, texts):
         """Token ids (N, T) of captions."""
-        if self.tokenizer is None:
-            raise ValueError(
-                "This preprocessor has no tokenizer: build the model with tokenizer=SilcTokenizer"
-                "(...) (e.g. keras_silc.data.SilcTokenizer.from_captions(captions, ...))."
-            )
-        return self.tokenizer(texts)
+        return resolve_tokenizer(self)(texts)
 
     # ----------------------------------------------------------------- views
     def multi_crop_config(self, **overrides):

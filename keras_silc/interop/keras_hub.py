@@ -253,3 +253,13 @@ def load_keras_hub_weights(model, backbone):
     count = assigner.assign()
     common.copy_student_to_teacher(model)
     return count
+
+
+def model_from_keras_hub(cls, backbone, tokenizer=None, **overrides):
+    """`SilcModel.from_keras_hub`: a `cls` built from the backbone's config (with
+    `overrides` and `tokenizer`) holding the backbone's weights."""
+    model = cls.from_config(
+        {**silc_config_from_keras_hub(backbone, **overrides), "tokenizer": tokenizer}
+    )
+    load_keras_hub_weights(model, backbone)
+    return model

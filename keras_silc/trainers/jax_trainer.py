@@ -3,8 +3,7 @@
 import jax
 import keras
 
-from keras_silc.trainers.common import CompiledStateLoading
-from keras_silc.trainers.common import unpack_batch
+from keras_silc.trainers.common import TrainerCommon
 from keras_silc.trainers.micro_batches import MicroBatches
 
 
@@ -13,7 +12,7 @@ def _values(scope, variables):
     return [scope.get_current_value(v) for v in variables]
 
 
-class JaxSilcTrainer(MicroBatches, CompiledStateLoading):
+class JaxSilcTrainer(MicroBatches, TrainerCommon):
     def _mapping(self, trainable, non_trainable):
         mapping = list(zip(self.trainable_variables, trainable, strict=True))
         return mapping + list(zip(self.non_trainable_variables, non_trainable, strict=True))
@@ -29,7 +28,7 @@ class JaxSilcTrainer(MicroBatches, CompiledStateLoading):
 
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_values, metric_values = state
-        batch = self.prepare_batch(unpack_batch(data))
+        batch = self.prepare_batch(data)
 
         if self.gradient_accumulation_steps > 1:
             grads, aux, non_trainable = self._accumulate_gradients(
@@ -114,7 +113,7 @@ class JaxSilcTrainer(MicroBatches, CompiledStateLoading):
 
     def test_step(self, state, data):
         trainable, non_trainable, metric_values = state
-        batch = self.prepare_batch(unpack_batch(data))
+        batch = self.prepare_batch(data)
         _, aux, non_trainable = self._losses_stateless(
             trainable, non_trainable, batch, training=False
         )
