@@ -256,16 +256,19 @@ class SilcModel(SilcTrainer, keras.Model):
         return cls(**config)
 
     @classmethod
-    def from_keras_hub(cls, backbone, tokenizer=None, **overrides):
+    def from_keras_hub(cls, source, tokenizer=None, **overrides):
         """A SilcModel whose towers, temperature (and SigLIP's bias) are a keras-hub SigLIP
-        or CLIP backbone's, exactly; a new distillation head; the teacher a copy of the
-        student. Overrides merge as in `from_preset`."""
+        or CLIP model's, exactly; a new distillation head; the teacher a copy of the
+        student. Overrides merge as in `from_preset`.
+
+        `source`: a keras-hub preset name (e.g. "siglip_base_patch16_224", downloaded),
+        handle or local preset folder, whose tokenizer comes along (ids as keras-hub's
+        preprocessor makes them); or a `SigLIPBackbone` / `CLIPBackbone`. `tokenizer`: a
+        `SilcTokenizer`, or a keras-hub SigLIP/CLIP tokenizer or preprocessor to wrap.
+        """
         from keras_silc import interop
 
-        config = interop.silc_config_from_keras_hub(backbone, **overrides)
-        model = cls.from_config({**config, "tokenizer": tokenizer})
-        interop.load_keras_hub_weights(model, backbone)
-        return model
+        return interop.from_keras_hub(cls, source, tokenizer, **overrides)
 
     @classmethod
     def from_huggingface(cls, directory, tokenizer=None, **overrides):
