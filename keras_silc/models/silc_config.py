@@ -3,6 +3,8 @@
 import numbers
 import warnings
 
+from keras_silc.models.fine_tuning import ARGUMENTS as FINE_TUNING_ARGUMENTS
+from keras_silc.models.fine_tuning import check_fine_tuning_arguments
 from keras_silc.models.presets import merge_config
 from keras_silc.optimizers import paper_optimizer
 
@@ -41,6 +43,7 @@ SCALAR_ARGUMENTS = (
     "gradient_accumulation_steps",
     "inference_tower",
     "recipe",
+    *FINE_TUNING_ARGUMENTS,
 )
 
 
@@ -88,6 +91,7 @@ def check_arguments(arguments):
             "gradient_accumulation_steps must be a positive int, got "
             f"{a['gradient_accumulation_steps']!r}."
         )
+    check_fine_tuning_arguments(a)
 
 
 def optimizer_from_recipe(recipe, overrides, stacklevel=3):

@@ -19,6 +19,7 @@ from keras_silc.callbacks import with_divergence_guard
 from keras_silc.checks import check_token_ids
 from keras_silc.layers.distillation_head import l2_normalize
 from keras_silc.layers.photometric import apply_carried_photometric
+from keras_silc.models.fine_tuning import FineTuning
 from keras_silc.models.image_tower import ImageTower
 from keras_silc.models.legacy import LEGACY_MESSAGE
 from keras_silc.models.legacy import is_legacy_config
@@ -37,7 +38,7 @@ from keras_silc.trainers import SilcTrainer
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
-class SilcModel(SilcTrainer, keras.Model):
+class SilcModel(FineTuning, SilcTrainer, keras.Model):
     """SILC: contrastive image-text pretraining with local-to-global self-distillation.
 
     Train with `model.compile()` (the paper's recipe) and `model.fit(dataset)` on batches of
@@ -80,6 +81,14 @@ class SilcModel(SilcTrainer, keras.Model):
             Defaults to 1.
         inference_tower: "student" or "teacher". The image tower that
             `encode_image` and `dense_image_features` use.
+        lock_image, lock_text: bool. Freeze the image (student) or text tower, as LiT
+            does. Defaults to False. `lock_image` with self-distillation needs
+            `unlocked_image_blocks > 0`.
+        unlocked_image_blocks, unlocked_text_blocks: int. A locked tower's last N blocks
+            (and what follows them) still train. Defaults to 0.
+        layer_decay: float in (0, 1] or None. Layer-wise learning-rate decay: block i of
+            L learns at `lr * layer_decay ** (L - i)`, the embeddings at
+            `layer_decay ** (L + 1)`. See `keras_silc.models.fine_tuning`.
         recipe: dict. Defaults for `compile()`: learning_rate, warmup_steps,
             cooldown_steps, total_steps, timescale, weight_decay, beta_1, beta_2,
             global_clipnorm.
@@ -113,6 +122,11 @@ class SilcModel(SilcTrainer, keras.Model):
         inference_tower="student",
         recipe=None,
         preprocessor=None,
+        lock_image=False,
+        lock_text=False,
+        unlocked_image_blocks=0,
+        unlocked_text_blocks=0,
+        layer_decay=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -213,6 +227,9 @@ class SilcModel(SilcTrainer, keras.Model):
             if self_distillation
             and (self.teacher_temperature_warmup_steps or self.freeze_last_layer_steps)
             else None
+        )
+        self.configure_fine_tuning(
+            lock_image, lock_text, unlocked_image_blocks, unlocked_text_blocks, layer_decay
         )
         if preprocessor is not None:
             text_tower = self.text_encoder

@@ -4,6 +4,7 @@ import torch
 
 from keras_silc.distribution import check_distribution_support
 from keras_silc.trainers.common import CompiledStateLoading
+from keras_silc.trainers.common import apply_optimizer
 from keras_silc.trainers.common import unpack_batch
 from keras_silc.trainers.micro_batches import MicroBatches
 
@@ -21,7 +22,7 @@ class TorchSilcTrainer(MicroBatches, CompiledStateLoading):
         trainable = self.trainable_variables
         grads = [v.value.grad for v in trainable]
         with torch.no_grad():
-            self.optimizer.apply(grads, trainable)
+            apply_optimizer(self.optimizer, grads, trainable, self.learning_rate_scales())
             return self.update_state_after_step(aux)
 
     def _accumulate_gradients(self, batch):
