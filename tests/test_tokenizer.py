@@ -185,7 +185,7 @@ def test_the_wrapped_tokenizer_must_leave_packing_to_us(tokenizer):
     vocabulary = ["[PAD]", "[UNK]", "[EOS]", "a", "bag"]
     with pytest.raises(ValueError, match="sequence_length=None"):
         SilcTokenizer(keras_hub.tokenizers.WordPieceTokenizer(vocabulary, sequence_length=8), T)
-    with pytest.raises(TypeError, match="SentencePieceTokenizer or"):
+    with pytest.raises(TypeError, match="SentencePieceTokenizer, WordPieceTokenizer or"):
         SilcTokenizer("vocabulary.txt", T)
 
 

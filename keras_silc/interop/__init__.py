@@ -1,8 +1,7 @@
 """Start from pretrained SigLIP or CLIP weights (keras-hub or Hugging Face).
 
-`SilcModel.from_keras_hub(backbone)` and `SilcModel.from_huggingface(directory)` are
-the entry points (`model_from_keras_hub`, `model_from_huggingface`); the functions here
-build the configs and copy the weights.
+`SilcModel.from_keras_hub(preset_or_backbone)` and `SilcModel.from_huggingface(directory)`
+are the entry points; the functions here build the configs and copy the weights.
 """
 
 from keras_silc.interop.huggingface import load_huggingface_weights
@@ -11,6 +10,7 @@ from keras_silc.interop.huggingface import silc_config_from_huggingface
 from keras_silc.interop.keras_hub import load_keras_hub_weights
 from keras_silc.interop.keras_hub import model_from_keras_hub
 from keras_silc.interop.keras_hub import silc_config_from_keras_hub
+from keras_silc.interop.keras_hub import silc_tokenizer_from_keras_hub
 
 __all__ = [
     "load_huggingface_weights",
@@ -19,4 +19,5 @@ __all__ = [
     "model_from_keras_hub",
     "silc_config_from_huggingface",
     "silc_config_from_keras_hub",
+    "silc_tokenizer_from_keras_hub",
 ]

@@ -6,6 +6,8 @@ import warnings
 
 import keras
 
+from keras_silc.models.fine_tuning import ARGUMENTS as FINE_TUNING_ARGUMENTS
+from keras_silc.models.fine_tuning import check_fine_tuning_arguments
 from keras_silc.models.legacy import LEGACY_MESSAGE
 from keras_silc.models.legacy import is_legacy_config
 from keras_silc.models.presets import PREPROCESSOR_KEYS
@@ -48,6 +50,7 @@ SCALAR_ARGUMENTS = (
     "gradient_accumulation_steps",
     "inference_tower",
     "recipe",
+    *FINE_TUNING_ARGUMENTS,
 )
 
 
@@ -95,6 +98,7 @@ def check_arguments(arguments):
             "gradient_accumulation_steps must be a positive int, got "
             f"{a['gradient_accumulation_steps']!r}."
         )
+    check_fine_tuning_arguments(a)
 
 
 def constructor_arguments(config):

@@ -16,6 +16,7 @@ from keras_silc import losses
 from keras_silc.checks import check_token_ids
 from keras_silc.layers.distillation_head import l2_normalize
 from keras_silc.models import presets as presets_module
+from keras_silc.models.fine_tuning import FineTuning
 from keras_silc.models.image_tower import ImageTower
 from keras_silc.models.presets import merge_config
 from keras_silc.models.silc_config import DEFAULT_RECIPE
@@ -39,7 +40,7 @@ def per_view(fn, views, **kwargs):
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
-class SilcModel(SilcTrainer, keras.Model):
+class SilcModel(FineTuning, SilcTrainer, keras.Model):
     """SILC: contrastive image-text pretraining with local-to-global self-distillation.
 
     Train with `model.compile()` (the paper's recipe) and `model.fit(dataset)` on batches of
@@ -82,6 +83,14 @@ class SilcModel(SilcTrainer, keras.Model):
             Defaults to 1.
         inference_tower: "student" or "teacher". The image tower that
             `encode_image` and `dense_image_features` use.
+        lock_image, lock_text: bool. Freeze the image (student) or text tower, as LiT
+            does. Defaults to False. `lock_image` with self-distillation needs
+            `unlocked_image_blocks > 0`.
+        unlocked_image_blocks, unlocked_text_blocks: int. A locked tower's last N blocks
+            (and what follows them) still train. Defaults to 0.
+        layer_decay: float in (0, 1] or None. Layer-wise learning-rate decay: block i of
+            L learns at `lr * layer_decay ** (L - i)`, the embeddings at
+            `layer_decay ** (L + 1)`. See `keras_silc.models.fine_tuning`.
         recipe: dict. Defaults for `compile()`: learning_rate, warmup_steps,
             cooldown_steps, total_steps, timescale, weight_decay, beta_1, beta_2,
             global_clipnorm.
@@ -115,6 +124,11 @@ class SilcModel(SilcTrainer, keras.Model):
         inference_tower="student",
         recipe=None,
         preprocessor=None,
+        lock_image=False,
+        lock_text=False,
+        unlocked_image_blocks=0,
+        unlocked_text_blocks=0,
+        layer_decay=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -209,6 +223,9 @@ class SilcModel(SilcTrainer, keras.Model):
             and (self.teacher_temperature_warmup_steps or self.freeze_last_layer_steps)
             else None
         )
+        self.configure_fine_tuning(
+            lock_image, lock_text, unlocked_image_blocks, unlocked_text_blocks, layer_decay
+        )
         attach_preprocessor(preprocessor, self.text_encoder)
         self.trackers = [keras.metrics.Mean(name=name) for name in metric_names(self)]
         self.built = True
@@ -255,13 +272,19 @@ class SilcModel(SilcTrainer, keras.Model):
         return cls(**constructor_arguments(config))
 
     @classmethod
-    def from_keras_hub(cls, backbone, tokenizer=None, **overrides):
+    def from_keras_hub(cls, source, tokenizer=None, **overrides):
         """A SilcModel whose towers, temperature (and SigLIP's bias) are a keras-hub SigLIP
-        or CLIP backbone's, exactly; a new distillation head; the teacher a copy of the
-        student. Overrides merge as in `from_preset`."""
+        or CLIP model's, exactly; a new distillation head; the teacher a copy of the
+        student. Overrides merge as in `from_preset`.
+
+        `source`: a keras-hub preset name (e.g. "siglip_base_patch16_224", downloaded),
+        handle or local preset folder, whose tokenizer comes along (ids as keras-hub's
+        preprocessor makes them); or a `SigLIPBackbone` / `CLIPBackbone`. `tokenizer`: a
+        `SilcTokenizer`, or a keras-hub SigLIP/CLIP tokenizer or preprocessor to wrap.
+        """
         from keras_silc import interop
 
-        return interop.model_from_keras_hub(cls, backbone, tokenizer, **overrides)
+        return interop.model_from_keras_hub(cls, source, tokenizer, **overrides)
 
     @classmethod
     def from_huggingface(cls, directory, tokenizer=None, **overrides):

@@ -2,6 +2,7 @@
 divergence guard around `fit`, and the compiled state of a loaded model."""
 
 import keras
+from keras import ops
 
 from keras_silc import batch_format
 from keras_silc.callbacks import with_divergence_guard
@@ -72,3 +73,29 @@ class TrainerCommon:
         config.pop("jit_compile", None)
         self.compile(**config)
         self.optimizer.build(self.trainable_variables)
+
+
+def scaled_steps(old_values, new_values, scales):
+    """Each variable's optimizer step times its learning-rate factor, `old + s (new - old)`
+    (layer-wise decay, `keras_silc.models.fine_tuning`); `new_values` when `scales` is None."""
+    if scales is None:
+        return new_values
+    return [
+        new if scale == 1.0 else old + scale * (new - old)
+        for old, new, scale in zip(old_values, new_values, scales, strict=True)
+    ]
+
+
+def apply_optimizer(optimizer, grads, variables, scales):
+    """`optimizer.apply` on variables, each step times its factor in `scales` (or None)."""
+    if scales is None:
+        optimizer.apply(grads, variables)
+        return
+    old = [
+        None if scale == 1.0 else ops.copy(v.value)
+        for v, scale in zip(variables, scales, strict=True)
+    ]
+    optimizer.apply(grads, variables)
+    for variable, start, scale in zip(variables, old, scales, strict=True):
+        if start is not None:
+            variable.assign(scaled_steps([start], [variable.value], [scale])[0])

@@ -4,6 +4,7 @@ import jax
 import keras
 
 from keras_silc.trainers.common import TrainerCommon
+from keras_silc.trainers.common import scaled_steps
 from keras_silc.trainers.micro_batches import MicroBatches
 
 
@@ -45,9 +46,10 @@ class JaxSilcTrainer(MicroBatches, TrainerCommon):
             (_, (aux, non_trainable)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(
                 trainable
             )
-        trainable, optimizer_values = self.optimizer.stateless_apply(
+        new_trainable, optimizer_values = self.optimizer.stateless_apply(
             optimizer_values, grads, trainable
         )
+        trainable = scaled_steps(trainable, new_trainable, self.learning_rate_scales())
         mapping = self._mapping(trainable, non_trainable)
         mapping += list(zip(self.metrics_variables, metric_values, strict=True))
         with keras.StatelessScope(state_mapping=mapping) as scope:

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from keras_silc.distribution import check_distribution_support
 from keras_silc.trainers.common import TrainerCommon
+from keras_silc.trainers.common import apply_optimizer
 from keras_silc.trainers.micro_batches import MicroBatches
 
 
@@ -26,7 +27,7 @@ class TensorFlowSilcTrainer(MicroBatches, TrainerCommon):
                 _, aux = self.compute_losses(batch)
                 scaled = self.optimizer.scale_loss(aux["loss"])
             grads = tape.gradient(scaled, trainable)
-        self.optimizer.apply(grads, trainable)
+        apply_optimizer(self.optimizer, grads, trainable, self.learning_rate_scales())
         return self.update_state_after_step(aux)
 
     def _accumulate_gradients(self, batch):

@@ -4,6 +4,7 @@ import torch
 
 from keras_silc.distribution import check_distribution_support
 from keras_silc.trainers.common import TrainerCommon
+from keras_silc.trainers.common import apply_optimizer
 from keras_silc.trainers.micro_batches import MicroBatches
 
 
@@ -20,7 +21,7 @@ class TorchSilcTrainer(MicroBatches, TrainerCommon):
         trainable = self.trainable_variables
         grads = [v.value.grad for v in trainable]
         with torch.no_grad():
-            self.optimizer.apply(grads, trainable)
+            apply_optimizer(self.optimizer, grads, trainable, self.learning_rate_scales())
             return self.update_state_after_step(aux)
 
     def _accumulate_gradients(self, batch):
