@@ -124,6 +124,7 @@ def test_demo_trains_the_documented_model_with_class_only_captions(tmp_path):
     from keras_silc.experiments import fashion as demo
 
     args = cli.make_parser().parse_args(["demo"])
+    cli._check_training_arguments(args)  # fills in the defaults of the flags left out
     assert (args.steps, args.batch_size) == (demo.DEMO_STEPS, demo.DEMO_BATCH) == (600, 64)
     assert args.class_only_captions == demo.DEMO_CLASS_ONLY_CAPTIONS == 1.0
     output = str(tmp_path / "demo")

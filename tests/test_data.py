@@ -658,6 +658,13 @@ def test_readers_honour_the_keys_and_give_labels(tmp_path):
         data.from_webdataset(shard)
     with pytest.raises(KeyError, match=r"image_key='tif', label_key='label'"):
         data.from_webdataset(shard, image_key="tif", caption_key="title", label_key="label")
+    written = data.write_webdataset(
+        str(tmp_path / "written-{}.tar"), images, CAPTIONS[:3], labels=[5, 6, 7]
+    )
+    got = _drain(data.from_webdataset(written, label_key="cls", shuffle_shards=False))
+    assert [(s["caption"][0].decode(), s["label"].decode()) for s in got] == list(
+        zip(CAPTIONS[:3], ["5", "6", "7"], strict=True)
+    )
     # TFRecord: an int64 label feature; CSV: a label column.
     path = str(tmp_path / "pairs.tfrecord")
     with tf.io.TFRecordWriter(path) as writer:

@@ -624,13 +624,18 @@ def from_arrays(images, captions):
     return _with_stats(dataset, stats)
 
 
-def write_webdataset(path, images, captions, jpeg_quality=90, samples_per_shard=1000):
+def write_webdataset(path, images, captions, jpeg_quality=90, samples_per_shard=1000, labels=None):
     """Writes (images, captions) as WebDataset shards of JPEG + txt, like img2dataset.
 
     `path` is a pattern with one "{}" for the shard number ("shards/{}.tar"); returns the
-    list of files. Useful for tests, benchmarks and converting small datasets.
+    list of files. A caption that is a list of strings goes into a `.json` ("caption");
+    `labels` (N ints or strings), when given, into a `.cls` file per sample (WebDataset's
+    convention; read them with `from_webdataset(label_key="cls")`). Useful for tests,
+    benchmarks and converting small datasets.
     """
     images = np.asarray(images)
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels.")
     files = []
     for shard, start in enumerate(range(0, len(images), samples_per_shard)):
         name = path.format(f"{shard:05d}")
@@ -639,11 +644,14 @@ def write_webdataset(path, images, captions, jpeg_quality=90, samples_per_shard=
             for index in range(start, min(start + samples_per_shard, len(images))):
                 jpeg = tf.io.encode_jpeg(images[index], quality=jpeg_quality).numpy()
                 caption = captions[index]
-                caption = caption if isinstance(caption, str) else json.dumps(list(caption))
-                extension = "txt" if isinstance(captions[index], str) else "json"
-                if extension == "json":
-                    caption = json.dumps({"caption": list(captions[index])})
-                for suffix, payload in (("jpg", jpeg), (extension, caption.encode("utf-8"))):
+                if isinstance(caption, str):
+                    members = [("jpg", jpeg), ("txt", caption.encode("utf-8"))]
+                else:
+                    payload = json.dumps({"caption": list(caption)}).encode("utf-8")
+                    members = [("jpg", jpeg), ("json", payload)]
+                if labels is not None:
+                    members.append(("cls", str(labels[index]).encode("utf-8")))
+                for suffix, payload in members:
                     info = tarfile.TarInfo(f"{index:09d}.{suffix}")
                     info.size = len(payload)
                     archive.addfile(info, io.BytesIO(payload))
