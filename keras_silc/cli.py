@@ -379,6 +379,28 @@ def _check_training_arguments(args):
         )
 
 
+def _checkpoint_interval(args, saved):
+    """Steps per checkpoint: --checkpoint-every, or --steps when shorter. A run continued for
+    more steps keeps its interval: a first run shorter than --checkpoint-every had one of its
+    --steps (`saved` is its run config, or None)."""
+    interval = min(args.checkpoint_every, args.steps)
+    first = (saved or {}).get("checkpoint_every")
+    if (
+        isinstance(first, int)
+        and first != interval
+        and first == saved.get("steps")
+        and first < min(args.checkpoint_every, args.steps)
+    ):
+        if args.steps % first:
+            raise ValueError(
+                f"--steps {args.steps} continues a run of {first} steps, which checkpointed "
+                f"every {first} steps: use a multiple of {first}, e.g. --steps "
+                f"{args.steps + first - args.steps % first}."
+            )
+        interval = first
+    return interval
+
+
 def _prepare_output(output):
     from keras_silc import storage
 
@@ -468,7 +490,7 @@ def train(args, demo_overrides=None):
     validation = None
     if args.val_data:
         validation = _validation(args, config["vision"]["image_size"])
-    steps_per_epoch = min(args.checkpoint_every, args.steps)
+    steps_per_epoch = _checkpoint_interval(args, training.read_run_config(output))
     overrides = merge_config({"recipe": demo.recipe_for(args.steps)}, overrides)
     run_config = {
         "preset": args.preset,

@@ -40,6 +40,7 @@ __all__ = [
     "fit_with_checkpoints",
     "latest_checkpoint",
     "load_model_checked",
+    "read_run_config",
     "save_model_atomically",
 ]
 
@@ -216,9 +217,9 @@ def _comparable(run_config, steps_changed):
     return config
 
 
-def _read_run_config(output_dir):
-    """The saved run config, or None (none yet, or cut short while written: it is rewritten
-    when training starts)."""
+def read_run_config(output_dir):
+    """The run config saved in `output_dir`, or None (none yet, or cut short while written:
+    it is rewritten when training starts)."""
     path = storage.join(output_dir, RUN_CONFIG)
     if not storage.exists(path):
         return None
@@ -231,7 +232,7 @@ def _read_run_config(output_dir):
 def _check_same_run(output_dir, run_config, trained_steps):
     """Refuses checkpoints in `output_dir` made with other settings (learning rate aside)
     or a step count below the `trained_steps` the newest checkpoint has run."""
-    saved = _read_run_config(output_dir)
+    saved = read_run_config(output_dir)
     if saved is None:
         return
     steps = run_config.get("steps")

@@ -55,8 +55,7 @@ def own(tmp_path_factory):
     scenes = data.fashion_scenes("train", 16, 32, seed=0, class_only_captions=1.0)
     data.write_webdataset(str(folder / "train-{}.tar"), scenes["image"], list(scenes["caption"]), 8)
     items = data.fashion_items("test", 8, SIZE, seed=0)
-    images = np.repeat(items["image"][..., None], 3, -1) if items["image"].ndim == 3 else None
-    images = items["image"] if images is None else images
+    images = items["image"]
     names = [name.split("/")[0] for name in data.FASHION_CLASSES]
     captions = [f"a {names[label]}" for label in items["label"]]
     with tarfile.open(folder / "val.tar", "w") as archive:
@@ -327,3 +326,16 @@ def test_tensorboard_points_are_means_over_the_steps_since_the_previous_point(tm
         np.testing.assert_allclose([logged["loss"][s] for s in steps], expected, rtol=1e-5)
         rates = [_rsqrt_rate(step - 1, 1e-3, 2, 3, 12) for step in steps]
         np.testing.assert_allclose([logged["learning_rate"][s] for s in steps], rates, 1e-5)
+
+
+def test_a_run_shorter_than_its_checkpoint_interval_is_continued_on_its_interval():
+    import argparse
+
+    args = argparse.Namespace(checkpoint_every=50, steps=40)
+    assert cli._checkpoint_interval(args, None) == 40
+    # A first run of 20 steps checkpointed once, at 20: continued, it keeps that interval.
+    assert cli._checkpoint_interval(args, {"steps": 20, "checkpoint_every": 20}) == 20
+    assert cli._checkpoint_interval(args, {"steps": 100, "checkpoint_every": 50}) == 40
+    args.steps = 30
+    with pytest.raises(ValueError, match="use a multiple of 20, e.g. --steps 40"):
+        cli._checkpoint_interval(args, {"steps": 20, "checkpoint_every": 20})
