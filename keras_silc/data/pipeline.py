@@ -2,6 +2,7 @@
 
 import random
 
+import numpy as np
 import tensorflow as tf
 
 from keras_silc.checks import resolve_tokenizer
@@ -182,3 +183,56 @@ def training_dataset(
     dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
     dataset.stats = stats
     return dataset
+
+
+def evaluation_arrays(pairs, image_size, max_examples=1000):
+    """The first `max_examples` pairs with a caption and a decodable image, as numpy arrays
+    for the evaluators (`keras_silc.evaluation`).
+
+    Args:
+        pairs: a `tf.data.Dataset` of image-text pairs (`keras_silc.data.from_*`), with or
+            without "label".
+        image_size: int. Every image is resized to (image_size, image_size), squashed and
+            antialiased, as the evaluators do with arrays.
+        max_examples: int. At most this many pairs, in the dataset's order.
+
+    Returns:
+        {"image": uint8 (N, S, S, 3), "caption": (N, C) str, and "label": (N,) str when the
+        pairs have labels}. Images that do not decode are skipped with a warning.
+    """
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}.")
+    if not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"max_examples must be a positive int, got {max_examples!r}.")
+
+    def decode(element):
+        image = decode_pixels(element)
+        if image.dtype == tf.uint8:
+            image = tf.cast(image, tf.float32) / 255.0
+        image = tf.image.resize(image, [image_size, image_size], antialias=True)
+        out = {
+            "image": tf.cast(tf.round(tf.clip_by_value(image, 0.0, 1.0) * 255.0), tf.uint8),
+            "caption": tf.reshape(element["caption"], [-1]),
+        }
+        if "label" in element:
+            out["label"] = element["label"]
+        return out
+
+    dataset = (
+        pairs.filter(_has_caption)
+        .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .ignore_errors(log_warning=True)
+        .take(max_examples)
+    )
+    rows = list(dataset.as_numpy_iterator())
+    if not rows:
+        raise ValueError("No pair with a caption and a decodable image to evaluate on.")
+    arrays = {
+        "image": np.stack([row["image"] for row in rows]),
+        "caption": np.array(
+            [[c.decode("utf-8") for c in row["caption"]] for row in rows], dtype=object
+        ),
+    }
+    if "label" in rows[0]:
+        arrays["label"] = np.array([row["label"].decode("utf-8") for row in rows], dtype=object)
+    return arrays
