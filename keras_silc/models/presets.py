@@ -17,6 +17,7 @@ import keras
 
 from keras_silc import batch_format
 from keras_silc import preset_files
+from keras_silc.preset_files import classproperty
 
 # Preset keys that describe the training views: they configure the model's preprocessor.
 PREPROCESSOR_KEYS = ("num_global_crops", "num_local_crops", "local_crop_size")
@@ -243,3 +244,59 @@ def save_model(model, directory, overwrite=False):
             model.preprocessor._write_preset(folder)
 
     return preset_files.save(directory, model, write, overwrite)
+
+
+class PresetLoading:
+    """`SilcModel`'s constructors from presets and pretrained checkpoints, and
+    `save_to_preset`."""
+
+    @classproperty
+    def presets(cls):
+        """The named presets: {name: {"description", "has_weights"}}. None carries
+        weights yet: each builds the architecture with random weights."""
+        return preset_listing()
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **overrides):
+        """A model and its preprocessor from a named preset (random weights), or from a
+        preset folder or handle (`kaggle://`, `hf://`, `gs://`) written by `save_to_preset`:
+        config, weights, preprocessor and tokenizer.
+
+        Keyword overrides merge into the config (nested dicts key by key); the view geometry
+        and `tokenizer=` go to the preprocessor. `load_weights=False` builds a folder's
+        architecture with random weights.
+
+        Example: `SilcModel.from_preset("silc_b16", contrastive_loss="siglip",
+        head={"num_prototypes": 16384})`; `SilcModel.from_preset("my_preset")`.
+        """
+        return load_model(cls, preset, load_weights, **overrides)
+
+    def save_to_preset(self, directory, overwrite=False):
+        """Writes a keras-hub style preset folder that `from_preset` reads back: config.json,
+        model.weights.h5, preprocessor.json, tokenizer.json, assets/tokenizer/ and
+        metadata.json. Written whole or not at all; a folder that is not empty is refused
+        unless `overwrite=True`."""
+        return save_model(self, directory, overwrite)
+
+    @classmethod
+    def from_keras_hub(cls, source, tokenizer=None, **overrides):
+        """A SilcModel whose towers, temperature (and SigLIP's bias) are a keras-hub SigLIP
+        or CLIP model's, exactly; a new distillation head; the teacher a copy of the
+        student. Overrides merge as in `from_preset`.
+
+        `source`: a keras-hub preset name (e.g. "siglip_base_patch16_224", downloaded),
+        handle or local preset folder, whose tokenizer comes along (ids as keras-hub's
+        preprocessor makes them); or a `SigLIPBackbone` / `CLIPBackbone`. `tokenizer`: a
+        `SilcTokenizer`, or a keras-hub SigLIP/CLIP tokenizer or preprocessor to wrap.
+        """
+        from keras_silc import interop
+
+        return interop.model_from_keras_hub(cls, source, tokenizer, **overrides)
+
+    @classmethod
+    def from_huggingface(cls, directory, tokenizer=None, **overrides):
+        """As `from_keras_hub`, from a local Hugging Face `SiglipModel` / `CLIPModel` folder
+        (`config.json` and safetensors; no network, no `transformers`)."""
+        from keras_silc import interop
+
+        return interop.model_from_huggingface(cls, directory, tokenizer, **overrides)

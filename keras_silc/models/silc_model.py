@@ -15,9 +15,9 @@ from keras import ops
 from keras_silc import losses
 from keras_silc.checks import check_token_ids
 from keras_silc.layers.distillation_head import l2_normalize
-from keras_silc.models import presets as presets_module
 from keras_silc.models.fine_tuning import FineTuning
 from keras_silc.models.image_tower import ImageTower
+from keras_silc.models.presets import PresetLoading
 from keras_silc.models.presets import merge_config
 from keras_silc.models.silc_config import DEFAULT_RECIPE
 from keras_silc.models.silc_config import SCALAR_ARGUMENTS
@@ -29,7 +29,6 @@ from keras_silc.models.silc_config import metric_names
 from keras_silc.models.silc_config import prepare_optimizer
 from keras_silc.models.silc_config import preprocessor_from
 from keras_silc.models.text_encoder import TextEncoder
-from keras_silc.preset_files import classproperty
 from keras_silc.trainers import SilcTrainer
 
 
@@ -40,7 +39,7 @@ def per_view(fn, views, **kwargs):
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
-class SilcModel(FineTuning, SilcTrainer, keras.Model):
+class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
     """SILC: contrastive image-text pretraining with local-to-global self-distillation.
 
     Train with `model.compile()` (the paper's recipe) and `model.fit(dataset)` on batches of
@@ -235,64 +234,12 @@ class SilcModel(FineTuning, SilcTrainer, keras.Model):
         """The preprocessor's tokenizer (None without one)."""
         return getattr(self.preprocessor, "tokenizer", None)
 
-    # ----------------------------------------------------------------- presets
-    @classproperty
-    def presets(cls):
-        """The named presets: {name: {"description", "has_weights"}}. None carries
-        weights yet: each builds the architecture with random weights."""
-        return presets_module.preset_listing()
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **overrides):
-        """A model and its preprocessor from a named preset (random weights), or from a
-        preset folder or handle (`kaggle://`, `hf://`, `gs://`) written by `save_to_preset`:
-        config, weights, preprocessor and tokenizer.
-
-        Keyword overrides merge into the config (nested dicts key by key); the view geometry
-        and `tokenizer=` go to the preprocessor. `load_weights=False` builds a folder's
-        architecture with random weights.
-
-        Example: `SilcModel.from_preset("silc_b16", contrastive_loss="siglip",
-        head={"num_prototypes": 16384})`; `SilcModel.from_preset("my_preset")`.
-        """
-        return presets_module.load_model(cls, preset, load_weights, **overrides)
-
-    def save_to_preset(self, directory, overwrite=False):
-        """Writes a keras-hub style preset folder that `from_preset` reads back: config.json,
-        model.weights.h5, preprocessor.json, tokenizer.json, assets/tokenizer/ and
-        metadata.json. Written whole or not at all; a folder that is not empty is refused
-        unless `overwrite=True`."""
-        return presets_module.save_model(self, directory, overwrite)
-
     @classmethod
     def from_config(cls, config):
         """Rebuilds a model from `get_config()`, or from a preset-style config whose view
         geometry (num_global_crops, num_local_crops, local_crop_size) and tokenizer sit
         beside the model's arguments: those make the model's preprocessor."""
         return cls(**constructor_arguments(config))
-
-    @classmethod
-    def from_keras_hub(cls, source, tokenizer=None, **overrides):
-        """A SilcModel whose towers, temperature (and SigLIP's bias) are a keras-hub SigLIP
-        or CLIP model's, exactly; a new distillation head; the teacher a copy of the
-        student. Overrides merge as in `from_preset`.
-
-        `source`: a keras-hub preset name (e.g. "siglip_base_patch16_224", downloaded),
-        handle or local preset folder, whose tokenizer comes along (ids as keras-hub's
-        preprocessor makes them); or a `SigLIPBackbone` / `CLIPBackbone`. `tokenizer`: a
-        `SilcTokenizer`, or a keras-hub SigLIP/CLIP tokenizer or preprocessor to wrap.
-        """
-        from keras_silc import interop
-
-        return interop.model_from_keras_hub(cls, source, tokenizer, **overrides)
-
-    @classmethod
-    def from_huggingface(cls, directory, tokenizer=None, **overrides):
-        """As `from_keras_hub`, from a local Hugging Face `SiglipModel` / `CLIPModel` folder
-        (`config.json` and safetensors; no network, no `transformers`)."""
-        from keras_silc import interop
-
-        return interop.model_from_huggingface(cls, directory, tokenizer, **overrides)
 
     @property
     def vision_encoder(self):
