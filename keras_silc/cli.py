@@ -571,7 +571,10 @@ def train(args, demo_overrides=None):
     if validation is not None and storage.exists(records):
         rows = _read_csv(records)
         if rows:
-            summary["validation"] = {k: float(v) for k, v in rows[-1].items()}
+            last = rows[-1]
+            summary["validation"] = {
+                k: int(v) if k == "step" else float(v) for k, v in last.items()
+            }
     # The Fashion-MNIST evaluation measures a model trained on Fashion scenes; a model of
     # the user's data gets it only when asked.
     if not _fashion_evaluation_runs(args):
