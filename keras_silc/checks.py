@@ -121,3 +121,16 @@ def check_batch_values(batch, vocabulary_size):
         if key in batch:
             check_images(batch[key], f"batch[{key!r}]")
     return batch
+
+
+def resolve_tokenizer(owner, tokenizer=None):
+    """`tokenizer`, else `owner.tokenizer` (a model's or a preprocessor's), else a
+    ValueError that says how to give one."""
+    tokenizer = tokenizer if tokenizer is not None else getattr(owner, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(
+            "No tokenizer: pass tokenizer= (a callable from a list of str to (N, T) int token "
+            "ids with 0 as padding, e.g. keras_silc.data.SilcTokenizer.from_captions(captions, "
+            "...)) or give the model one (SilcModel.from_preset(name, tokenizer=...))."
+        )
+    return tokenizer

@@ -2,21 +2,26 @@
 
     keras-silc demo                       # train on Fashion-MNIST scenes, evaluate, report
     keras-silc train --preset silc_tiny --steps 200 --set head.num_prototypes=512
-    keras-silc train --data webdataset --data-path "shards/{00000..00099}.tar"
+    keras-silc train --data webdataset --data-path "shards/{00000..00099}.tar" \
+        --val-data "val/{00000..00003}.tar" --output gs://bucket/run
     keras-silc evaluate runs/demo/model.keras
+    keras-silc evaluate model.keras --suite imagenet,coco --data-dir ~/data --output eval/
     keras-silc presets
 
 The backend comes from KERAS_BACKEND. `train` and `demo` checkpoint every
 --checkpoint-every steps and resume from the newest intact checkpoint when run again with
-the same command (a checkpoint cut short by a kill is skipped with a warning).
+the same command (a checkpoint cut short by a kill is skipped with a warning). Every output
+(checkpoints, records, TensorBoard) goes through tf.io.gfile, so --output may be a bucket.
 
-What a resumed run may change: only the peak learning rate (--set
-recipe.learning_rate=...), e.g. after the divergence guard stopped a run. The model, the
-data, the batch size, the seed, the step count and the schedule's shape (warm-up, decay,
-cool-down) stay those of the first run, and so does the optimizer's state; any other
-change is refused as "a different run". A folder binds a run only once it holds a
-checkpoint: a command that failed earlier (a typo in --set, a bad path) can be corrected
-and run again in the same --output.
+What a resumed run may change: the peak learning rate (--set recipe.learning_rate=...),
+e.g. after the divergence guard stopped a run, and --steps upwards, which continues a
+finished run to the new total on the schedule of a run of that length (see --steps). The
+model, the data, the batch size, the seed and the schedule's shape (warm-up, decay,
+cool-down) stay those of the first run, and so does the optimizer's state; any other change
+is refused as "a different run". A folder binds a run only once it holds a checkpoint: a
+command that failed earlier (a typo in --set, a bad path) can be corrected and run again in
+the same --output. A flag that does not apply to the chosen --data or mode (`FLAG_RULES`) is
+refused with the reason.
 """
 
 import argparse
@@ -192,17 +197,33 @@ def validate_overrides(overrides, flag="--set", defaults=None, prefix=""):
             validate_overrides(value, flag, defaults[key], prefix=f"{path}.")
 
 
-def _tokenizer_for(args, captions, sequence_length):
+def _tokenizer_for(args, captions, text_config, tower_fixed):
+    """The run's tokenizer: `--tokenizer`'s file, else a WordPiece vocabulary trained on
+    `captions`; refused when its vocabulary does not fit the text tower."""
     from keras_silc.data import SilcTokenizer
 
+    tower = text_config["vocabulary_size"]
+    where = "--set text.vocabulary_size" if tower_fixed else f"the preset {args.preset}"
     if args.tokenizer:
-        tokenizer = SilcTokenizer.from_file(args.tokenizer, sequence_length)
+        tokenizer = SilcTokenizer.from_file(args.tokenizer, text_config["max_length"])
         flag = f"--tokenizer {args.tokenizer}"
     else:
+        size = args.vocabulary_size or tower
+        flag = f"--vocabulary-size {size}"
+        if size > tower:
+            raise ValueError(
+                f"{flag} does not fit the text tower, which embeds {tower} tokens ({where}): "
+                f"lower --vocabulary-size, or add --set text.vocabulary_size={size}."
+            )
         tokenizer = SilcTokenizer.from_captions(
-            captions, args.vocabulary_size, sequence_length, model_type="wordpiece"
+            captions, size, text_config["max_length"], model_type="wordpiece"
         )
-        flag = f"--vocabulary-size {args.vocabulary_size}"
+    if tokenizer.vocabulary_size > tower:
+        raise ValueError(
+            f"{flag}: its vocabulary has {tokenizer.vocabulary_size} tokens, but the text "
+            f"tower embeds {tower} ({where}). Add --set text.vocabulary_size="
+            f"{tokenizer.vocabulary_size}, or use a tokenizer with at most {tower} tokens."
+        )
     unknown = tokenizer.unknown_fraction(captions[:512])
     if unknown >= 0.5:
         raise ValueError(
@@ -219,8 +240,136 @@ def _tokenizer_for(args, captions, sequence_length):
     return tokenizer
 
 
+# ------------------------------------------------------------- which flags apply where
+def _fashion(args):
+    return args.data == "fashion_scenes"
+
+
+def _fashion_evaluation_runs(args):
+    return not args.skip_evaluation and (_fashion(args) or args.fashion_evaluation)
+
+
+def _given(args, attribute):
+    return getattr(args, attribute) not in (None, False)
+
+
+# Flags that only some sources or modes use: (flag, attribute, applies(args), why not, with
+# {data} for --data). A flag given where it does not apply is refused, never ignored.
+_FASHION_EVALUATION = (
+    "it sizes the Fashion-MNIST evaluation, which runs after training on fashion_scenes or "
+    "with --fashion-evaluation, and not with --skip-evaluation"
+)
+FLAG_RULES = (
+    (
+        "--data-path",
+        "data_path",
+        lambda a: not _fashion(a),
+        "--data fashion_scenes is made offline (--num-scenes sizes it)",
+    ),
+    ("--image-key", "image_key", lambda a: not _fashion(a), "--data fashion_scenes has no fields"),
+    (
+        "--caption-key",
+        "caption_key",
+        lambda a: not _fashion(a),
+        "--data fashion_scenes has no fields",
+    ),
+    ("--num-scenes", "num_scenes", _fashion, "it sizes fashion_scenes, not --data {data}"),
+    (
+        "--class-only-captions",
+        "class_only_captions",
+        _fashion,
+        "it captions fashion_scenes, not --data {data}",
+    ),
+    (
+        "--fashion-evaluation",
+        "fashion_evaluation",
+        lambda a: not _fashion(a),
+        "on --data fashion_scenes the Fashion-MNIST evaluation follows training anyway",
+    ),
+    (
+        "--fashion-evaluation",
+        "fashion_evaluation",
+        lambda a: not a.skip_evaluation,
+        "it asks for the evaluation that --skip-evaluation skips",
+    ),
+    (
+        "--skip-evaluation",
+        "skip_evaluation",
+        lambda a: _fashion(a) or _given(a, "val_data") or a.fashion_evaluation,
+        "no evaluation follows training on --data {data} without --val-data or "
+        "--fashion-evaluation",
+    ),
+    ("--eval-items", "eval_items", _fashion_evaluation_runs, _FASHION_EVALUATION),
+    ("--eval-scenes", "eval_scenes", _fashion_evaluation_runs, _FASHION_EVALUATION),
+    (
+        "--vocabulary-size",
+        "vocabulary_size",
+        lambda a: not a.tokenizer,
+        "--tokenizer brings its own vocabulary",
+    ),
+    (
+        "--tokenizer-sample",
+        "tokenizer_sample",
+        lambda a: not a.tokenizer,
+        "--tokenizer brings its own vocabulary",
+    ),
+    (
+        "--val-data",
+        "val_data",
+        lambda a: not _fashion(a),
+        "on --data fashion_scenes the Fashion-MNIST evaluation follows training; --val-data "
+        "holds validation pairs of your own --data",
+    ),
+    (
+        "--val-size",
+        "val_size",
+        lambda a: _given(a, "val_data"),
+        "it sizes --val-data, which is not given",
+    ),
+    (
+        "--eval-every",
+        "eval_every",
+        lambda a: _given(a, "val_data"),
+        "it times the --val-data evaluation, and --val-data is not given",
+    ),
+    (
+        "--val-class-names",
+        "val_class_names",
+        lambda a: _given(a, "val_data"),
+        "zero-shot classification runs on --val-data, which is not given",
+    ),
+    (
+        "--val-label-key",
+        "val_label_key",
+        lambda a: _given(a, "val_class_names"),
+        "it gives each --val-data image's class among --val-class-names, which is not given",
+    ),
+)
+
+
+def check_flags_apply(args):
+    """Refuses, with its reason, every flag of `FLAG_RULES` given where it does not apply."""
+    for flag, attribute, applies, reason in FLAG_RULES:
+        if _given(args, attribute) and not applies(args):
+            raise ValueError(
+                f"{flag} does not apply: {reason.format(data=args.data)}. Leave it out."
+            )
+
+
 def _check_training_arguments(args):
-    """The flags' values, each refused with a message that names it."""
+    """The flags' values, each refused with a message that names it; then the defaults of
+    the flags left out (`args.given` keeps which were given)."""
+    args.given = {attribute for _, attribute, _, _ in FLAG_RULES if _given(args, attribute)}
+    check_flags_apply(args)
+    if not _fashion(args) and args.data_path is None:
+        raise ValueError(
+            f"--data {args.data} needs --data-path (its shards, files, table or TFDS name)."
+        )
+    for attribute, value in args.defaults.items():
+        if getattr(args, attribute) is None:
+            setattr(args, attribute, value)
+    if args.eval_every is None:
+        args.eval_every = min(args.checkpoint_every, args.steps)
     if args.steps % min(args.checkpoint_every, args.steps):
         lower = args.steps - args.steps % args.checkpoint_every
         raise ValueError(
@@ -231,12 +380,82 @@ def _check_training_arguments(args):
         )
 
 
+def _checkpoint_interval(args, saved):
+    """Steps per checkpoint: --checkpoint-every, or --steps when shorter. A run continued for
+    more steps keeps its interval: a first run shorter than --checkpoint-every had one of its
+    --steps (`saved` is its run config, or None)."""
+    interval = min(args.checkpoint_every, args.steps)
+    first = (saved or {}).get("checkpoint_every")
+    if (
+        isinstance(first, int)
+        and first != interval
+        and first == saved.get("steps")
+        and first < min(args.checkpoint_every, args.steps)
+    ):
+        if args.steps % first:
+            raise ValueError(
+                f"--steps {args.steps} continues a run of {first} steps, which checkpointed "
+                f"every {first} steps: use a multiple of {first}, e.g. --steps "
+                f"{args.steps + first - args.steps % first}."
+            )
+        interval = first
+    return interval
+
+
+def _prepare_output(output):
+    from keras_silc import storage
+
+    try:
+        storage.makedirs(output)
+    except Exception as error:  # OSError locally, tf.errors elsewhere
+        raise ValueError(f"Cannot create the output folder {output!r}: {error}") from None
+    if storage.is_local(output) and not os.access(output, os.W_OK):
+        raise ValueError(f"The output folder {output!r} is not writable; choose another --output.")
+
+
+def _validation(args, image_size):
+    """(arrays, class names or None, labels or None) of --val-data, read before training."""
+    from keras_silc.experiments import own_data
+
+    tfds = args.data == "tfds"
+    arrays = own_data.load_validation(
+        args.data,
+        args.data_path if tfds else args.val_data,
+        image_size,
+        args.val_size,
+        image_key=args.image_key,
+        caption_key=args.caption_key,
+        label_key=args.val_label_key,
+        split=args.val_data if tfds else None,
+        seed=args.seed,
+    )
+    if not args.val_class_names:
+        return arrays, None, None
+    names = own_data.read_class_names(args.val_class_names)
+    return arrays, names, own_data.class_indices(arrays, names, args.val_label_key)
+
+
+def _tokenizer_record(args):
+    """The tokenizer flags given, for run_config.json (none: nothing recorded, as older
+    runs recorded nothing)."""
+    record = {}
+    if args.tokenizer:
+        record["file"] = os.path.abspath(args.tokenizer)
+    for attribute in ("vocabulary_size", "tokenizer_sample"):
+        if attribute in args.given:
+            record[attribute] = getattr(args, attribute)
+    return record
+
+
 def train(args, demo_overrides=None):
     import keras
 
+    from keras_silc import evaluation
+    from keras_silc import storage
     from keras_silc import training
     from keras_silc.data import training_dataset
     from keras_silc.experiments import fashion as demo
+    from keras_silc.experiments import own_data
     from keras_silc.models.presets import merge_config
     from keras_silc.models.presets import preset_config
 
@@ -249,12 +468,7 @@ def train(args, demo_overrides=None):
     overrides = merge_config(demo_overrides or {}, from_file)
     overrides = merge_config(overrides, from_flags)
     output = args.output
-    try:
-        os.makedirs(output, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"Cannot create the output folder {output!r}: {error}") from None
-    if not os.access(output, os.W_OK):
-        raise ValueError(f"The output folder {output!r} is not writable; choose another --output.")
+    _prepare_output(output)
 
     keras.utils.set_random_seed(args.seed)
     pairs, captions = demo.make_pairs(
@@ -265,13 +479,19 @@ def train(args, demo_overrides=None):
         args.num_scenes,
         args.seed,
         class_only_captions=args.class_only_captions,
+        tokenizer_sample=args.tokenizer_sample,
     )
-    text_length = merge_config(preset_config(args.preset), overrides)["text"]["max_length"]
-    tokenizer = _tokenizer_for(args, captions, text_length)
-    overrides = merge_config(
-        {"text": {"vocabulary_size": max(tokenizer.vocabulary_size, 8)}}, overrides
-    )
-    steps_per_epoch = min(args.checkpoint_every, args.steps)
+    config = merge_config(preset_config(args.preset), overrides)
+    tower_fixed = "vocabulary_size" in overrides.get("text", {})
+    tokenizer = _tokenizer_for(args, captions, config["text"], tower_fixed)
+    if not tower_fixed:  # the tower embeds the vocabulary, no rows that no token uses
+        overrides = merge_config(
+            {"text": {"vocabulary_size": max(tokenizer.vocabulary_size, 8)}}, overrides
+        )
+    validation = None
+    if args.val_data:
+        validation = _validation(args, config["vision"]["image_size"])
+    steps_per_epoch = _checkpoint_interval(args, training.read_run_config(output))
     overrides = merge_config({"recipe": demo.recipe_for(args.steps)}, overrides)
     run_config = {
         "preset": args.preset,
@@ -282,10 +502,13 @@ def train(args, demo_overrides=None):
         "steps": args.steps,
         "checkpoint_every": steps_per_epoch,
         "seed": args.seed,
-        "class_only_captions": args.class_only_captions if args.data == "fashion_scenes" else None,
+        "class_only_captions": args.class_only_captions if _fashion(args) else None,
     }
-    if args.photometric != "host":  # recorded only when set, so older runs still resume
+    # Recorded only when set, so that older runs still resume.
+    if args.photometric != "host":
         run_config["photometric"] = args.photometric
+    if _tokenizer_record(args):
+        run_config["tokenizer"] = _tokenizer_record(args)
 
     def build_model():
         keras.utils.set_random_seed(args.seed)
@@ -294,7 +517,7 @@ def train(args, demo_overrides=None):
         return model
 
     def build_dataset(start_example, model):
-        augmentation = dict(demo.FASHION_AUGMENTATION) if args.data == "fashion_scenes" else {}
+        augmentation = dict(demo.FASHION_AUGMENTATION) if _fashion(args) else {}
         augmentation["photometric"] = args.photometric
         return training_dataset(
             pairs,
@@ -305,11 +528,27 @@ def train(args, demo_overrides=None):
             start_example=start_example,
         )
 
+    callbacks = []
+    records = storage.join(output, "validation.csv")
+    if validation is not None:
+        arrays, class_names, labels = validation
+        callbacks.append(
+            evaluation.EvaluationCallback(
+                own_data.validation_evaluations(arrays, class_names, labels),
+                every_n_steps=args.eval_every,
+                log_dir=storage.join(output, "tensorboard", "validation"),
+                prefix="",
+                records=records,
+                at_train_end=not args.skip_evaluation,
+                update_logs=False,
+            )
+        )
     print(
         f"Training {args.preset} on {keras.backend.backend()} for {args.steps} steps of "
         f"{args.batch_size} on {args.data} (checkpoints every {steps_per_epoch} steps in "
         f"{output})."
     )
+    schedule = {key: overrides["recipe"][key] for key in training.SCHEDULE_STEPS}
     (model, history, resumed), seconds = demo.timed(
         lambda: training.fit_with_checkpoints(
             build_model,
@@ -318,45 +557,63 @@ def train(args, demo_overrides=None):
             steps_per_epoch=steps_per_epoch,
             output_dir=output,
             run_config=run_config,
+            callbacks=callbacks,
             verbose=2 if args.quiet else "auto",
             learning_rate=overrides.get("recipe", {}).get("learning_rate"),
+            schedule=schedule,
+            log_every=args.log_every,
         )
     )
-    training.save_model_atomically(model, os.path.join(output, "model.keras"))
+    training.save_model_atomically(model, storage.join(output, "model.keras"))
     summary = {"steps": args.steps, "resumed_from_step": resumed * steps_per_epoch}
     if history:
         summary.update(first_loss=history["loss"][0], final_loss=history["loss"][-1])
+    if validation is not None and storage.exists(records):
+        rows = _read_csv(records)
+        if rows:
+            last = rows[-1]
+            summary["validation"] = {
+                k: int(v) if k == "step" else float(v) for k, v in last.items()
+            }
     # The Fashion-MNIST evaluation measures a model trained on Fashion scenes; a model of
     # the user's data gets it only when asked.
-    if args.skip_evaluation or (args.data != "fashion_scenes" and not args.fashion_evaluation):
+    if not _fashion_evaluation_runs(args):
         print(json.dumps(summary))
         return model, summary
     results = demo.evaluate_fashion(model, num_items=args.eval_items, num_scenes=args.eval_scenes)
     full_history = _read_history(output)
-    demo.write_report(
-        model,
-        results,
-        full_history,
-        output,
-        seconds=seconds,
-        extra={"preset": args.preset, "backend": keras.backend.backend(), **summary},
-    )
+    with storage.local_folder(output) as folder:
+        demo.write_report(
+            model,
+            results,
+            full_history,
+            folder,
+            seconds=seconds,
+            extra={"preset": args.preset, "backend": keras.backend.backend(), **summary},
+        )
     print("\nEvaluation on the Fashion-MNIST test split (chance: zero-shot 0.10):")
     demo.print_table(results)
-    print(f"\nReport: {os.path.join(output, 'report.md')}")
+    print(f"\nReport: {storage.join(output, 'report.md')}")
     return model, {**summary, **results}
 
 
-def _read_history(output):
+def _read_csv(path):
     import csv
+    import io
 
-    path = os.path.join(output, "history.csv")
-    if not os.path.exists(path):
+    from keras_silc import storage
+
+    return list(csv.DictReader(io.StringIO(storage.read_text(path), newline="")))
+
+
+def _read_history(output):
+    from keras_silc import storage
+
+    path = storage.join(output, "history.csv")
+    if not storage.exists(path):
         return {}
-    with open(path) as handle:
-        rows = list(csv.DictReader(handle))
     history = {}
-    for row in rows:
+    for row in _read_csv(path):
         for key, value in row.items():
             if key != "epoch":
                 try:
@@ -378,6 +635,8 @@ def build_model_from(preset, overrides, tokenizer=None):
 
 
 def evaluate(args):
+    if args.suite:
+        return evaluate_suites(args)
     from keras_silc import training
     from keras_silc.experiments import fashion as demo
 
@@ -394,6 +653,144 @@ def evaluate(args):
         os.makedirs(args.output, exist_ok=True)
         demo.write_report(model, results, None, args.output, extra={"model": args.model})
     return results
+
+
+# A converted checkpoint evaluated as it is: no teacher and a tiny distillation head (the
+# towers are the checkpoint's; the head, new and untrained, is never used by the suites).
+_EVALUATION_ONLY = {
+    "ema_teacher": False,
+    "self_distillation": False,
+    "head": {"num_prototypes": 8, "hidden_dim": 8, "bottleneck_dim": 8},
+}
+
+
+def load_two_tower(source, tokenizer_file=None):
+    """(model, tokenizer or None for the model's own) of `evaluate`'s MODEL: a .keras file, a
+    Hugging Face SigLIP / CLIP folder (config.json and safetensors), or a keras-hub SigLIP /
+    CLIP preset (a folder written by `save_to_preset`, or a preset name or handle, which
+    keras-hub fetches as it always does). The tokenizer: `tokenizer_file` (a SentencePiece or
+    WordPiece vocabulary), else the model's own, else the checkpoint's SentencePiece
+    vocabulary (SigLIP's, with its padding)."""
+    import glob
+
+    from keras_silc import SilcModel
+    from keras_silc import training
+
+    source = os.fspath(source)
+    vocabulary, family = None, None
+    if os.path.isfile(source):
+        model = training.load_model_checked(source)
+    elif os.path.isdir(source) and glob.glob(os.path.join(source, "*.safetensors")):
+        model = SilcModel.from_huggingface(source, **_EVALUATION_ONLY)
+        with open(os.path.join(source, "config.json")) as handle:
+            family = json.load(handle).get("model_type")
+        vocabulary = os.path.join(source, "spiece.model")
+    elif (
+        os.path.isdir(source) or "://" in source or not (source.endswith(".keras") or "/" in source)
+    ):
+        model, vocabulary, family = _from_keras_hub_preset(source)
+    else:
+        raise ValueError(f"No saved model at {source!r}.")
+    length = model.text_encoder.max_length
+    if tokenizer_file:
+        from keras_silc.data import SilcTokenizer
+
+        siglip = family == "siglip" and tokenizer_file.endswith((".model", ".spm"))
+        return model, SilcTokenizer.from_file(tokenizer_file, length, pad_with_end_token=siglip)
+    if model.tokenizer is not None:
+        return model, None
+    return model, _checkpoint_tokenizer(source, vocabulary, family, length)
+
+
+def _from_keras_hub_preset(preset):
+    """(model, SigLIP tokenizer layer or None, family) of a keras-hub preset."""
+    import keras_hub
+
+    from keras_silc import SilcModel
+
+    try:
+        backbone = keras_hub.models.Backbone.from_preset(preset)
+    except Exception as error:  # keras-hub raises many types for an unknown preset
+        raise ValueError(
+            f"MODEL {preset!r} is not a .keras file, a Hugging Face folder or a keras-hub "
+            f"preset that loads ({type(error).__name__}: {error})."
+        ) from None
+    family = "siglip" if isinstance(backbone, keras_hub.models.SigLIPBackbone) else "clip"
+    model = SilcModel.from_keras_hub(backbone, **_EVALUATION_ONLY)
+    tokenizer = None
+    if family == "siglip":
+        try:
+            tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset)
+        except Exception:  # a preset saved without its tokenizer
+            tokenizer = None
+    return model, tokenizer, family
+
+
+def _checkpoint_tokenizer(source, vocabulary, family, length):
+    """A SilcTokenizer of a converted checkpoint's own SigLIP vocabulary, else an error."""
+    from keras_silc.data import SilcTokenizer
+
+    if family == "siglip" and isinstance(vocabulary, str) and os.path.isfile(vocabulary):
+        return SilcTokenizer.from_file(vocabulary, length, pad_with_end_token=True)
+    if family == "siglip" and vocabulary is not None and not isinstance(vocabulary, str):
+        return SilcTokenizer(vocabulary, length, pad_with_end_token=True)
+    why = (
+        "CLIP's byte-pair tokenizer is not wrapped yet"
+        if family == "clip"
+        else "it carries no tokenizer"
+    )
+    raise ValueError(
+        f"MODEL {source!r}: {why}; pass --tokenizer with the SentencePiece (.model / .spm) "
+        "or WordPiece (.txt) vocabulary the text tower was trained with."
+    )
+
+
+def evaluate_suites(args):
+    """`evaluate MODEL --suite ...`: the named benchmark suites, one report in --output."""
+    import inspect
+
+    from keras_silc import evaluation
+    from keras_silc.evaluation import suites as registry
+    from keras_silc.evaluation.suites import runner
+
+    names = registry.parse_suites(args.suite)
+    if not args.data_dir:
+        raise ValueError("--suite needs --data-dir, the folder that holds the data sets.")
+    if not args.output:
+        raise ValueError("--suite needs --output, the folder for report.json and report.md.")
+    _check_evaluation_output(args.output)
+    options = {}
+    for name in names:
+        try:
+            parameters = inspect.signature(registry.resolve(name)).parameters
+        except NotImplementedError as error:
+            raise ValueError(str(error)) from None
+        chosen = {"resize": args.resize, "source": args.source}
+        if name in registry.SEGMENTATION_SUITES:  # TCL's protocol fixes their resizing
+            parameters = {k: v for k, v in parameters.items() if k != "resize"}
+        options[name] = {k: v for k, v in chosen.items() if v is not None and k in parameters}
+        ignored = [f"--{k}" for k, v in chosen.items() if v is not None and k not in parameters]
+        if ignored:
+            print(f"keras-silc: note: {name} takes no {', '.join(ignored)}.", file=sys.stderr)
+    try:
+        runner.locate_all(names, args.data_dir, options)  # a missing data set fails first
+    except NotImplementedError as error:
+        raise ValueError(str(error)) from None
+    model, tokenizer = load_two_tower(args.model, args.tokenizer)
+    report = evaluation.run_suites(
+        model,
+        names,
+        args.data_dir,
+        args.output,
+        tokenizer=tokenizer,
+        batch_size=args.batch_size,
+        max_examples=args.max_examples,
+        verbose=0 if args.quiet else 1,
+        options=options,
+        model_name=args.model,
+    )
+    print(f"\nReport: {os.path.join(args.output, 'report.md')}")
+    return report
 
 
 def _check_evaluation_output(output):
@@ -451,8 +848,33 @@ def _fraction(text):
 # Below this the WordPiece vocabulary holds little more than its special tokens.
 MIN_VOCABULARY_SIZE = 16
 
+STEPS_HELP = (
+    "Total optimizer steps; a multiple of --checkpoint-every. Run again with a larger --steps "
+    "on a finished (or interrupted) run's --output to continue it to the new total: the "
+    "schedule is stretched, not appended to. From the checkpoint's step on, the learning "
+    "rate follows the schedule of a run of the new --steps (warm-up over its first 10%%, "
+    "rsqrt decay, cool-down over its last 20%%), so it rises again from the end of the first "
+    "run's cool-down; the optimizer's moments carry on. --steps never goes below a "
+    "checkpoint's step."
+)
+
 
 def _add_training_arguments(parser, steps, batch_size, output, class_only_captions=0.0):
+    from keras_silc.experiments.own_data import SOURCES
+    from keras_silc.experiments.own_data import TOKENIZER_SAMPLE
+
+    # Flags of FLAG_RULES default to None (False): whether they were given is checked,
+    # then these defaults fill in.
+    parser.set_defaults(
+        defaults={
+            "num_scenes": 20_000,
+            "class_only_captions": class_only_captions,
+            "tokenizer_sample": TOKENIZER_SAMPLE,
+            "eval_items": 2000,
+            "eval_scenes": 500,
+            "val_size": 1000,
+        }
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -461,21 +883,31 @@ def _add_training_arguments(parser, steps, batch_size, output, class_only_captio
         help="Override a config entry, e.g. --set vision.depth=4 (repeatable).",
     )
     parser.add_argument("--config", help="A JSON file of overrides (applied before --set).")
-    parser.add_argument(
+    data = parser.add_argument_group("data")
+    data.add_argument(
         "--data",
         default="fashion_scenes",
+        choices=SOURCES,
         help="fashion_scenes (offline, default), webdataset, tfrecord, csv or tfds.",
     )
-    parser.add_argument("--data-path", help="Shards, files, table or TFDS name of --data.")
-    parser.add_argument("--image-key", help="Image field or column of --data.")
-    parser.add_argument("--caption-key", help="Caption field or column of --data.")
-    parser.add_argument(
-        "--num-scenes", type=_at_least(1), default=20_000, help="Fashion training scenes."
+    data.add_argument("--data-path", help="Shards, files, table or TFDS name of --data.")
+    data.add_argument(
+        "--image-key",
+        help="The image of --data: a TFRecord feature, a CSV column, a TFDS field, or a "
+        "WebDataset file extension (jpg, or alternatives jpg;png; default any image file).",
     )
-    parser.add_argument(
+    data.add_argument(
+        "--caption-key",
+        help="The caption(s) of --data: a TFRecord feature, a CSV column, a TFDS field, or a "
+        "WebDataset file extension or .json field (default the .txt, else the .json's "
+        "caption).",
+    )
+    data.add_argument(
+        "--num-scenes", type=_at_least(1), help="Fashion training scenes (default 20000)."
+    )
+    data.add_argument(
         "--class-only-captions",
         type=_fraction,
-        default=class_only_captions,
         help="Fraction of Fashion scenes captioned with class names only (no colours or "
         f"positions, which are a shortcut for small models). Default {class_only_captions}.",
     )
@@ -486,14 +918,26 @@ def _add_training_arguments(parser, steps, batch_size, output, class_only_captio
         help="Where the crops' colour jitter, blur and solarize run: in tf.data (host, "
         "default) or in the model's step on the GPU/TPU (accelerator: for a small host).",
     )
-    parser.add_argument("--tokenizer", help="A SentencePiece .model or WordPiece .txt file.")
-    parser.add_argument(
+    text = parser.add_argument_group("tokenizer")
+    text.add_argument(
+        "--tokenizer",
+        help="A SentencePiece .model or WordPiece .txt file; its vocabulary must fit the text "
+        "tower (text.vocabulary_size). Default: a WordPiece vocabulary trained on the captions.",
+    )
+    text.add_argument(
         "--vocabulary-size",
         type=_at_least(MIN_VOCABULARY_SIZE),
-        default=512,
-        help="WordPiece vocabulary trained on the captions (without --tokenizer).",
+        help="The WordPiece vocabulary to train (without --tokenizer). Default: the text "
+        "tower's vocabulary_size (the preset's, or --set text.vocabulary_size). The tower then "
+        "embeds the vocabulary learned, which is smaller on a small corpus.",
     )
-    parser.add_argument("--steps", type=_at_least(1), default=steps)
+    text.add_argument(
+        "--tokenizer-sample",
+        type=_at_least(1),
+        help="Captions the vocabulary is trained on: the first ones of --data, in its order "
+        f"for --seed (default {TOKENIZER_SAMPLE}).",
+    )
+    parser.add_argument("--steps", type=_at_least(1), default=steps, help=STEPS_HELP)
     parser.add_argument("--batch-size", type=_at_least(1), default=batch_size)
     parser.add_argument(
         "--checkpoint-every",
@@ -502,11 +946,61 @@ def _add_training_arguments(parser, steps, batch_size, output, class_only_captio
         help="Steps per checkpoint; --steps must be a multiple of it.",
     )
     parser.add_argument("--seed", type=_at_least(0), default=0)
-    parser.add_argument("--output", default=output)
-    parser.add_argument("--eval-items", type=_at_least(1), default=2000)
-    parser.add_argument("--eval-scenes", type=_at_least(1), default=500)
-    parser.add_argument("--skip-evaluation", action="store_true")
     parser.add_argument(
+        "--output",
+        default=output,
+        help=f"The run's folder: a local path or any tf.io.gfile path (gs://bucket/run). "
+        f"Default {output}.",
+    )
+    parser.add_argument(
+        "--log-every",
+        type=_at_least(1),
+        default=10,
+        help="TensorBoard scalars (tensorboard/train) every this many steps: each log's mean "
+        "over the steps since the previous point, and the learning rate. Default 10.",
+    )
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument(
+        "--val-data",
+        help="Validation pairs in the format of --data: shards, files or a table (for tfds, a "
+        "split of --data-path, e.g. validation), read with --image-key / --caption-key. "
+        "Image-text retrieval (Recall@1/5/10 both ways) on them every --eval-every steps and "
+        "after training, into validation.csv and tensorboard/validation.",
+    )
+    evaluation.add_argument(
+        "--val-size",
+        type=_at_least(1),
+        help="Validation pairs used: the first ones of --val-data (default 1000).",
+    )
+    evaluation.add_argument(
+        "--eval-every",
+        type=_at_least(1),
+        help="Steps between validations (default: --checkpoint-every).",
+    )
+    evaluation.add_argument(
+        "--val-class-names",
+        help="A text file of class names, one per line (line i is class i): adds zero-shot "
+        "classification of the --val-data images. Each image's class is its --val-label-key "
+        "(an index from 0, or a name), else its first caption, which must be a class name.",
+    )
+    evaluation.add_argument(
+        "--val-label-key",
+        help="The class label of --val-data: a WebDataset file extension (cls) or .json "
+        "field, a TFRecord feature, a CSV column or a TFDS field.",
+    )
+    evaluation.add_argument(
+        "--eval-items", type=_at_least(1), help="Fashion-MNIST evaluation items (default 2000)."
+    )
+    evaluation.add_argument(
+        "--eval-scenes", type=_at_least(1), help="Fashion-MNIST evaluation scenes (default 500)."
+    )
+    evaluation.add_argument(
+        "--skip-evaluation",
+        action="store_true",
+        help="No evaluation after training (the Fashion-MNIST one, and the last --val-data "
+        "one; --eval-every still runs).",
+    )
+    evaluation.add_argument(
         "--fashion-evaluation",
         action="store_true",
         help="Evaluate on the Fashion-MNIST test split after training on other --data (the "
@@ -528,8 +1022,9 @@ def make_parser():
         description="Trains a preset, checkpointing every --checkpoint-every steps. Run the "
         "same command again to resume from the newest intact checkpoint in --output. A resumed "
         "run may change only the peak learning rate (--set recipe.learning_rate=..., e.g. after "
-        "a divergence); the model, data, batch size, seed, steps, the schedule's shape and the "
-        "optimizer's state stay those of the first run.",
+        "a divergence) and, to continue it, raise --steps (see --steps); the model, data, "
+        "batch size, seed, the schedule's shape and the optimizer's state stay those of the "
+        "first run. A flag that does not apply to the chosen --data or mode is refused.",
     )
     train_parser.add_argument("--preset", default="silc_tiny")
     _add_training_arguments(train_parser, 200, 32, "runs/silc")
@@ -550,15 +1045,60 @@ def make_parser():
     demo_parser.set_defaults(func=run_demo)
 
     evaluate_parser = commands.add_parser(
-        "evaluate", help="Zero-shot, few-shot, retrieval and segmentation of a saved model."
+        "evaluate",
+        help="The paper's benchmarks (--suite) or the Fashion-MNIST evaluation of a model.",
+        description="Without --suite: zero-shot, few-shot, retrieval and segmentation of a "
+        "saved model on Fashion-MNIST. With --suite: the named benchmark suites (zero-shot "
+        "ImageNet / CIFAR, COCO / Flickr30k retrieval, zero-shot segmentation) on the data sets "
+        "in --data-dir, one report (report.json, report.md, pictures) in --output. Nothing is "
+        "downloaded; a missing data set is an error that says where it was looked for.",
     )
-    evaluate_parser.add_argument("model", help="A .keras file saved with a tokenizer.")
+    evaluate_parser.add_argument(
+        "model",
+        help="A .keras file; with --suite also a keras-hub SigLIP/CLIP preset (a name or a "
+        "save_to_preset folder) or a Hugging Face SigLIP/CLIP folder.",
+    )
     evaluate_parser.add_argument(
         "--output",
         help="Write report.json / report.md here (never into a training run's folder).",
     )
     evaluate_parser.add_argument("--eval-items", type=_at_least(1), default=2000)
     evaluate_parser.add_argument("--eval-scenes", type=_at_least(1), default=500)
+    from keras_silc.evaluation.suites import SUITES
+
+    evaluate_parser.add_argument(
+        "--suite",
+        metavar="NAME[,NAME...]",
+        help=f"Benchmark suites: {', '.join(SUITES)} (docs/evaluation.md).",
+    )
+    evaluate_parser.add_argument("--data-dir", help="The folder that holds the data sets.")
+    evaluate_parser.add_argument(
+        "--batch-size",
+        type=_at_least(1),
+        help="Images per model call (default: 256; segmentation suites: 16 windows of 448 px).",
+    )
+    evaluate_parser.add_argument(
+        "--max-examples",
+        type=_at_least(1),
+        help="Only the first N examples of each suite (a quick check, not the protocol).",
+    )
+    evaluate_parser.add_argument(
+        "--tokenizer",
+        help="A SentencePiece (.model/.spm) or WordPiece (.txt) vocabulary, instead of the "
+        "model's own tokenizer (needed where it has none).",
+    )
+    evaluate_parser.add_argument(
+        "--resize",
+        choices=("squash", "center_crop"),
+        help="Image resizing of the classification and retrieval suites: squash (big_vision, "
+        "the default) or center_crop (CLIP / open_clip).",
+    )
+    evaluate_parser.add_argument(
+        "--source",
+        choices=("auto", "folder", "tfds"),
+        help="Read the data from its folder layout or TFDS (default auto: the folder first).",
+    )
+    evaluate_parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     evaluate_parser.set_defaults(func=evaluate)
 
     presets_parser = commands.add_parser("presets", help="List the model presets.")

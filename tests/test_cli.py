@@ -3,9 +3,11 @@
 import json
 import os
 
+import tensorflow as tf
+
 from keras_silc import cli
 
-SMALL = [
+TRAIN_SMALL = [
     "--steps",
     "2",
     "--checkpoint-every",
@@ -16,28 +18,28 @@ SMALL = [
     "64",
     "--vocabulary-size",
     "128",
-    "--eval-items",
-    "40",
-    "--eval-scenes",
-    "8",
     "--quiet",
     "--set",
     "num_local_crops=2",
 ]
+EVAL_SMALL = ["--eval-items", "40", "--eval-scenes", "8"]
+SMALL = [*EVAL_SMALL, *TRAIN_SMALL]
 
 
 def test_train_evaluates_reports_and_resumes(tmp_path, capsys):
-    output = str(tmp_path / "run")
+    # Every output goes through tf.io.gfile: TensorFlow's in-memory file system stands in
+    # for a bucket (gs://...).
+    output = f"ram://{tmp_path.name}/run"
     assert cli.main(["train", "--output", output, *SMALL]) == 0
     for name in ("model.keras", "report.json", "report.md", "segmentation.png", "history.csv"):
-        assert os.path.exists(os.path.join(output, name)), name
-    with open(os.path.join(output, "report.json")) as handle:
-        report = json.load(handle)
+        assert tf.io.gfile.exists(f"{output}/{name}"), name
+    assert not os.path.exists(output) and not os.path.exists("ram:")
+    report = json.loads(tf.io.gfile.GFile(f"{output}/report.json").read())
     assert 0.0 <= report["results"]["zero_shot/top1"] <= 1.0
     assert "segmentation/miou" in report["results"]
     assert "zero_shot/top1" in capsys.readouterr().out
     # Started again, the finished run resumes at its end and trains no more.
-    assert cli.main(["train", "--output", output, *SMALL, "--skip-evaluation"]) == 0
+    assert cli.main(["train", "--output", output, *TRAIN_SMALL, "--skip-evaluation"]) == 0
     assert '"resumed_from_step": 2' in capsys.readouterr().out
     # A different run in the same folder is refused with a message.
     assert cli.main(["train", "--output", output, *SMALL[:-2], "--set", "num_local_crops=3"]) == 2
@@ -46,7 +48,7 @@ def test_train_evaluates_reports_and_resumes(tmp_path, capsys):
         cli.main(
             [
                 "evaluate",
-                os.path.join(output, "model.keras"),
+                f"{output}/model.keras",
                 "--eval-items",
                 "20",
                 "--eval-scenes",
@@ -59,7 +61,7 @@ def test_train_evaluates_reports_and_resumes(tmp_path, capsys):
 
 def test_train_with_photometric_on_the_accelerator(tmp_path):
     output = str(tmp_path / "run")
-    args = ["train", "--output", output, *SMALL, "--skip-evaluation"]
+    args = ["train", "--output", output, *TRAIN_SMALL, "--skip-evaluation"]
     assert cli.main([*args, "--photometric", "accelerator"]) == 0
     with open(os.path.join(output, "run_config.json")) as handle:
         assert json.load(handle)["photometric"] == "accelerator"
@@ -122,10 +124,11 @@ def test_demo_trains_the_documented_model_with_class_only_captions(tmp_path):
     from keras_silc.experiments import fashion as demo
 
     args = cli.make_parser().parse_args(["demo"])
+    cli._check_training_arguments(args)  # fills in the defaults of the flags left out
     assert (args.steps, args.batch_size) == (demo.DEMO_STEPS, demo.DEMO_BATCH) == (600, 64)
     assert args.class_only_captions == demo.DEMO_CLASS_ONLY_CAPTIONS == 1.0
     output = str(tmp_path / "demo")
-    small = [a for a in SMALL if a not in ("--set", "num_local_crops=2")]
+    small = [a for a in TRAIN_SMALL if a not in ("--set", "num_local_crops=2")]
     assert cli.main(["demo", "--output", output, *small, "--skip-evaluation"]) == 0
     with open(os.path.join(output, "run_config.json")) as handle:
         overrides = json.load(handle)["overrides"]

@@ -618,6 +618,86 @@ def test_tfds_reader_maps_fields(tmp_path):
     assert samples[0]["image"].ndim == 3 and samples[0]["caption"].shape == (5,)
 
 
+def test_readers_honour_the_keys_and_give_labels(tmp_path):
+    images = _images(3)
+    png = [tf.io.encode_png(255 - image).numpy() for image in images]
+    samples = [
+        (
+            f"{i:04d}",
+            {
+                "jpg": _jpeg(images[i]),
+                "seg.png": png[i],
+                "cls": str(i).encode(),
+                "json": json.dumps({"title": [CAPTIONS[i], "x"], "name": f"c{i}"}).encode(),
+            },
+        )
+        for i in range(3)
+    ]
+    shard = _write_tar(str(tmp_path / "shard-0.tar"), samples)
+    # WebDataset: the image by its extension, the captions from a .json field, the label
+    # from a .cls file or a .json field.
+    pairs = data.from_webdataset(
+        shard, image_key="seg.png", caption_key="title", label_key="cls", max_captions=2
+    )
+    got = sorted(_drain(pairs), key=lambda s: s["label"])
+    assert [s["label"].decode() for s in got] == ["0", "1", "2"]
+    assert [s["image"] for s in got] == png
+    assert [c.decode() for c in got[1]["caption"]] == [CAPTIONS[1], "x"]
+    got = _drain(
+        data.from_webdataset(shard, image_key="webp;jpg", caption_key="title", label_key="name")
+    )
+    assert sorted(s["label"].decode() for s in got) == ["c0", "c1", "c2"]
+    assert {s["image"] for s in got} == {_jpeg(image) for image in images}
+    # No .txt: the default caption is the .json's "caption", which these samples lack.
+    files = r"\['cls', 'jpg', 'json', 'seg.png'\] and their .json the fields \['name', 'title'\]"
+    with pytest.raises(KeyError, match=r"caption_key unset \(a .txt, or a .json caption.*" + files):
+        data.from_webdataset(shard)
+    with pytest.raises(KeyError, match=r"image_key='tif', label_key='label'"):
+        data.from_webdataset(shard, image_key="tif", caption_key="title", label_key="label")
+    written = data.write_webdataset(
+        str(tmp_path / "written-{}.tar"), images, CAPTIONS[:3], labels=[5, 6, 7]
+    )
+    got = _drain(data.from_webdataset(written, label_key="cls", shuffle_shards=False))
+    assert [(s["caption"][0].decode(), s["label"].decode()) for s in got] == list(
+        zip(CAPTIONS[:3], ["5", "6", "7"], strict=True)
+    )
+    # TFRecord: an int64 label feature; CSV: a label column.
+    path = str(tmp_path / "pairs.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(3):
+            example = tf.train.Example.FromString(_example(_jpeg(images[i]), [CAPTIONS[i]]))
+            example.features.feature["class"].int64_list.value.append(7 * i)
+            writer.write(example.SerializeToString())
+    pairs = data.from_tfrecord(path, image_key="jpeg", caption_key="texts", label_key="class")
+    assert sorted(s["label"].decode() for s in _drain(pairs)) == ["0", "14", "7"]
+    with pytest.raises(KeyError, match=r"\['label'\] not found"):
+        data.from_tfrecord(path, image_key="jpeg", caption_key="texts", label_key="label")
+    for i, image in enumerate(images):
+        (tmp_path / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    table = tmp_path / "pairs.csv"
+    table.write_text("image,caption,kind\n0.png,a,bag\n0.png,b,hat\n1.png,c,shoe\n")
+    pairs = data.from_csv(str(table), label_column="kind")
+    assert [s["label"].decode() for s in _drain(pairs)] == ["bag", "shoe"]
+    with pytest.raises(KeyError, match="Column 'label' not found"):
+        data.from_csv(str(table), label_column="label")
+
+
+def test_evaluation_arrays_resize_and_skip_what_cannot_be_evaluated():
+    flat = np.broadcast_to(np.array([30, 120, 250], np.uint8), (3, 40, 48, 3)).copy()
+    images = [_jpeg(_images(1)[0]), b"not an image", tf.io.encode_png(flat[0]).numpy()]
+    images += [tf.io.encode_png(flat[1]).numpy()] * 2
+    pairs = data.from_arrays(images, [["a", ""], ["b", "c"], ["d", "e"], ["", ""], ["f", ""]])
+    arrays = data.evaluation_arrays(pairs, 16, max_examples=3)
+    # The undecodable image and the captionless pair are skipped; at most 3 are kept.
+    assert arrays["image"].shape == (3, 16, 16, 3) and arrays["image"].dtype == np.uint8
+    assert arrays["caption"].tolist() == [["a", ""], ["d", "e"], ["f", ""]]
+    # A flat colour stays that colour through the antialiased resize.
+    np.testing.assert_array_equal(
+        arrays["image"][1], np.broadcast_to(flat[0, :16, :16], (16, 16, 3))
+    )
+    assert "label" not in arrays
+
+
 def test_arrays_reader_accepts_several_captions_and_grayscale():
     pairs = data.from_arrays(_images(4)[..., 0], [[c, c + " again"] for c in CAPTIONS])
     samples = _drain(pairs)

@@ -19,6 +19,8 @@ from keras_silc import evaluation
 # The evaluation of the Table 6 runs: the one import of it in this file.
 from keras_silc.experiments import fashion as demo
 
+pytestmark = pytest.mark.backend_independent
+
 # (items, scenes) -> sha256 of (items, pool, scenes). Size of the table: 10,000 items (the
 # whole test split) and 1,000 scenes (reproduce_table6's defaults); and a reduced size.
 PINS = {

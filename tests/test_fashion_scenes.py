@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.backend_independent
+
 # `keras_silc.data.fashion_scenes` the attribute is the function re-exported by the package;
 # the module itself (for monkeypatching) comes from importlib.
 fs = importlib.import_module("keras_silc.data.fashion_scenes")

@@ -33,8 +33,6 @@ RUN = [
     "4",
     "--num-scenes",
     "32",
-    "--vocabulary-size",
-    "64",
     "--skip-evaluation",
     "--quiet",
     "--set",
@@ -80,7 +78,7 @@ def _kill_after_first_checkpoint(output, extra=()):
 def test_a_run_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted_one(
     tmp_path, tokenizer
 ):
-    extra = []
+    extra = ["--vocabulary-size", "64"]  # the WordPiece vocabulary trained on the captions
     if tokenizer == "sentencepiece":
         from keras_silc.data import SilcTokenizer
         from keras_silc.experiments import fashion as demo

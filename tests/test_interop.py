@@ -53,11 +53,11 @@ def _siglip_backbone():
     return backbone
 
 
-def _clip_backbone():
+def _clip_backbone(vocabulary_size=100):
     keras.utils.set_random_seed(2)
     vision = keras_hub.models.CLIPVisionEncoder(patch_size=8, image_shape=(32, 32, 3), **TOWER)
     text = keras_hub.models.CLIPTextEncoder(
-        vocabulary_size=100, embedding_dim=32, max_sequence_length=16, **TOWER
+        vocabulary_size=vocabulary_size, embedding_dim=32, max_sequence_length=16, **TOWER
     )
     backbone = keras_hub.models.CLIPBackbone(vision, text, projection_dim=24)
     # As a loaded preset has them (a fresh keras-hub CLIP leaves the ids at zero).
@@ -226,9 +226,135 @@ def test_a_converted_siglip_fine_tunes_with_its_own_tokenization(tmp_path):
     _assert_close(reloaded.encode_image(images), model.encode_image(images))
 
 
-def test_conversion_errors_name_the_problem(tmp_path):
-    with pytest.raises(ValueError, match="SigLIPBackbone and CLIPBackbone; got str"):
+# ------------------------------------------------ keras-hub presets with their tokenizers
+PRESET_CAPTIONS = [
+    "A red Bag, on the LEFT!",
+    "two shoes   at the top-right.",
+    "a dress",
+    "the boot's heel (black) and a blue hat on the right of a green coat in the middle",
+]
+
+
+def _clip_vocabulary(words):
+    """A byte-level BPE vocabulary laid out as CLIP's: the 256 byte symbols, each also with
+    the end-of-word marker, merges that spell `words`, then <|startoftext|> and
+    <|endoftext|> last (CLIP pools at the largest id)."""
+    from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
+
+    symbols = bytes_to_unicode()[1]
+    vocabulary, merges = symbols + [symbol + "</w>" for symbol in symbols], []
+    for word in words:
+        merged = word[0]
+        for i, char in enumerate(word[1:]):
+            piece = char + ("</w>" if i == len(word) - 2 else "")
+            if f"{merged} {piece}" not in merges:
+                merges.append(f"{merged} {piece}")
+            merged += piece
+            if merged not in vocabulary:
+                vocabulary.append(merged)
+    vocabulary += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: i for i, token in enumerate(vocabulary)}, merges
+
+
+def _keras_hub_preset(family, path):
+    """A tiny keras-hub preset folder written by keras-hub's own save_to_preset."""
+    if family == "siglip":
+        import io
+
+        import sentencepiece
+
+        proto = io.BytesIO()
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(PRESET_CAPTIONS * 20),
+            model_writer=proto,
+            vocab_size=60,
+            model_type="unigram",
+            pad_id=0,
+            eos_id=1,
+            unk_id=2,
+            bos_id=-1,
+            hard_vocab_limit=False,
+            minloglevel=2,
+        )  # SigLIP's layout: <pad> 0, </s> 1, <unk> 2
+        tokenizer = keras_hub.models.SigLIPTokenizer(proto=proto.getvalue())
+        backbone = _siglip_backbone()
+        preprocessor = keras_hub.models.SigLIPPreprocessor(tokenizer, sequence_length=16)
+    else:
+        vocabulary, merges = _clip_vocabulary(["red", "bag", "the", "left", "shoes", "right"])
+        tokenizer = keras_hub.models.CLIPTokenizer(vocabulary=vocabulary, merges=merges)
+        backbone = _clip_backbone(tokenizer.vocabulary_size())
+        preprocessor = keras_hub.models.CLIPPreprocessor(tokenizer, sequence_length=16)
+    backbone.save_to_preset(str(path))
+    preprocessor.save_to_preset(str(path))
+    return str(path)
+
+
+def _normalized(x):
+    x = to_numpy(x)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("family", ["siglip", "clip"])
+def test_a_keras_hub_preset_folder_brings_its_weights_and_tokenizer(family, tmp_path):
+    import tensorflow as tf
+
+    preset = _keras_hub_preset(family, tmp_path / family)
+    model = SilcModel.from_keras_hub(preset, head=HEAD)
+    # keras-hub's own model and preprocessor, loaded from the same folder.
+    backbone = keras_hub.models.Backbone.from_preset(preset)
+    hub_preprocessor = keras_hub.models.CausalLMPreprocessor.from_preset(preset)
+    theirs = to_numpy(hub_preprocessor({"images": None, "prompts": PRESET_CAPTIONS})["token_ids"])
+    ids = model.preprocessor.tokenize(PRESET_CAPTIONS)
+    np.testing.assert_array_equal(ids, theirs)
+    # The tf.data path, as training_dataset runs it (keras-hub's own tf path agrees with
+    # its eager one; tracing CLIP's takes seconds, so it is not traced here twice).
+    traced = tf.data.Dataset.from_tensor_slices(PRESET_CAPTIONS).batch(4).map(model.tokenizer)
+    np.testing.assert_array_equal(next(iter(traced)).numpy(), theirs)
+    if family == "siglip":  # canonicalised, padded with the end token "</s>" (id 1)
+        assert model.tokenizer.canonicalize_text and ids[2, -1] == 1
+    else:  # <|startoftext|> ... <|endoftext|>, then zeros
+        assert ids[0, 0] == model.tokenizer.start_token_id == model.text_encoder.vocabulary_size - 2
+
+    images = _images()
+    mean, std = (0.5, 0.5) if family == "siglip" else (OPENAI_MEAN, OPENAI_STD)
+    hub_image = backbone.get_vision_embeddings((images - mean) / std)
+    np.testing.assert_allclose(
+        to_numpy(model.encode_image(images)), _normalized(hub_image), atol=1e-5
+    )
+    hub_text = backbone.get_text_embeddings(theirs)
+    np.testing.assert_allclose(to_numpy(model.encode_text(ids)), _normalized(hub_text), atol=1e-5)
+
+    # The tokenizer (and its vocabulary files) travel with the saved model.
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    np.testing.assert_array_equal(
+        keras.models.load_model(path).preprocessor.tokenize(PRESET_CAPTIONS), ids
+    )
+
+
+def test_keras_hub_preset_errors_name_the_file_or_handle(tmp_path):
+    with pytest.raises(
+        ValueError, match="(?s)Could not load the keras-hub preset 'siglip'.*network"
+    ):
         SilcModel.from_keras_hub("siglip")
+    with pytest.raises(FileNotFoundError, match="No keras-hub preset folder at"):
+        SilcModel.from_keras_hub(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        SilcModel.from_keras_hub(str(tmp_path))
+    preset = _keras_hub_preset("siglip", tmp_path / "siglip")
+    os.remove(os.path.join(preset, "assets", "tokenizer", "vocabulary.spm"))
+    with pytest.raises(FileNotFoundError, match="vocabulary.spm"):
+        SilcModel.from_keras_hub(preset)
+    os.remove(os.path.join(preset, "tokenizer.json"))
+    with pytest.raises(FileNotFoundError, match="has no tokenizer.json"):
+        SilcModel.from_keras_hub(preset)
+    with pytest.raises(TypeError, match="must be a keras_silc SilcTokenizer, or a keras-hub"):
+        SilcModel.from_keras_hub(_siglip_backbone(), tokenizer=keras_hub.tokenizers.ByteTokenizer())
+
+
+def test_conversion_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="SigLIPBackbone and CLIPBackbone .or a preset"):
+        SilcModel.from_keras_hub(3)
     with pytest.raises(ValueError, match=r"fc1 kernel' with shape \(32, 64\) into '.*fc1/kernel'"):
         SilcModel.from_keras_hub(_siglip_backbone(), head=HEAD, vision={"mlp_dim": 48})
     with pytest.raises(FileNotFoundError, match="No config.json"):
@@ -288,7 +414,7 @@ def test_image_feature_extractor_saves_reloads_and_exports(tmp_path):
     extractor.save_to_preset(str(tmp_path / "preset"))
     from_preset = ImageFeatureExtractor.from_preset(str(tmp_path / "preset"))
     _assert_close(from_preset(images)["pooled"], features["pooled"])
-    with pytest.raises(FileNotFoundError, match="not an ImageFeatureExtractor preset"):
+    with pytest.raises(FileNotFoundError, match="has no config.json.*save_to_preset"):
         ImageFeatureExtractor.from_preset(str(tmp_path))
 
     serving = str(tmp_path / "serving")

@@ -15,6 +15,9 @@ from keras_silc.layers import PositionEmbedding2D
 from keras_silc.layers import TransformerBlock
 from keras_silc.layers import WeightNormalizedDense
 from keras_silc.layers.position_embedding import bicubic_resize_matrix
+from keras_silc.layers.transformer import build_trunk
+from keras_silc.layers.transformer import run_trunk
+from keras_silc.layers.transformer import transformer_trunk
 from keras_silc.models.text_encoder import TextEncoder
 from keras_silc.models.vision_encoder import VisionEncoder
 
@@ -102,6 +105,49 @@ def test_map_head_dense_path_equals_pooling_of_a_single_token():
 def test_transformer_block_roundtrip():
     x = np.random.default_rng(2).normal(size=(2, 3, 8)).astype(np.float32)
     _roundtrip(TransformerBlock(2, 16), x)
+
+
+def _layer_norm_numpy(layer, x):
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    normed = (x - mean) / np.sqrt(var + layer.epsilon)
+    return normed * to_numpy(layer.gamma) + to_numpy(layer.beta)
+
+
+def _block_numpy(block, x, key_mask, causal):
+    def dense(sub, x):
+        return x @ to_numpy(sub.kernel) + to_numpy(sub.bias)
+
+    h = _layer_norm_numpy(block.norm1, x)
+    x = x + _attention_numpy(block.attention, h, h, key_mask, causal)
+    h = dense(block.mlp.fc1, _layer_norm_numpy(block.norm2, x))
+    gelu = 0.5 * h * (1.0 + np.vectorize(math.erf)(h / math.sqrt(2.0)))
+    return x + dense(block.mlp.fc2, gelu)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_transformer_trunk_matches_numpy_with_and_without_remat(causal):
+    """The trunk of both towers: every block, then the final LayerNorm (its own epsilon)."""
+    blocks, final_norm, map_head = transformer_trunk(
+        2, 2, 16, causal=causal, layer_norm_epsilon=1e-6, final_norm_epsilon=1e-3
+    )
+    assert [b.name for b in blocks] == ["block_0", "block_1"] and map_head is None
+    assert final_norm.name == "final_norm" and final_norm.epsilon == 1e-3
+    build_trunk(8, blocks, final_norm)
+    rng = np.random.default_rng(4)
+    for layer in [*blocks, final_norm]:
+        for weight in layer.weights:
+            weight.assign(rng.normal(scale=0.5, size=weight.shape).astype(np.float32))
+    x = rng.normal(size=(2, 5, 8)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    expected = x
+    for block in blocks:
+        expected = _block_numpy(block, expected, mask, causal)
+    expected = _layer_norm_numpy(final_norm, expected)
+    for remat in (False, True):
+        got = to_numpy(run_trunk(blocks, final_norm, x, key_mask=mask, remat=remat))
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    _, _, map_head = transformer_trunk(1, 2, 16, map_head=True)
+    assert isinstance(map_head, MAPHead) and map_head.name == "map_head"
 
 
 def test_weight_normalized_dense_has_unit_columns():

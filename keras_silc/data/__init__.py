@@ -6,6 +6,7 @@ from keras_silc.data.fashion_scenes import FASHION_CLASSES
 from keras_silc.data.fashion_scenes import fashion_items
 from keras_silc.data.fashion_scenes import fashion_scenes
 from keras_silc.data.fashion_scenes import load_fashion_mnist
+from keras_silc.data.pipeline import evaluation_arrays
 from keras_silc.data.pipeline import training_dataset
 from keras_silc.data.preprocessor import SilcPreprocessor
 from keras_silc.data.sources import from_arrays
@@ -28,6 +29,7 @@ __all__ = [
     "load_fashion_mnist",
     "DataStats",
     "DataStatsCallback",
+    "evaluation_arrays",
     "MultiCropConfig",
     "from_arrays",
     "from_csv",

@@ -2,8 +2,10 @@
 
 import random
 
+import numpy as np
 import tensorflow as tf
 
+from keras_silc.checks import resolve_tokenizer
 from keras_silc.data.augment import multi_crop_views
 from keras_silc.data.sources import independent_of_global_seed
 from keras_silc.data.stats import DataStats
@@ -41,19 +43,6 @@ def _pick_caption(captions, seed):
 def _has_caption(element):
     captions = tf.reshape(element["caption"], [-1])
     return tf.reduce_any(tf.strings.length(tf.strings.strip(captions)) > 0)
-
-
-def _resolve_tokenizer(preprocessor, tokenizer):
-    if tokenizer is None:
-        tokenizer = preprocessor.tokenizer
-        if tokenizer is None:
-            raise ValueError(
-                "No tokenizer: pass tokenizer= (a keras_silc.data.SilcTokenizer, e.g. "
-                "SilcTokenizer.from_captions(captions, ...)) or build the model with tokenizer=."
-            )
-    # It must fit the text tower (vocabulary, length, end token).
-    preprocessor.check_tokenizer(tokenizer)
-    return tokenizer
 
 
 def training_dataset(
@@ -122,7 +111,8 @@ def training_dataset(
             "training_dataset takes the model's SilcPreprocessor (model.preprocessor), got "
             f"{type(preprocessor).__name__}."
         )
-    tokenizer = _resolve_tokenizer(preprocessor, tokenizer)
+    tokenizer = resolve_tokenizer(preprocessor, tokenizer)
+    preprocessor.check_tokenizer(tokenizer)  # it must fit the text tower
     if augmentation is None or isinstance(augmentation, dict):
         augmentation = preprocessor.multi_crop_config(**(augmentation or {}))
     stats = getattr(pairs, "stats", None) or DataStats()
@@ -193,3 +183,56 @@ def training_dataset(
     dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
     dataset.stats = stats
     return dataset
+
+
+def evaluation_arrays(pairs, image_size, max_examples=1000):
+    """The first `max_examples` pairs with a caption and a decodable image, as numpy arrays
+    for the evaluators (`keras_silc.evaluation`).
+
+    Args:
+        pairs: a `tf.data.Dataset` of image-text pairs (`keras_silc.data.from_*`), with or
+            without "label".
+        image_size: int. Every image is resized to (image_size, image_size), squashed and
+            antialiased, as the evaluators do with arrays.
+        max_examples: int. At most this many pairs, in the dataset's order.
+
+    Returns:
+        {"image": uint8 (N, S, S, 3), "caption": (N, C) str, and "label": (N,) str when the
+        pairs have labels}. Images that do not decode are skipped with a warning.
+    """
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}.")
+    if not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"max_examples must be a positive int, got {max_examples!r}.")
+
+    def decode(element):
+        image = decode_pixels(element)
+        if image.dtype == tf.uint8:
+            image = tf.cast(image, tf.float32) / 255.0
+        image = tf.image.resize(image, [image_size, image_size], antialias=True)
+        out = {
+            "image": tf.cast(tf.round(tf.clip_by_value(image, 0.0, 1.0) * 255.0), tf.uint8),
+            "caption": tf.reshape(element["caption"], [-1]),
+        }
+        if "label" in element:
+            out["label"] = element["label"]
+        return out
+
+    dataset = (
+        pairs.filter(_has_caption)
+        .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .ignore_errors(log_warning=True)
+        .take(max_examples)
+    )
+    rows = list(dataset.as_numpy_iterator())
+    if not rows:
+        raise ValueError("No pair with a caption and a decodable image to evaluate on.")
+    arrays = {
+        "image": np.stack([row["image"] for row in rows]),
+        "caption": np.array(
+            [[c.decode("utf-8") for c in row["caption"]] for row in rows], dtype=object
+        ),
+    }
+    if "label" in rows[0]:
+        arrays["label"] = np.array([row["label"].decode("utf-8") for row in rows], dtype=object)
+    return arrays

@@ -6,7 +6,9 @@ import keras
 import numpy as np
 
 from keras_silc import batch_format
+from keras_silc import preset_files
 from keras_silc.checks import check_batch_values
+from keras_silc.checks import resolve_tokenizer
 from keras_silc.data.augment import MultiCropConfig
 
 # The preset / model-config keys that describe the views rather than the model.
@@ -177,12 +179,7 @@ class SilcPreprocessor(keras.layers.Layer):
 
     def tokenize(self, texts):
         """Token ids (N, T) of captions."""
-        if self.tokenizer is None:
-            raise ValueError(
-                "This preprocessor has no tokenizer: build the model with tokenizer=SilcTokenizer"
-                "(...) (e.g. keras_silc.data.SilcTokenizer.from_captions(captions, ...))."
-            )
-        return self.tokenizer(texts)
+        return resolve_tokenizer(self)(texts)
 
     # ----------------------------------------------------------------- views
     def multi_crop_config(self, **overrides):
@@ -222,6 +219,55 @@ class SilcPreprocessor(keras.layers.Layer):
             "local_crops": uniform(batch_size, self.num_local_crops, s_local, s_local, 3),
             "text": text,
         }
+
+    # --------------------------------------------------------------- presets
+    def save_to_preset(self, directory, overwrite=False):
+        """Writes a preset folder as keras-hub's preprocessors do: `preprocessor.json`, and
+        the tokenizer's `tokenizer.json` and `assets/tokenizer/`, plus `metadata.json`. Read
+        it with `from_preset`. A folder that is not empty is refused unless
+        `overwrite=True`."""
+        return preset_files.save(directory, self, self._write_preset, overwrite)
+
+    def _write_preset(self, directory):
+        """Writes this preprocessor's files into `directory` (`SilcModel.save_to_preset`
+        calls it for the model's preprocessor)."""
+        preset_files.write_json(directory, preset_files.PREPROCESSOR_FILE, self)
+        if self.tokenizer is not None:
+            self.tokenizer._write_preset(directory)
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """Loads the preprocessor of a preset folder or handle (one written by
+        `save_to_preset` or `SilcModel.save_to_preset`), with its tokenizer's vocabulary.
+
+        Args:
+            preset: str. A folder, or a handle keras-hub resolves (`kaggle://`, `hf://`,
+                `gs://`).
+            **kwargs: constructor arguments that replace the saved ones, e.g.
+                `num_local_crops=6`, or `tokenizer=` another tokenizer (the preset's
+                vocabulary is then not read).
+        """
+        preset = preset_files.as_preset(preset)
+        config = preset_files.read_json(
+            preset,
+            preset_files.PREPROCESSOR_FILE,
+            " Write one with SilcPreprocessor.save_to_preset(folder) or "
+            "SilcModel.save_to_preset(folder).",
+        )
+        preset_files.registered_class(config, preset, preset_files.PREPROCESSOR_FILE, cls)
+        if kwargs.get("tokenizer") is None:
+            kwargs.pop("tokenizer", None)  # None: the preset's own
+        preprocessor = cls.from_config({**config["config"], **kwargs})
+        if "tokenizer" not in kwargs and preprocessor.tokenizer is not None:
+            preprocessor.tokenizer.load_preset_assets(preset)
+            try:
+                preprocessor.check_tokenizer()
+            except ValueError as error:
+                raise ValueError(
+                    f"The tokenizer ({preset_files.TOKENIZER_ASSET_DIR}/) does not fit the text "
+                    f"tower of {preset_files.PREPROCESSOR_FILE} in the preset {preset!r}: {error}"
+                ) from error
+        return preprocessor
 
     # ---------------------------------------------------------------- config
     @classmethod

@@ -4,7 +4,8 @@
 
 (`from_csv` gives "image_path" instead of "image": the file is read by the decoder)
 with one or more captions per image ("" where a row has fewer), and carries a `DataStats`
-as `dataset.stats`. `training_dataset` turns pairs into training batches.
+as `dataset.stats`. `training_dataset` turns pairs into training batches. Given a label key,
+a reader adds "label": tf.string, a class index ("3") or name, for zero-shot evaluation.
 
 Bad data is skipped and counted, never fatal: WebDataset samples without an image or a caption,
 truncated shards, undecodable images (counted by the pipeline's decoder) and empty captions.
@@ -132,63 +133,144 @@ def _file_dataset(files, shuffle_files, seed):
 
 
 # -------------------------------------------------------------------- WebDataset
-def _caption_from_json(payload, caption_key):
-    record = json.loads(payload.decode("utf-8"))
-    value = record.get(caption_key)
-    if value is None:
-        return []
-    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+def _tar_groups(path):
+    """Yields (key, {extension: bytes}) of one WebDataset shard, front to back, from any
+    tf.io.gfile path (stream mode: read once). Errors of a damaged shard propagate."""
+    key, members = None, {}
+    with (
+        tf.io.gfile.GFile(path, "rb") as handle,
+        tarfile.open(fileobj=handle, mode="r|*") as archive,
+    ):
+        for member in archive:
+            if not member.isfile():
+                continue
+            name = os.path.basename(member.name)
+            if "." not in name:
+                continue
+            # WebDataset: the key is everything before the first dot of the basename.
+            member_key = os.path.join(os.path.dirname(member.name), name.split(".", 1)[0])
+            extension = name.split(".", 1)[1].lower()
+            if member_key != key and key is not None:
+                yield key, members
+                members = {}
+            key = member_key
+            members[extension] = archive.extractfile(member).read()
+    if key is not None:
+        yield key, members
 
 
-def _read_tar_samples(path, caption_key, max_captions, stats):
-    """Yields (image bytes, captions) of one WebDataset shard; counts what it skips."""
+class _WebDatasetKeys:
+    """Where a sample keeps its image, caption(s) and label.
+
+    A key names a file of the sample by its extension ("jpg", "txt", "cls", "seg.png"), or,
+    for a caption or a label, a field of the sample's `.json` when it has no such file.
+    Several image extensions may be given as alternatives, "jpg;png" (WebDataset's
+    spelling). Defaults: the image is the sample's first file with an image extension; the
+    caption is its `.txt`, else the `.json`'s "caption"; no label.
+    """
+
+    def __init__(self, image_key=None, caption_key=None, label_key=None):
+        for name, value in (("image_key", image_key), ("caption_key", caption_key)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}.")
+        self.image_key = image_key
+        self.images = (
+            tuple(e.strip().lower() for e in image_key.split(";") if e.strip())
+            if image_key
+            else IMAGE_EXTENSIONS
+        )
+        self.caption_key = caption_key
+        self.label_key = label_key
+
+    @staticmethod
+    def _json(members):
+        if "json" not in members:
+            return {}
+        try:
+            record = json.loads(members["json"].decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def image(self, members):
+        return next((members[e] for e in self.images if e in members), None)
+
+    def _field(self, members, key):
+        """The texts of `key` in a sample: its file, else its JSON field ([] if neither)."""
+        if key in members:
+            return [members[key].decode("utf-8", errors="replace")]
+        value = self._json(members).get(key)
+        if value is None:
+            return []
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+    def captions(self, members):
+        if self.caption_key is None:
+            return (
+                self._field(members, "txt") if "txt" in members else self._field(members, "caption")
+            )
+        return self._field(members, self.caption_key)
+
+    def label(self, members):
+        values = self._field(members, self.label_key)
+        return values[0].strip() if values else None
+
+    def check(self, path, samples=16):
+        """Raises KeyError when none of the first `samples` samples of the shard `path`
+        has a wanted key (a misspelt key fails at once, not as skipped samples)."""
+        seen, found = [], {"image": False, "caption": False, "label": self.label_key is None}
+        try:
+            for _, members in _tar_groups(path):
+                seen.append(members)
+                found["image"] |= self.image(members) is not None
+                found["caption"] |= bool(self.captions(members))
+                if self.label_key is not None:
+                    found["label"] |= self.label(members) is not None
+                if all(found.values()) or len(seen) >= samples:
+                    break
+        except (tarfile.TarError, EOFError, OSError, tf.errors.OpError):
+            pass  # a damaged shard is counted when it is read
+        if not seen or all(found.values()):
+            return
+        files = sorted({extension for members in seen for extension in members})
+        fields = sorted({field for members in seen for field in self._json(members)})
+        wanted = {
+            "image": ("image_key", self.image_key, f"a file {'/'.join(IMAGE_EXTENSIONS)}"),
+            "caption": ("caption_key", self.caption_key, "a .txt, or a .json caption field"),
+            "label": ("label_key", self.label_key, None),
+        }
+        missing = [
+            f"{name}={key!r}" if key is not None else f"{name} unset ({default})"
+            for name, key, default in (wanted[k] for k, ok in found.items() if not ok)
+        ]
+        raise KeyError(
+            f"No sample among the first {len(seen)} of {path} has {', '.join(missing)}; their "
+            f"files have the extensions {files} and their .json the fields {fields}. Name the "
+            "image by its extension (e.g. jpg or jpg;png), the caption and label by an "
+            "extension or a .json field."
+        )
+
+
+def _read_tar_samples(path, keys, max_captions, stats):
+    """Yields (image bytes, captions[, label]) of one WebDataset shard; counts what it
+    skips."""
     path = path.decode() if isinstance(path, bytes) else path
 
     def finish(key, members):
-        image = next(
-            (members[ext] for ext in IMAGE_EXTENSIONS if ext in members),
-            None,
-        )
-        captions = []
-        if "txt" in members:
-            captions = [members["txt"].decode("utf-8", errors="replace")]
-        elif "json" in members:
-            try:
-                captions = _caption_from_json(members["json"], caption_key)
-            except (ValueError, UnicodeDecodeError):
-                captions = []
-        if image is None or not captions:
+        image = keys.image(members)
+        captions = keys.captions(members)
+        label = keys.label(members) if keys.label_key is not None else ""
+        if image is None or not captions or label is None:
             stats.add("incomplete_samples")
-            logger.warning("Skipping WebDataset sample %r in %s: no image or caption.", key, path)
+            what = "no label" if image is not None and captions else "no image or caption"
+            logger.warning("Skipping WebDataset sample %r in %s: %s.", key, path, what)
             return None
         captions = (captions + [""] * max_captions)[:max_captions]
-        return image, np.array(captions, dtype=object)
+        sample = (image, np.array(captions, dtype=object))
+        return (*sample, label) if keys.label_key is not None else sample
 
-    key, members = None, {}
     try:
-        # Stream mode: shards are read once, front to back, from any tf.io.gfile path.
-        with (
-            tf.io.gfile.GFile(path, "rb") as handle,
-            tarfile.open(fileobj=handle, mode="r|*") as archive,
-        ):
-            for member in archive:
-                if not member.isfile():
-                    continue
-                name = os.path.basename(member.name)
-                if "." not in name:
-                    continue
-                # WebDataset: the key is everything before the first dot of the basename.
-                member_key = os.path.join(os.path.dirname(member.name), name.split(".", 1)[0])
-                extension = name.split(".", 1)[1].lower()
-                if member_key != key and key is not None:
-                    sample = finish(key, members)
-                    if sample is not None:
-                        stats.add("records")
-                        yield sample
-                    members = {}
-                key = member_key
-                members[extension] = archive.extractfile(member).read()
-        if key is not None:
+        for key, members in _tar_groups(path):
             sample = finish(key, members)
             if sample is not None:
                 stats.add("records")
@@ -200,41 +282,53 @@ def _read_tar_samples(path, caption_key, max_captions, stats):
 
 def from_webdataset(
     urls,
-    caption_key="caption",
+    caption_key=None,
     max_captions=1,
     shard_index=None,
     num_shards=None,
     shuffle_shards=True,
     seed=None,
     cycle_length=4,
+    image_key=None,
+    label_key=None,
 ):
     """Image-text pairs from WebDataset tar shards, as img2dataset writes them.
 
-    Each sample is a group of files sharing a key: an image (jpg, jpeg, png, webp, bmp, gif)
-    and a caption, from `KEY.txt` or from the `caption_key` field of `KEY.json` (a string or
-    a list of strings: several captions per image).
+    Each sample is a group of files sharing a key: an image and a caption, from `KEY.txt`
+    or from a field of `KEY.json` (a string or a list of strings: several captions per
+    image). The keys are checked on the first samples of the first shard: a key that none
+    of them has fails at once, naming the files and fields they have.
 
     Args:
         urls: a path, glob, brace range ("data/{00000..00099}.tar") or a list of them; any
             filesystem `tf.io.gfile` reads (local, gs://).
-        caption_key: JSON field of the caption when there is no `.txt`.
+        caption_key: the caption's file extension ("txt") or `.json` field ("caption").
+            Default: `KEY.txt`, else the `.json`'s "caption".
         max_captions: captions kept per image (padded with "").
         shard_index, num_shards: this host's part of the shards; by default the JAX
             process index and count (one part per host), else everything.
         shuffle_shards: shuffle the shard order every epoch (seeded by `seed`).
         cycle_length: shards read concurrently.
+        image_key: the image's file extension, or alternatives "jpg;png". Default: the
+            sample's first file with an image extension (jpg, jpeg, png, webp, bmp, gif).
+        label_key: a class label's file extension ("cls", WebDataset's convention) or
+            `.json` field, or None. With it every pair also has "label", a string (the
+            file's text or the field's value: "3" or "sneaker"); a sample without one is
+            skipped and counted.
     """
+    keys = _WebDatasetKeys(image_key, caption_key, label_key)
     files = _shard_files(list_files(urls, "WebDataset shards"), shard_index, num_shards)
+    keys.check(files[0])
     stats = DataStats()
+    signature = (tf.TensorSpec([], tf.string), tf.TensorSpec([max_captions], tf.string))
+    if label_key is not None:
+        signature = (*signature, tf.TensorSpec([], tf.string))
 
     def shard_samples(path):
         return tf.data.Dataset.from_generator(
-            lambda p: _read_tar_samples(p, caption_key, max_captions, stats),
+            lambda p: _read_tar_samples(p, keys, max_captions, stats),
             args=(path,),
-            output_signature=(
-                tf.TensorSpec([], tf.string),
-                tf.TensorSpec([max_captions], tf.string),
-            ),
+            output_signature=signature,
         )
 
     dataset = _file_dataset(files, shuffle_shards, seed).interleave(
@@ -243,15 +337,21 @@ def from_webdataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    dataset = dataset.map(lambda image, caption: {"image": image, "caption": caption})
+    names = ("image", "caption", "label")
+    dataset = dataset.map(lambda *sample: dict(zip(names, sample, strict=False)))
     return _with_stats(dataset, stats)
 
 
 # ---------------------------------------------------------------------- TFRecord
-def _first_example_features(path):
-    for record in tf.data.TFRecordDataset([path]).take(1):
+def _first_example_features(path, compression_type=None):
+    """{feature name: kind ("bytes_list", "int64_list", "float_list")} of the file's first
+    `tf.train.Example`, or None for an empty file."""
+    for record in tf.data.TFRecordDataset([path], compression_type=compression_type).take(1):
         example = tf.train.Example.FromString(record.numpy())
-        return sorted(example.features.feature.keys())
+        return {
+            name: feature.WhichOneof("kind")
+            for name, feature in sorted(example.features.feature.items())
+        }
     return None
 
 
@@ -265,6 +365,7 @@ def from_tfrecord(
     shuffle_files=True,
     seed=None,
     compression_type=None,
+    label_key=None,
 ):
     """Image-text pairs from TFRecord files of `tf.train.Example`s.
 
@@ -274,28 +375,37 @@ def from_tfrecord(
         caption_key: bytes feature with one or more captions.
         max_captions: captions kept per image (padded with "").
         compression_type: None, "GZIP" or "ZLIB".
+        label_key: an int64 or bytes feature with a class label, or None. With it every
+            pair also has "label", a string ("3" or "sneaker").
     """
     files = _shard_files(list_files(files, "TFRecord files"), shard_index, num_shards)
-    if compression_type is None:
-        keys = _first_example_features(files[0])
-        if keys is not None:
-            missing = [key for key in (image_key, caption_key) if key not in keys]
-            if missing:
-                raise KeyError(
-                    f"Field(s) {missing} not found in {files[0]}; its features are {keys}. "
-                    "Pass image_key= and caption_key= to name them."
-                )
+    kinds = _first_example_features(files[0], compression_type)
+    wanted = [key for key in (image_key, caption_key, label_key) if key is not None]
+    if kinds is not None:
+        missing = [key for key in wanted if key not in kinds]
+        if missing:
+            raise KeyError(
+                f"Field(s) {missing} not found in {files[0]}; its features are {sorted(kinds)}. "
+                "Pass image_key= and caption_key= (and label_key=) to name them."
+            )
     stats = DataStats()
     features = {
         image_key: tf.io.FixedLenFeature([], tf.string),
         caption_key: tf.io.VarLenFeature(tf.string),
     }
+    label_is_int = label_key is not None and (kinds or {}).get(label_key) == "int64_list"
+    if label_key is not None:
+        features[label_key] = tf.io.FixedLenFeature([], tf.int64 if label_is_int else tf.string)
 
     def parse(record):
         example = tf.io.parse_single_example(record, features)
         captions = tf.sparse.to_dense(example[caption_key], default_value="")
         captions = tf.concat([captions, tf.fill([max_captions], "")], 0)[:max_captions]
-        return {"image": example[image_key], "caption": tf.ensure_shape(captions, [max_captions])}
+        pair = {"image": example[image_key], "caption": tf.ensure_shape(captions, [max_captions])}
+        if label_key is not None:
+            label = example[label_key]
+            pair["label"] = tf.strings.as_string(label) if label_is_int else label
+        return pair
 
     def records(path):
         # A corrupt or truncated file ends its own stream, not the run.
@@ -327,6 +437,7 @@ def from_csv(
     image_root=None,
     delimiter=None,
     max_captions=None,
+    label_column=None,
 ):
     """Image-text pairs from a CSV/TSV or JSONL table of image paths and captions.
 
@@ -341,6 +452,8 @@ def from_csv(
         image_root: folder of relative image paths.
         delimiter: CSV delimiter; "\\t" for `.tsv` by default, else ",".
         max_captions: captions kept per image; default the most any image has.
+        label_column: a column with a class label, or None. With it every pair also has
+            "label", a string ("3" or "sneaker"); an image's label is that of its first row.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -351,22 +464,24 @@ def from_csv(
     if not rows:
         raise ValueError(f"The caption table {path!r} has no rows.")
     columns = sorted(rows[0].keys())
-    for column in (image_column, caption_column):
-        if column not in rows[0]:
+    for column in (image_column, caption_column, label_column):
+        if column is not None and column not in rows[0]:
             raise KeyError(
                 f"Column {column!r} not found in {path!r}; its columns are {columns}. Pass "
-                "image_column= and caption_column= to name them."
+                "image_column= and caption_column= (and label_column=) to name them."
             )
     image_root = os.fspath(image_root) if image_root else os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"The image folder {image_root!r} does not exist.")
 
-    captions_by_image = {}
+    captions_by_image, label_of_image = {}, {}
     for row in rows:
         captions = row[caption_column]
         captions = captions if isinstance(captions, list) else [captions]
         image_path = os.path.join(image_root, str(row[image_column]))
         captions_by_image.setdefault(image_path, []).extend(str(c or "") for c in captions)
+        if label_column is not None:
+            label_of_image.setdefault(image_path, str(row[label_column]).strip())
     image_paths = list(captions_by_image)
     if not os.path.exists(image_paths[0]):
         raise FileNotFoundError(
@@ -379,9 +494,10 @@ def from_csv(
     )
     # The pipeline reads "image_path" in its decoder, so a missing file is skipped and
     # counted like an undecodable image.
-    dataset = tf.data.Dataset.from_tensor_slices(
-        {"image_path": image_paths, "caption": captions.astype(str)}
-    )
+    columns = {"image_path": image_paths, "caption": captions.astype(str)}
+    if label_column is not None:
+        columns["label"] = [label_of_image[p] for p in image_paths]
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
     stats = DataStats()
     stats.add("records", len(image_paths))
     return _with_stats(dataset, stats)
@@ -418,6 +534,7 @@ def from_tfds(
     download=False,
     shuffle_files=True,
     seed=None,
+    label_key=None,
 ):
     """Image-text pairs from a TensorFlow Datasets dataset, e.g. `coco_captions`.
 
@@ -431,16 +548,18 @@ def from_tfds(
         data_dir: where the prepared dataset lives.
         download: let TFDS download and prepare it (off: prepare it once beforehand, e.g.
             `tfds build coco_captions`).
+        label_key: a field with a class label (a `ClassLabel` index or a string), or None.
+            With it every pair also has "label", a string ("3" or "sneaker").
     """
     tfds = require("tensorflow_datasets")
 
     builder = tfds.builder(name, data_dir=data_dir)
     keys = _feature_keys(builder.info.features)
-    for key in (image_key, caption_key):
-        if key not in keys:
+    for key in (image_key, caption_key, label_key):
+        if key is not None and key not in keys:
             raise KeyError(
                 f"Field {key!r} not found in TFDS dataset {name!r}; its fields are {keys}. Pass "
-                "image_key= and caption_key= to name them."
+                "image_key= and caption_key= (and label_key=) to name them."
             )
     if download:
         builder.download_and_prepare()
@@ -456,7 +575,11 @@ def from_tfds(
         image = _get_field(element, image_key)
         if image.shape.rank == 3 and image.shape[-1] == 1:
             image = tf.image.grayscale_to_rgb(image)
-        return {"image": image, "caption": tf.ensure_shape(captions, [max_captions])}
+        pair = {"image": image, "caption": tf.ensure_shape(captions, [max_captions])}
+        if label_key is not None:
+            label = tf.reshape(_get_field(element, label_key), [])
+            pair["label"] = label if label.dtype == tf.string else tf.strings.as_string(label)
+        return pair
 
     return _with_stats(dataset.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE), DataStats())
 
@@ -501,13 +624,18 @@ def from_arrays(images, captions):
     return _with_stats(dataset, stats)
 
 
-def write_webdataset(path, images, captions, jpeg_quality=90, samples_per_shard=1000):
+def write_webdataset(path, images, captions, jpeg_quality=90, samples_per_shard=1000, labels=None):
     """Writes (images, captions) as WebDataset shards of JPEG + txt, like img2dataset.
 
     `path` is a pattern with one "{}" for the shard number ("shards/{}.tar"); returns the
-    list of files. Useful for tests, benchmarks and converting small datasets.
+    list of files. A caption that is a list of strings goes into a `.json` ("caption");
+    `labels` (N ints or strings), when given, into a `.cls` file per sample (WebDataset's
+    convention; read them with `from_webdataset(label_key="cls")`). Useful for tests,
+    benchmarks and converting small datasets.
     """
     images = np.asarray(images)
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels.")
     files = []
     for shard, start in enumerate(range(0, len(images), samples_per_shard)):
         name = path.format(f"{shard:05d}")
@@ -516,11 +644,14 @@ def write_webdataset(path, images, captions, jpeg_quality=90, samples_per_shard=
             for index in range(start, min(start + samples_per_shard, len(images))):
                 jpeg = tf.io.encode_jpeg(images[index], quality=jpeg_quality).numpy()
                 caption = captions[index]
-                caption = caption if isinstance(caption, str) else json.dumps(list(caption))
-                extension = "txt" if isinstance(captions[index], str) else "json"
-                if extension == "json":
-                    caption = json.dumps({"caption": list(captions[index])})
-                for suffix, payload in (("jpg", jpeg), (extension, caption.encode("utf-8"))):
+                if isinstance(caption, str):
+                    members = [("jpg", jpeg), ("txt", caption.encode("utf-8"))]
+                else:
+                    payload = json.dumps({"caption": list(caption)}).encode("utf-8")
+                    members = [("jpg", jpeg), ("json", payload)]
+                if labels is not None:
+                    members.append(("cls", str(labels[index]).encode("utf-8")))
+                for suffix, payload in members:
                     info = tarfile.TarInfo(f"{index:09d}.{suffix}")
                     info.size = len(payload)
                     archive.addfile(info, io.BytesIO(payload))

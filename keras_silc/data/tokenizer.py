@@ -1,9 +1,9 @@
 """`SilcTokenizer`: captions -> the model's `text` input, (N, T) int32 ids, 0 for padding.
 
-A keras-hub SentencePiece or WordPiece tokenizer does the subword split; this layer adds
-what the SILC text tower expects: optional lower-casing, an end-of-sequence token after
-the text (kept as the last real token when a caption is truncated), padding with id 0 to
-`sequence_length`. It runs in a `tf.data` pipeline (graph mode, tf tensors in and out)
+A keras-hub SentencePiece, WordPiece or byte-pair (CLIP) tokenizer does the subword split;
+this layer adds what the SILC text tower expects: optional lower-casing (or SigLIP's
+canonicalisation), an optional start token, an end-of-sequence token after the text (kept
+as the last real token when a caption is truncated), padding to `sequence_length`. It runs in a `tf.data` pipeline (graph mode, tf tensors in and out)
 under every Keras backend, and eagerly on Python strings (numpy out).
 
     tokenizer = SilcTokenizer.from_captions(captions, vocabulary_size=2000, sequence_length=16)
@@ -14,14 +14,15 @@ under every Keras backend, and eagerly on Python strings (numpy out).
 """
 
 import io
-import json
 import os
+import warnings
 
 import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from keras_silc import preset_files
 from keras_silc.checks import check_token_ids
 
 SENTENCE_PIECE_EXTENSIONS = (".model", ".spm")
@@ -30,13 +31,27 @@ MODEL_TYPES = ("unigram", "bpe", "wordpiece")
 # WordPiece vocabularies name their special tokens; these are the usual spellings.
 WORD_PIECE_PAD_TOKENS = ("[PAD]", "<pad>")
 WORD_PIECE_END_TOKENS = ("[EOS]", "[SEP]", "</s>", "<eos>")
-# `save_to_directory` layout, as keras-hub's presets: a config file and an asset folder.
-CONFIG_FILE = "tokenizer.json"
-ASSET_DIR = os.path.join("assets", "tokenizer")
+WORD_PIECE_START_TOKENS = ("[BOS]", "[CLS]", "<s>", "<bos>")
+# big_vision's prompt canonicalisation (SigLIP's; keras-hub's SigLIPPreprocessor
+# `canonicalize_text`): lower-case, drop ASCII punctuation, collapse white space, strip.
+PUNCTUATION = r"!|\"|#|\$|%|&|\\|'|\(|\)|\*|\+|,|-|\.|/|:|;|<|=|>|\?|@|\[|\\|\]|\^|_|`|{|\||}|~"
 
 
 def _is_sentence_piece(tokenizer):
     return isinstance(tokenizer, keras_hub.tokenizers.SentencePieceTokenizer)
+
+
+def _is_byte_pair(tokenizer):
+    return isinstance(tokenizer, keras_hub.tokenizers.BytePairTokenizer)
+
+
+def canonicalize(texts):
+    """big_vision's (SigLIP's) caption canonicalisation of a tf string tensor, as keras-hub's
+    `SigLIPPreprocessor(canonicalize_text=True)` does it (ASCII lower-casing included)."""
+    texts = tf.strings.lower(texts)
+    texts = tf.strings.regex_replace(texts, PUNCTUATION, "")
+    texts = tf.strings.regex_replace(texts, r"\s+", " ")
+    return tf.strings.strip(texts)
 
 
 def _python_strings(texts):
@@ -85,19 +100,23 @@ class SilcTokenizer(keras.layers.Layer):
     """Tokenizes captions into SILC's `text` input: int32 (N, T) ids, 0 for padding.
 
     Each caption is lower-cased (optional), split by the wrapped keras-hub tokenizer,
-    truncated to `sequence_length - 1` tokens, followed by the end token, and padded
-    with 0. Called inside `tf.data` (graph mode) it takes and returns tf tensors;
+    truncated to leave room for the special tokens, framed by the (optional) start token
+    and the end token, and padded with 0 (keras-hub's `StartEndPacker`). Called inside `tf.data` (graph mode) it takes and returns tf tensors;
     called eagerly it returns numpy arrays, ready for `SilcModel.encode_text`.
 
     Build one with `SilcTokenizer.from_captions` (a vocabulary trained on captions),
     `SilcTokenizer.from_file` (a SentencePiece `.model` or a WordPiece `.txt`) or
-    `SilcTokenizer.from_directory` (a folder written by `save_to_directory`).
+    `SilcTokenizer.from_preset` (a folder written by `save_to_preset`).
+    `SilcModel.from_keras_hub(preset)` wraps a pretrained SigLIP's or CLIP's own tokenizer
+    with the settings of keras-hub's preprocessor.
 
     Args:
-        tokenizer: a `keras_hub.tokenizers.SentencePieceTokenizer` or
-            `keras_hub.tokenizers.WordPieceTokenizer`, built without
-            `sequence_length` (this layer pads) and without `add_eos` (this layer
-            adds the end token). Its vocabulary must put padding at id 0.
+        tokenizer: a `keras_hub.tokenizers.SentencePieceTokenizer`,
+            `keras_hub.tokenizers.WordPieceTokenizer` or
+            `keras_hub.tokenizers.BytePairTokenizer` (e.g. `CLIPTokenizer`), built
+            without `sequence_length` (this layer pads) and without `add_eos` (this
+            layer adds the end token). A SentencePiece or WordPiece vocabulary must put
+            padding at id 0; a byte-pair tokenizer pads with its `pad_token_id`.
         sequence_length: int. T, the length of every output row. The text tower's
             `max_length` must be at least T.
         lowercase: bool. Lower-case captions before tokenizing (SigLIP's tokenizers
@@ -108,7 +127,13 @@ class SilcTokenizer(keras.layers.Layer):
             checkpoints were trained (big_vision's `eos="sticky"`, Hugging Face's
             `</s>` padding). Use it with a text tower that does not mask padding
             (`text={"pad_token_id": None}`, as converted SigLIP models have); the
-            vocabulary's own padding id then does not matter. SentencePiece only.
+            vocabulary's own padding id then does not matter. SentencePiece and
+            byte-pair only.
+        add_start_token: bool. Put the start token first (CLIP's `<|startoftext|>`).
+            Defaults to False.
+        canonicalize_text: bool. big_vision's prompt canonicalisation before
+            tokenizing (SigLIP's): lower-case, drop punctuation, collapse white space.
+            Defaults to False.
 
     Example:
     ```python
@@ -126,16 +151,22 @@ class SilcTokenizer(keras.layers.Layer):
         lowercase=True,
         add_end_token=True,
         pad_with_end_token=False,
+        add_start_token=False,
+        canonicalize_text=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not isinstance(
             tokenizer,
-            (keras_hub.tokenizers.SentencePieceTokenizer, keras_hub.tokenizers.WordPieceTokenizer),
+            (
+                keras_hub.tokenizers.SentencePieceTokenizer,
+                keras_hub.tokenizers.WordPieceTokenizer,
+                keras_hub.tokenizers.BytePairTokenizer,
+            ),
         ):
             raise TypeError(
-                "SilcTokenizer wraps a keras_hub.tokenizers.SentencePieceTokenizer or "
-                f"WordPieceTokenizer; got {type(tokenizer).__name__}."
+                "SilcTokenizer wraps a keras_hub.tokenizers.SentencePieceTokenizer, "
+                f"WordPieceTokenizer or BytePairTokenizer; got {type(tokenizer).__name__}."
             )
         if not isinstance(sequence_length, int) or sequence_length < 1:
             raise ValueError(f"sequence_length must be a positive int, got {sequence_length!r}.")
@@ -160,10 +191,14 @@ class SilcTokenizer(keras.layers.Layer):
         self.lowercase = lowercase
         self.add_end_token = add_end_token
         self.pad_with_end_token = pad_with_end_token
-        if pad_with_end_token and not (add_end_token and _is_sentence_piece(tokenizer)):
+        self.add_start_token = add_start_token
+        self.canonicalize_text = canonicalize_text
+        if pad_with_end_token and not (
+            add_end_token and (_is_sentence_piece(tokenizer) or _is_byte_pair(tokenizer))
+        ):
             raise ValueError(
-                "pad_with_end_token=True needs add_end_token=True and a SentencePiece "
-                "vocabulary (SigLIP's padding)."
+                "pad_with_end_token=True needs add_end_token=True and a SentencePiece or "
+                "byte-pair vocabulary (SigLIP's padding)."
             )
         self._special_ids_key = None
         self._special_ids_value = None
@@ -177,6 +212,7 @@ class SilcTokenizer(keras.layers.Layer):
         # saved assets; check the vocabulary now when it is already there.
         if self.has_vocabulary:
             self._special_ids()
+            self.start_token_id  # noqa: B018 (checks that there is one when asked for)
 
     # ------------------------------------------------------------- vocabulary
     @property
@@ -209,7 +245,7 @@ class SilcTokenizer(keras.layers.Layer):
         if not self.has_vocabulary:
             raise ValueError(
                 "The tokenizer has no vocabulary yet: build it with SilcTokenizer.from_captions, "
-                "from_file or from_directory, or load it with keras.models.load_model."
+                "from_file or from_preset, or load it with keras.models.load_model."
             )
         if _is_sentence_piece(self.tokenizer):
             key = hash(self.tokenizer.proto)
@@ -217,7 +253,44 @@ class SilcTokenizer(keras.layers.Layer):
                 self._special_ids_value = self._sentence_piece_special_ids()
                 self._special_ids_key = key
             return self._special_ids_value
+        if _is_byte_pair(self.tokenizer):
+            return self._byte_pair_special_ids()
         return self._word_piece_special_ids()
+
+    def _byte_pair_special_ids(self):
+        end_id = getattr(self.tokenizer, "end_token_id", None)
+        if end_id is None and (self.add_end_token or self.pad_with_end_token):
+            raise ValueError(
+                f"The byte-pair tokenizer {type(self.tokenizer).__name__} has no end token; "
+                "use keras_hub.tokenizers.CLIPTokenizer (or one that defines end_token_id), "
+                "or pass add_end_token=False."
+            )
+        if self.pad_with_end_token:
+            return end_id, end_id
+        return int(getattr(self.tokenizer, "pad_token_id", None) or 0), end_id
+
+    @property
+    def start_token_id(self):
+        """int or None. The id put first with `add_start_token` (None without it)."""
+        if not self.add_start_token:
+            return None
+        if _is_sentence_piece(self.tokenizer):
+            import sentencepiece
+
+            start = sentencepiece.SentencePieceProcessor(model_proto=self.tokenizer.proto).bos_id()
+        elif _is_byte_pair(self.tokenizer):
+            start = getattr(self.tokenizer, "start_token_id", None)
+        else:
+            vocabulary = self.tokenizer.get_vocabulary()
+            found = [token for token in WORD_PIECE_START_TOKENS if token in vocabulary]
+            start = vocabulary.index(found[0]) if found else None
+        if start is None or start < 0:
+            raise ValueError(
+                "add_start_token=True, but the vocabulary has no start token (SentencePiece "
+                f"bos_id, a byte-pair start_token or one of {WORD_PIECE_START_TOKENS}); pass "
+                "add_start_token=False."
+            )
+        return int(start)
 
     def _sentence_piece_special_ids(self):
         import sentencepiece
@@ -273,7 +346,10 @@ class SilcTokenizer(keras.layers.Layer):
 
     @property
     def unknown_token_id(self):
-        """int or None. The id of unknown pieces ("[UNK]" / SentencePiece's unk)."""
+        """int or None. The id of unknown pieces ("[UNK]" / SentencePiece's unk; None for
+        byte-pair vocabularies, which have none)."""
+        if _is_byte_pair(self.tokenizer):
+            return None
         if _is_sentence_piece(self.tokenizer):
             import sentencepiece
 
@@ -321,22 +397,31 @@ class SilcTokenizer(keras.layers.Layer):
             return self._tokenize_numpy(texts)
         return self._tokenize_tf(texts)
 
+    def _packer(self):
+        """keras-hub's `StartEndPacker` with this tokenizer's ids: the text truncated to
+        leave room for the start and end tokens, framed by them, padded to T. It packs
+        Python lists eagerly and ragged tensors in tf.data alike."""
+        pad_id, end_id = self._special_ids()
+        return keras_hub.layers.StartEndPacker(
+            sequence_length=self.sequence_length,
+            start_value=self.start_token_id,
+            end_value=end_id if self.add_end_token else None,
+            pad_value=pad_id,
+        )
+
     def _tokenize_numpy(self, texts):
         texts, single = _python_strings(texts)
         if self.lowercase:
             texts = [text.lower() for text in texts]
-        pad_id, end_id = self._special_ids()
-        pieces = self.tokenizer.tokenize(texts) if texts else []
+        if self.canonicalize_text and texts:
+            texts = [text.decode("utf-8") for text in canonicalize(tf.constant(texts)).numpy()]
+        if not texts:
+            return np.zeros((0, self.sequence_length), np.int32)
+        pieces = self.tokenizer.tokenize(texts)
         if isinstance(pieces, tf.RaggedTensor):  # keras-hub < 0.22 has no Python path.
             pieces = pieces.to_list()
-        length = self.sequence_length
-        ids = np.full((len(texts), length), pad_id, dtype=np.int32)
-        for row, tokens in enumerate(pieces):
-            tokens = [int(token) for token in tokens]
-            if self.add_end_token:
-                tokens = tokens[: length - 1] + [end_id]
-            tokens = tokens[:length]
-            ids[row, : len(tokens)] = tokens
+        pieces = [[int(token) for token in tokens] for tokens in pieces]
+        ids = np.asarray(keras.ops.convert_to_numpy(self._packer()(pieces)), dtype=np.int32)
         check_token_ids(ids, self.vocabulary_size, "The tokenizer's ids")
         return ids[0] if single else ids
 
@@ -353,7 +438,8 @@ class SilcTokenizer(keras.layers.Layer):
         texts = tf.reshape(texts, [-1])
         if self.lowercase:
             texts = tf.strings.lower(texts, encoding="utf-8")
-        pad_id, end_id = self._special_ids()
+        if self.canonicalize_text:
+            texts = canonicalize(texts)
         with tf.device("cpu"):
             if _is_sentence_piece(self.tokenizer):
                 # The SentencePiece op is made inside the traced function rather than
@@ -369,20 +455,8 @@ class SilcTokenizer(keras.layers.Layer):
                 ).tokenize(texts)
             else:
                 pieces = self.tokenizer.tokenize(texts)
-        pieces = tf.cast(pieces, tf.int32)
         length = self.sequence_length
-        if self.pad_with_end_token:
-            # Up to T - 1 text tokens; every position after them holds the end token.
-            ids = pieces.to_tensor(default_value=end_id, shape=[None, length - 1])
-            ids = tf.pad(ids, [[0, 0], [0, 1]], constant_values=end_id)
-        elif self.add_end_token:
-            # Up to T - 1 text tokens, then the end token at the first free position.
-            ids = pieces.to_tensor(default_value=0, shape=[None, length - 1])
-            ids = tf.pad(ids, [[0, 0], [0, 1]])
-            num_tokens = tf.minimum(tf.cast(pieces.row_lengths(), tf.int32), length - 1)
-            ids += tf.one_hot(num_tokens, length, on_value=end_id, off_value=0, dtype=tf.int32)
-        else:
-            ids = pieces.to_tensor(default_value=0, shape=[None, length])
+        ids = self._packer()(tf.cast(pieces, tf.int32))
         # Checked where the batch is made (on the host, in tf.data): an id past the text
         # tower's table would give NaN under JAX.
         vocabulary_size = self.vocabulary_size
@@ -422,13 +496,18 @@ class SilcTokenizer(keras.layers.Layer):
         else:
             single = np.ndim(ids) == 1
             rows = np.reshape(ids, (-1, np.shape(ids)[-1] if np.ndim(ids) else 1))
-        _, end_id = self._special_ids()
+        pad_id, end_id = self._special_ids()
+        start_id = self.start_token_id
         cleaned = []
         for row in rows:
             row = [int(token) for token in np.asarray(row).reshape(-1)]
+            if start_id is not None and row[:1] == [start_id]:
+                row = row[1:]
             if end_id is not None and end_id in row:
-                row = row[: row.index(end_id)]
-            cleaned.append([token for token in row if token != 0])
+                row = row[: row.index(end_id)]  # the padding follows the end token
+            else:
+                row = [token for token in row if token != pad_id]
+            cleaned.append(row)
         texts = self.tokenizer.detokenize(cleaned) if cleaned else []
         if isinstance(texts, tf.Tensor):  # keras-hub < 0.22 returns tf strings.
             texts = [text.decode("utf-8") for text in texts.numpy().tolist()]
@@ -446,6 +525,8 @@ class SilcTokenizer(keras.layers.Layer):
                 "lowercase": self.lowercase,
                 "add_end_token": self.add_end_token,
                 "pad_with_end_token": self.pad_with_end_token,
+                "add_start_token": self.add_start_token,
+                "canonicalize_text": self.canonicalize_text,
             }
         )
         return config
@@ -453,45 +534,77 @@ class SilcTokenizer(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         """Rebuilds the layer; the vocabulary comes from the assets (`load_model`,
-        `from_directory`)."""
+        `from_preset`)."""
         config = dict(config)
         if isinstance(config.get("tokenizer"), dict):
             config["tokenizer"] = keras.saving.deserialize_keras_object(config["tokenizer"])
         return cls(**config)
 
+    # ----------------------------------------------------------------- presets
+    def save_to_preset(self, directory, overwrite=False):
+        """Writes a preset folder as keras-hub's tokenizers do: `tokenizer.json` (the config)
+        and `assets/tokenizer/` (the vocabulary file), plus `metadata.json`. Read it with
+        `from_preset`. A folder that is not empty is refused unless `overwrite=True`."""
+        return preset_files.save(directory, self, self._write_preset, overwrite)
+
+    def _write_preset(self, directory):
+        """Writes this tokenizer's files into `directory` (a model's or preprocessor's preset
+        folder being written)."""
+        preset_files.write_json(directory, preset_files.TOKENIZER_FILE, self)
+        assets = os.path.join(directory, preset_files.TOKENIZER_ASSET_DIR)
+        os.makedirs(assets, exist_ok=True)
+        self.tokenizer.save_assets(assets)
+
+    @classmethod
+    def from_preset(cls, preset):
+        """Loads the tokenizer of a preset folder or handle: one written by `save_to_preset`,
+        or by `SilcModel.save_to_preset` / `SilcPreprocessor.save_to_preset`."""
+        preset = preset_files.as_preset(preset)
+        config = preset_files.read_json(
+            preset,
+            preset_files.TOKENIZER_FILE,
+            " Write a tokenizer preset with SilcTokenizer.save_to_preset(folder); for a "
+            "vocabulary file use SilcTokenizer.from_file.",
+        )
+        preset_files.registered_class(config, preset, preset_files.TOKENIZER_FILE, cls)
+        tokenizer = keras.saving.deserialize_keras_object(config)
+        tokenizer.load_preset_assets(preset)
+        return tokenizer
+
+    def load_preset_assets(self, preset):
+        """Reads the vocabulary from `assets/tokenizer/` of a preset folder or handle."""
+        folder = None
+        for name in self.tokenizer.file_assets:
+            path = f"{preset_files.TOKENIZER_ASSET_DIR}/{name}"
+            local = preset_files.get_file(
+                preset,
+                path,
+                " The tokenizer's vocabulary file is missing: copy it there, or write the "
+                "preset again with save_to_preset.",
+            )
+            folder = os.path.dirname(local)
+        if folder is not None:
+            self.tokenizer.load_assets(folder)
+        self._special_ids()  # a vocabulary without padding at id 0 fails here
+
     def save_to_directory(self, directory):
-        """Writes a preset folder: `tokenizer.json` (config) and `assets/tokenizer/`
-        (the vocabulary file), like keras-hub's presets. Read it with `from_directory`."""
-        os.makedirs(os.path.join(directory, ASSET_DIR), exist_ok=True)
-        with open(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as file:
-            json.dump(keras.saving.serialize_keras_object(self), file, indent=2)
-        self.tokenizer.save_assets(os.path.join(directory, ASSET_DIR))
+        """Deprecated: `save_to_preset`."""
+        warnings.warn(
+            "SilcTokenizer.save_to_directory is deprecated: use save_to_preset.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.save_to_preset(directory)
 
     @classmethod
     def from_directory(cls, directory):
-        """Loads a folder written by `save_to_directory`."""
-        config_path = os.path.join(directory, CONFIG_FILE)
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(
-                f"No SilcTokenizer preset in {directory!r}: looked for {CONFIG_FILE} (and the "
-                f"vocabulary under {ASSET_DIR}/), as written by save_to_directory."
-            )
-        with open(config_path, encoding="utf-8") as file:
-            tokenizer = keras.saving.deserialize_keras_object(json.load(file))
-        asset_dir = os.path.join(directory, ASSET_DIR)
-        missing = [
-            name
-            for name in tokenizer.tokenizer.file_assets
-            if not os.path.isfile(os.path.join(asset_dir, name))
-        ]
-        if missing:
-            raise FileNotFoundError(
-                f"The SilcTokenizer preset in {directory!r} lacks its vocabulary: looked for "
-                f"{[os.path.join(ASSET_DIR, name) for name in missing]}."
-            )
-        tokenizer.tokenizer.load_assets(asset_dir)
-        tokenizer._special_ids()
-        return tokenizer
+        """Deprecated: `from_preset`."""
+        warnings.warn(
+            "SilcTokenizer.from_directory is deprecated: use from_preset.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return cls.from_preset(directory)
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -528,7 +641,7 @@ class SilcTokenizer(keras.layers.Layer):
         if os.path.isdir(path):
             raise ValueError(
                 f"{path!r} is a directory; from_file expects {expected}. For a folder "
-                "written by save_to_directory use SilcTokenizer.from_directory."
+                "written by save_to_preset use SilcTokenizer.from_preset."
             )
         if extension not in SENTENCE_PIECE_EXTENSIONS + WORD_PIECE_EXTENSIONS:
             raise ValueError(f"Unknown vocabulary file type {path!r}: expected {expected}.")

@@ -11,7 +11,9 @@
 - `distillation_diagnostics`: whether the self-distillation head has collapsed (uniform or
   dominant), on a set of images;
 - `EvaluationCallback`: any of them during `fit`, into History and TensorBoard;
-- `plot_segmentation`, `plot_metrics`: PNG pictures.
+- `plot_segmentation`, `plot_metrics`: PNG pictures;
+- `run_suites`: the paper's benchmarks on their data sets (ImageNet, CIFAR, COCO, Flickr30k,
+  the segmentation sets) as named suites (`keras_silc.evaluation.suites.SUITES`), one report.
 
 Every evaluator takes arrays (uint8 or [0, 1] float images, resized to the model's input size)
 or a source of dict batches (a dict of arrays, a `tf.data.Dataset`, an iterable).
@@ -36,6 +38,7 @@ from keras_silc.evaluation.segmentation import confusion_matrix
 from keras_silc.evaluation.segmentation import iou_from_confusion
 from keras_silc.evaluation.segmentation import segment
 from keras_silc.evaluation.segmentation import zero_shot_segmentation
+from keras_silc.evaluation.suites.runner import run_suites
 from keras_silc.evaluation.zero_shot import DEFAULT_TEMPLATES
 from keras_silc.evaluation.zero_shot import class_embeddings
 from keras_silc.evaluation.zero_shot import zero_shot_classification
@@ -59,6 +62,7 @@ __all__ = [
     "predict_ridge",
     "recall_at_k",
     "retrieval",
+    "run_suites",
     "sample_shots",
     "segment",
     "zero_shot_classification",

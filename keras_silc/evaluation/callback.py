@@ -1,9 +1,14 @@
 """Evaluations during `fit`, written into the epoch logs (History, CSVLogger, Keras's own
-TensorBoard callback) and, with `log_dir`, straight into TensorBoard."""
+TensorBoard callback), with `log_dir` straight into TensorBoard, and with `records` into a
+CSV file of every evaluation."""
 
+import csv
 import functools
+import io
 
 import keras
+
+from keras_silc import storage
 
 
 def _name(fn):
@@ -29,6 +34,13 @@ class EvaluationCallback(keras.callbacks.Callback):
             latest results.
         log_dir: a TensorBoard log directory (a `tf.summary` file writer), or None.
         prefix: prepended to every key (default "eval/").
+        records: a CSV path (any `tf.io.gfile` path), or None: one row per evaluation, its
+            optimizer step and results, rewritten atomically after each. A resumed run
+            drops the rows past the step it resumes from.
+        at_train_end: also evaluate when training ends, unless the last evaluation was at
+            that step.
+        update_logs: put the latest results into the epoch logs (History, CSVLogger). Off
+            where the epochs' keys must not change (a CSVLogger keeps its first epoch's).
 
     Example:
 
@@ -43,7 +55,15 @@ class EvaluationCallback(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, evaluations, every_n_epochs=1, every_n_steps=None, log_dir=None, prefix="eval/"
+        self,
+        evaluations,
+        every_n_epochs=1,
+        every_n_steps=None,
+        log_dir=None,
+        prefix="eval/",
+        records=None,
+        at_train_end=False,
+        update_logs=True,
     ):
         super().__init__()
         if callable(evaluations):
@@ -67,6 +87,10 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.every_n_steps = every_n_steps
         self.log_dir = log_dir
         self.prefix = prefix
+        self.records = records
+        self.at_train_end = at_train_end
+        self.update_logs = update_logs
+        self._rows = []  # the records' rows: dicts with "step"
         self.latest = {}
         self.results = []  # (step, results) of every run
         self._writer = None
@@ -91,7 +115,31 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.results.append((step, results))
         if self.log_dir:
             self._write(results, step)
+        if self.records:
+            self._rows.append({"step": step, **results})
+            self._write_records()
         return results
+
+    def _read_records(self, up_to_step):
+        """The records' rows up to `up_to_step` (a resumed run evaluates the rest again)."""
+        if not storage.exists(self.records):
+            return []
+        rows = csv.DictReader(io.StringIO(storage.read_text(self.records), newline=""))
+        return [
+            {k: float(v) if k != "step" else int(v) for k, v in row.items() if v != ""}
+            for row in rows
+            if int(row["step"]) <= up_to_step
+        ]
+
+    def _write_records(self):
+        columns = ["step"]
+        for row in self._rows:
+            columns += [key for key in row if key not in columns]
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self._rows)
+        storage.write_text_atomically(self.records, text.getvalue())
 
     def _write(self, results, step):
         import tensorflow as tf
@@ -112,6 +160,8 @@ class EvaluationCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._step = self._optimizer_step(self.model)
+        if self.records:
+            self._rows = self._read_records(self._step)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._step
@@ -132,10 +182,17 @@ class EvaluationCallback(keras.callbacks.Callback):
             results = self.evaluate()
         else:
             results = {}
-        if logs is not None:
+        if logs is not None and self.update_logs:
             logs.update(results)
 
     def on_train_end(self, logs=None):
+        if self.at_train_end:
+            step = self._optimizer_step(self.model)
+            last = self.results[-1][0] if self.results else None
+            if last is None and self._rows:
+                last = self._rows[-1]["step"]
+            if last != step:
+                self.evaluate(step)
         if self._writer is not None:
             self._writer.close()
             self._writer = None

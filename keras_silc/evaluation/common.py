@@ -18,18 +18,6 @@ import keras
 import numpy as np
 
 
-def resolve_tokenizer(model, tokenizer):
-    """`tokenizer`, else `model.tokenizer`, else a clear error."""
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise ValueError(
-            "No tokenizer: pass tokenizer= (any callable from a list of str to (N, T) int token "
-            "ids with 0 as padding, e.g. keras_silc.data.SilcTokenizer) or give the model one "
-            "(SilcModel(..., tokenizer=...))."
-        )
-    return tokenizer
-
-
 def tokenize(tokenizer, texts):
     """(N, T) int32 numpy token ids of a list of str."""
     ids = tokenizer(list(texts))
@@ -169,6 +157,44 @@ def batches(source, keys, batch_size, image_key=None):
 def progress(total, verbose, unit="batch"):
     """A Progbar (target may be None) or None when quiet."""
     return keras.utils.Progbar(total, unit_name=unit) if verbose else None
+
+
+def image_batches(images, values, keys, batch_size, verbose, what):
+    """The evaluators' loop over their data: (images, values) numpy batches of at most
+    `batch_size` rows, with a progress bar when `verbose`.
+
+    Args:
+        images: an (N, H, W, 3) array with `values`, or a source of dict batches (a dict of
+            arrays, a `tf.data.Dataset`, an iterable) with both `keys`; then `values` is None.
+        values: one value per image (labels, captions, masks), or None.
+        keys: (image key, value key) of a source.
+        what: how an error names one image's value, e.g. "exactly one label".
+
+    The arguments are checked at once; the batches raise ValueError when one has not one
+    value per image, and when there are no images at all.
+    """
+    source = source_from(images, (values,), keys)
+    return _image_batches(source, keys, batch_size, verbose, what)
+
+
+def _image_batches(source, keys, batch_size, verbose, what):
+    image_key, value_key = keys
+    total = num_rows(source, image_key)
+    bar = progress(None if total is None else -(-total // batch_size), verbose, "image batch")
+    count = 0
+    for batch in batches(source, keys, batch_size):
+        images, values = batch[image_key], batch[value_key]
+        if len(values) != len(images):
+            raise ValueError(
+                f"Every image needs {what}: a batch has {len(images)} images and "
+                f"{len(values)} {value_key!r} rows."
+            )
+        yield images, values
+        count += len(images)
+        if bar is not None:
+            bar.add(1)
+    if not count:
+        raise ValueError("No images to evaluate.")
 
 
 # ---------------------------------------------------------------------- model calls

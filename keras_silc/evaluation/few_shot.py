@@ -22,12 +22,10 @@ by default (`zimg`, the first output of the predict function).
 
 import numpy as np
 
-from keras_silc.evaluation.common import batches
 from keras_silc.evaluation.common import embed_images
-from keras_silc.evaluation.common import num_rows
-from keras_silc.evaluation.common import progress
-from keras_silc.evaluation.common import source_from
+from keras_silc.evaluation.common import image_batches
 from keras_silc.evaluation.zero_shot import check_labels
+from keras_silc.evaluation.zero_shot import one_label_each
 
 BIAS_CONSTANT = 100.0
 STD_EPSILON = 1e-5
@@ -80,20 +78,13 @@ def sample_shots(labels, shots, seed, num_classes):
 
 def embed_labelled(model, images, labels, batch_size, verbose, image_key, label_key):
     """(features (N, J), labels (N,)) of an array pair or a source of dict batches."""
-    source = source_from(images, (labels,), (image_key, label_key))
-    total = num_rows(source, image_key)
-    bar = progress(None if total is None else -(-total // batch_size), verbose, "image batch")
+    data = image_batches(
+        images, labels, (image_key, label_key), batch_size, verbose, "exactly one label"
+    )
     features, all_labels = [], []
-    for batch in batches(source, (image_key, label_key), batch_size):
-        batch_labels = np.ravel(batch[label_key])
-        if len(batch_labels) != len(batch[image_key]):
-            raise ValueError("Every image needs exactly one label.")
-        features.append(embed_images(model, batch[image_key], batch_size))
-        all_labels.append(batch_labels)
-        if bar is not None:
-            bar.add(1)
-    if not features:
-        raise ValueError("No images to evaluate.")
+    for batch_images, batch_labels in data:
+        all_labels.append(one_label_each(batch_labels))
+        features.append(embed_images(model, batch_images, batch_size))
     return np.concatenate(features), np.concatenate(all_labels).astype(np.int64)
 
 

@@ -12,14 +12,11 @@ Similarities are cosines of the L2-normalised embeddings, computed in row chunks
 
 import numpy as np
 
+from keras_silc.checks import resolve_tokenizer
 from keras_silc.evaluation.common import as_text
-from keras_silc.evaluation.common import batches
 from keras_silc.evaluation.common import embed_images
 from keras_silc.evaluation.common import embed_texts
-from keras_silc.evaluation.common import num_rows
-from keras_silc.evaluation.common import progress
-from keras_silc.evaluation.common import resolve_tokenizer
-from keras_silc.evaluation.common import source_from
+from keras_silc.evaluation.common import image_batches
 
 # Scores within this of a query's own score count as ties (one chunk's matmul and a row dot
 # product round differently).
@@ -95,19 +92,13 @@ def retrieval(
     tokenizer = resolve_tokenizer(model, tokenizer)
     if captions is not None and not isinstance(captions, np.ndarray):
         captions = _ragged(captions)
-    source = source_from(images, (captions,), (image_key, caption_key))
-    total = num_rows(source, image_key)
-    bar = progress(None if total is None else -(-total // batch_size), verbose, "image batch")
+    data = image_batches(
+        images, captions, (image_key, caption_key), batch_size, verbose, "its captions"
+    )
     image_embeddings, groups = [], []
-    for batch in batches(source, (image_key, caption_key), batch_size):
-        if len(batch[caption_key]) != len(batch[image_key]):
-            raise ValueError("Every image needs its captions.")
-        image_embeddings.append(embed_images(model, batch[image_key], batch_size))
-        groups.extend(caption_groups(batch[caption_key]))
-        if bar is not None:
-            bar.add(1)
-    if not groups:
-        raise ValueError("No images to evaluate.")
+    for batch_images, batch_captions in data:
+        image_embeddings.append(embed_images(model, batch_images, batch_size))
+        groups.extend(caption_groups(batch_captions))
     empty = [i for i, g in enumerate(groups) if not g]
     if empty:
         raise ValueError(f"Images {empty[:10]} have no (non-empty) caption.")

@@ -23,13 +23,10 @@ import keras
 import numpy as np
 
 from keras_silc.evaluation.common import as_float_images
-from keras_silc.evaluation.common import batches
 from keras_silc.evaluation.common import check_finite
+from keras_silc.evaluation.common import image_batches
 from keras_silc.evaluation.common import image_size
 from keras_silc.evaluation.common import model_fn
-from keras_silc.evaluation.common import num_rows
-from keras_silc.evaluation.common import progress
-from keras_silc.evaluation.common import source_from
 from keras_silc.evaluation.zero_shot import DEFAULT_TEMPLATES
 from keras_silc.evaluation.zero_shot import class_embeddings
 
@@ -60,11 +57,18 @@ def iou_from_confusion(confusion):
         return np.where(union > 0, true_positive / union, np.nan)
 
 
+def dense_scores(model, images, classes, source=None):
+    """(N, h, w, C) float32 cosine similarity of every patch's dense feature with every class
+    embedding (steps 1-3 above before the upsampling), as backend tensors: the zero-shot
+    segmentation logits, for use inside compiled functions (see `model_fn`)."""
+    features = model.dense_image_features(images, source=source)  # (N, h, w, J)
+    features = keras.ops.cast(features, "float32")
+    return keras.ops.einsum("nhwj,cj->nhwc", features, classes)
+
+
 def _label_maps(out_size, source):
     def fn(model, images, classes):
-        features = model.dense_image_features(images, source=source)  # (N, h, w, J)
-        features = keras.ops.cast(features, "float32")
-        similarity = keras.ops.einsum("nhwj,cj->nhwc", features, classes)
+        similarity = dense_scores(model, images, classes, source)
         similarity = keras.ops.image.resize(similarity, out_size, interpolation="bilinear")
         finite = keras.ops.all(keras.ops.isfinite(similarity), axis=-1)
         return keras.ops.where(finite, keras.ops.argmax(similarity, axis=-1), -1)
@@ -172,18 +176,16 @@ def zero_shot_segmentation(
         raise ValueError("class_names is required.")
     class_names = list(class_names)
     num_labels = len(class_names) + 1
-    source_data = source_from(images, (masks,), (image_key, mask_key))
+    data = image_batches(images, masks, (image_key, mask_key), batch_size, verbose, "one mask")
     classes = _class_table(model, tokenizer, class_names, templates, background, background_name)
     confusion = np.zeros((num_labels, num_labels), np.int64)
-    total = num_rows(source_data, image_key)
-    bar = progress(None if total is None else -(-total // batch_size), verbose, "image batch")
-    for batch in batches(source_data, (image_key, mask_key), batch_size):
-        batch_masks = np.asarray(batch[mask_key])
+    for batch_images, batch_masks in data:
+        batch_masks = np.asarray(batch_masks)
         if batch_masks.ndim == 4 and batch_masks.shape[-1] == 1:
             batch_masks = batch_masks[..., 0]
-        if batch_masks.ndim != 3 or len(batch_masks) != len(batch[image_key]):
+        if batch_masks.ndim != 3:
             raise ValueError(
-                f"Every image needs one (H, W) mask: {len(batch[image_key])} images, masks of "
+                f"Every image needs one (H, W) mask: {len(batch_images)} images, masks of "
                 f"shape {batch_masks.shape}."
             )
         if batch_masks.min() < 0 or batch_masks.max() >= num_labels:
@@ -191,14 +193,10 @@ def zero_shot_segmentation(
                 f"Mask values must be in [0, {num_labels}) (0 = background, c + 1 = class c "
                 f"of {len(class_names)}); got [{batch_masks.min()}, {batch_masks.max()}]."
             )
-        argmax = _predict(
-            model, batch[image_key], classes, source, batch_masks.shape[1:3], batch_size
-        )
+        argmax = _predict(model, batch_images, classes, source, batch_masks.shape[1:3], batch_size)
         predictions = _to_labels(argmax, len(class_names), background)
         ignore = 0 if background == "ignore" else None
         confusion += confusion_matrix(batch_masks, predictions, num_labels, ignore=ignore)
-        if bar is not None:
-            bar.add(1)
     if confusion.sum() == 0:
         raise ValueError("No pixels to score (no images, or only background with 'ignore').")
     iou = iou_from_confusion(confusion)

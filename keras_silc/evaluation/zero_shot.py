@@ -9,14 +9,11 @@ the lowest class index), so a collapsed model scores 0 and not the frequency of 
 
 import numpy as np
 
-from keras_silc.evaluation.common import batches
+from keras_silc.checks import resolve_tokenizer
 from keras_silc.evaluation.common import embed_images
 from keras_silc.evaluation.common import embed_texts
+from keras_silc.evaluation.common import image_batches
 from keras_silc.evaluation.common import l2_normalize
-from keras_silc.evaluation.common import num_rows
-from keras_silc.evaluation.common import progress
-from keras_silc.evaluation.common import resolve_tokenizer
-from keras_silc.evaluation.common import source_from
 
 # A short ensemble in the style of CLIP's / big_vision's ImageNet prompts.
 DEFAULT_TEMPLATES = (
@@ -61,6 +58,16 @@ def true_class_rank(scores, labels):
     return np.sum(scores >= true[:, None], axis=1) - 1
 
 
+def one_label_each(labels):
+    """(N,) labels of a batch's (N,) or (N, 1) label rows; a ValueError for more."""
+    flat = np.ravel(labels)
+    if len(flat) != len(labels):
+        raise ValueError(
+            f"Every image needs exactly one label; got labels of shape {np.shape(labels)}."
+        )
+    return flat
+
+
 def check_labels(labels, num_classes, what="labels"):
     labels = np.asarray(labels)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
@@ -101,22 +108,16 @@ def zero_shot_classification(
     if class_names is None:
         raise ValueError("class_names is required.")
     class_names = list(class_names)
-    source = source_from(images, (labels,), (image_key, label_key))
+    data = image_batches(
+        images, labels, (image_key, label_key), batch_size, verbose, "exactly one label"
+    )
     classes = class_embeddings(model, tokenizer, class_names, templates, verbose=verbose)
     ks = [k for k in ks if k <= len(class_names)]
     correct, count = np.zeros(len(ks)), 0
-    total = num_rows(source, image_key)
-    bar = progress(None if total is None else -(-total // batch_size), verbose, "image batch")
-    for batch in batches(source, (image_key, label_key), batch_size):
-        batch_labels = check_labels(np.ravel(batch[label_key]), len(class_names))
-        if len(batch_labels) != len(batch[image_key]):
-            raise ValueError("Every image needs exactly one label.")
-        scores = embed_images(model, batch[image_key], batch_size) @ classes.T
+    for batch_images, batch_labels in data:
+        batch_labels = check_labels(one_label_each(batch_labels), len(class_names))
+        scores = embed_images(model, batch_images, batch_size) @ classes.T
         rank = true_class_rank(scores, batch_labels)
         correct += [np.sum(rank < k) for k in ks]
         count += len(rank)
-        if bar is not None:
-            bar.add(1)
-    if count == 0:
-        raise ValueError("No images to evaluate.")
     return {f"top{k}": float(c / count) for k, c in zip(ks, correct, strict=True)}

@@ -10,8 +10,6 @@ import json
 import os
 import time
 
-import numpy as np
-
 # Prompt templates for Fashion items, in big_vision's style (averaged per class).
 FASHION_TEMPLATES = (
     "a {}.",
@@ -74,42 +72,28 @@ def make_pairs(
     num_scenes=20_000,
     seed=0,
     class_only_captions=0.0,
+    tokenizer_sample=None,
 ):
-    """(pairs dataset, list of captions for a vocabulary) for a `--data` choice.
+    """(pairs dataset, the captions a vocabulary is trained on) for a `--data` choice.
 
     `class_only_captions`: the fraction of Fashion scenes captioned with class names only
-    (see `fashion_scenes`).
+    (see `fashion_scenes`). `tokenizer_sample`: how many captions to return, the first in
+    the source's order for `seed` (default `own_data.TOKENIZER_SAMPLE`).
     """
     from keras_silc import data
+    from keras_silc.experiments import own_data
 
+    count = own_data.TOKENIZER_SAMPLE if tokenizer_sample is None else tokenizer_sample
     if source == "fashion_scenes":
         scenes = data.fashion_scenes(
             "train", num_scenes, 64, seed=seed, class_only_captions=class_only_captions
         )
-        return data.from_arrays(scenes["image"], scenes["caption"]), list(scenes["caption"])
+        pairs = data.from_arrays(scenes["image"], scenes["caption"])
+        return pairs, list(scenes["caption"])[:count]
     if path is None:
         raise ValueError(f"--data {source} needs --data-path (a file, glob or dataset name).")
-    keys = {}
-    if image_key:
-        keys["image_key" if source != "csv" else "image_column"] = image_key
-    if caption_key:
-        keys["caption_key" if source != "csv" else "caption_column"] = caption_key
-    readers = {
-        "webdataset": data.from_webdataset,
-        "tfrecord": data.from_tfrecord,
-        "csv": data.from_csv,
-        "tfds": data.from_tfds,
-    }
-    if source not in readers:
-        raise ValueError(
-            f"Unknown --data {source!r}: use fashion_scenes, webdataset, tfrecord, csv or tfds."
-        )
-    if source == "webdataset" and "image_key" in keys:
-        keys.pop("image_key")
-    pairs = readers[source](path, **keys)
-    captions = []
-    for element in pairs.take(10_000).as_numpy_iterator():
-        captions.extend(c.decode("utf-8") for c in np.ravel(element["caption"]) if c)
+    pairs = own_data.read_pairs(source, path, image_key, caption_key, seed=seed)
+    captions = own_data.caption_sample(pairs, count)
     if not captions:
         raise ValueError(f"No captions found in {path!r}.")
     return pairs, captions

@@ -301,3 +301,13 @@ def load_huggingface_weights(model, directory):
     count = assigner.assign()
     common.copy_student_to_teacher(model)
     return count
+
+
+def model_from_huggingface(cls, directory, tokenizer=None, **overrides):
+    """`SilcModel.from_huggingface`: a `cls` built from the folder's config (with
+    `overrides` and `tokenizer`) holding the folder's weights."""
+    model = cls.from_config(
+        {**silc_config_from_huggingface(directory, **overrides), "tokenizer": tokenizer}
+    )
+    load_huggingface_weights(model, directory)
+    return model

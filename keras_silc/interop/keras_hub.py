@@ -1,14 +1,21 @@
-"""keras-hub `SigLIPBackbone` and `CLIPBackbone` -> `SilcModel`, weight for weight.
+"""keras-hub `SigLIPBackbone` and `CLIPBackbone` (or their presets) -> `SilcModel`, weight
+for weight, with the preset's own tokenizer.
 
 The towers map onto `VisionEncoder` / `TextEncoder` with the switches those layers
 have for this: SigLIP keeps its MAP head, last-token text pooling and unmasked
 padding; CLIP gets a class token, a LayerNorm before the blocks, class-token and
-largest-id (end token) pooling, and bias-free projections.
+largest-id (end token) pooling, and bias-free projections. The tokenizer is keras-hub's
+(SigLIP's SentencePiece, CLIP's byte-pair `CLIPTokenizer`) wrapped in a `SilcTokenizer`
+with the settings of keras-hub's `SigLIPPreprocessor` / `CLIPPreprocessor`, so that the
+ids are keras-hub's.
 """
+
+import os
 
 import numpy as np
 from keras import ops
 
+from keras_silc.data.tokenizer import SilcTokenizer
 from keras_silc.interop import common
 
 _ACTIVATIONS = {"gelu_approximate": "gelu_approximate", "quick_gelu": "quick_gelu", "gelu": "gelu"}
@@ -35,9 +42,9 @@ def _family(backbone):
     if isinstance(backbone, keras_hub.models.CLIPBackbone):
         return "clip"
     raise ValueError(
-        f"from_keras_hub supports keras_hub.models.SigLIPBackbone and CLIPBackbone; got "
-        f"{type(backbone).__name__}. Load one with e.g. "
-        "keras_hub.models.SigLIPBackbone.from_preset('siglip_base_patch16_224')."
+        f"from_keras_hub supports keras_hub.models.SigLIPBackbone and CLIPBackbone (or a "
+        f"preset of one); got {type(backbone).__name__}. Pass e.g. the preset name "
+        "'siglip_base_patch16_224' or keras_hub.models.SigLIPBackbone.from_preset(...)."
     )
 
 
@@ -253,3 +260,122 @@ def load_keras_hub_weights(model, backbone):
     count = assigner.assign()
     common.copy_student_to_teacher(model)
     return count
+
+
+# ----------------------------------------------------------------- presets and tokenizers
+def _preprocessor_class(family):
+    import keras_hub
+
+    return {
+        "siglip": keras_hub.models.SigLIPPreprocessor,
+        "clip": keras_hub.models.CLIPPreprocessor,
+    }[family]
+
+
+def _load_preset(source, with_tokenizer=True):
+    """(backbone, keras-hub preprocessor or None) of a keras-hub preset name, handle or
+    folder."""
+    import keras_hub
+
+    local = os.path.exists(source)
+    if local:
+        for name in ("config.json", "tokenizer.json")[: 2 if with_tokenizer else 1]:
+            if not os.path.isfile(os.path.join(source, name)):
+                raise FileNotFoundError(
+                    f"The keras-hub preset folder {source!r} has no {name}. Write one with "
+                    "keras-hub's backbone.save_to_preset(folder) and "
+                    "tokenizer.save_to_preset(folder) (or preprocessor.save_to_preset), or "
+                    "pass a backbone object and tokenizer= to from_keras_hub."
+                )
+    elif "://" not in source and ("/" in source or os.sep in source):
+        raise FileNotFoundError(
+            f"No keras-hub preset folder at {source!r}. Pass an existing folder written by "
+            "keras-hub's save_to_preset, a preset name such as 'siglip_base_patch16_224', or "
+            "a 'kaggle://' / 'hf://' handle."
+        )
+    try:
+        backbone = keras_hub.models.Backbone.from_preset(source)
+        family = _family(backbone)
+        # preprocessor.json's settings where the preset has one, else keras-hub's defaults
+        # around the preset's tokenizer. The image converter is not needed: the towers
+        # normalise [0, 1] images themselves.
+        preprocessor = None
+        if with_tokenizer:
+            preprocessor = _preprocessor_class(family).from_preset(source, image_converter=None)
+    except (FileNotFoundError, ValueError) as error:
+        if local:
+            raise type(error)(
+                f"Could not load the keras-hub preset folder {source!r}: {error}"
+            ) from error
+        raise ValueError(
+            f"Could not load the keras-hub preset {source!r}: {error} A preset name (see "
+            "keras_hub.models.SigLIPBackbone.presets and CLIPBackbone.presets) or a "
+            "'kaggle://' / 'hf://' handle downloads its files, which needs network access; "
+            "offline, pass a local folder written by keras-hub's save_to_preset."
+        ) from error
+    return backbone, preprocessor
+
+
+def silc_tokenizer_from_keras_hub(tokenizer, sequence_length):
+    """A `SilcTokenizer` whose ids are those of keras-hub's SigLIP or CLIP preprocessor.
+
+    Args:
+        tokenizer: a keras-hub `SigLIPTokenizer` or `CLIPTokenizer` (wrapped with the
+            defaults of keras-hub's `SigLIPPreprocessor` / `CLIPPreprocessor`), or such a
+            preprocessor (its settings: end-token padding, start token, lower-casing or
+            SigLIP's canonicalisation).
+        sequence_length: int. The text tower's `max_length`: T is the preprocessor's
+            `sequence_length`, at most this.
+    """
+    import keras_hub
+
+    models = keras_hub.models
+    if isinstance(tokenizer, (models.SigLIPTokenizer, models.CLIPTokenizer)):
+        family = "siglip" if isinstance(tokenizer, models.SigLIPTokenizer) else "clip"
+        preprocessor = _preprocessor_class(family)(tokenizer, sequence_length=sequence_length)
+    elif isinstance(tokenizer, (models.SigLIPPreprocessor, models.CLIPPreprocessor)):
+        preprocessor = tokenizer
+    else:
+        raise TypeError(
+            "from_keras_hub's tokenizer must be a keras_silc SilcTokenizer, or a keras-hub "
+            "SigLIPTokenizer, CLIPTokenizer, SigLIPPreprocessor or CLIPPreprocessor; got "
+            f"{type(tokenizer).__name__}."
+        )
+    inner = preprocessor.tokenizer
+    siglip = isinstance(preprocessor, models.SigLIPPreprocessor)
+    wrapped = SilcTokenizer(
+        inner,
+        min(int(preprocessor.sequence_length), int(sequence_length)),
+        lowercase=not siglip and preprocessor.to_lower,
+        canonicalize_text=siglip and preprocessor.canonicalize_text,
+        add_start_token=preprocessor.add_start_token,
+        add_end_token=preprocessor.add_end_token,
+        # SigLIP pads with its end token "</s>"; CLIP with id 0 unless told otherwise.
+        pad_with_end_token=inner.pad_token_id == inner.end_token_id,
+    )
+    theirs = (inner.pad_token_id, inner.end_token_id)
+    if (wrapped.pad_token_id, wrapped.end_token_id) != theirs:
+        raise ValueError(
+            f"The keras-hub tokenizer pads with id {theirs[0]} and ends with id {theirs[1]}, "
+            f"but its vocabulary file says {wrapped.pad_token_id} and {wrapped.end_token_id}; "
+            "the preset's tokenizer.json and vocabulary disagree."
+        )
+    return wrapped
+
+
+def model_from_keras_hub(model_cls, source, tokenizer=None, **overrides):
+    """`SilcModel.from_keras_hub`: see there."""
+    import keras_hub
+
+    if isinstance(source, (str, os.PathLike)):
+        backbone, preprocessor = _load_preset(os.fspath(source), with_tokenizer=tokenizer is None)
+        if tokenizer is None:
+            tokenizer = preprocessor
+    else:
+        backbone = source
+    config = silc_config_from_keras_hub(backbone, **overrides)
+    if isinstance(tokenizer, (keras_hub.tokenizers.Tokenizer, keras_hub.models.Preprocessor)):
+        tokenizer = silc_tokenizer_from_keras_hub(tokenizer, config["text"]["max_length"])
+    model = model_cls.from_config({**config, "tokenizer": tokenizer})
+    load_keras_hub_weights(model, backbone)
+    return model

@@ -2,7 +2,8 @@
 
 Pre-norm blocks as in big_vision's ViT: `x + Attn(LN(x))`, then `x + MLP(LN(x))`.
 Attention goes through `keras.ops.dot_product_attention`, which uses each backend's
-fused kernel where one exists.
+fused kernel where one exists. `transformer_trunk`, `build_trunk` and `run_trunk` are the
+one trunk of both towers: the stack of blocks, the final LayerNorm and the MAP head.
 """
 
 import keras
@@ -275,3 +276,89 @@ class MAPHead(keras.layers.Layer):
             }
         )
         return config
+
+
+# ------------------------------------------------------------------------ the trunk
+def transformer_trunk(
+    depth,
+    num_heads,
+    mlp_dim,
+    causal=False,
+    activation="gelu",
+    layer_norm_epsilon=LAYER_NORM_EPSILON,
+    final_norm_epsilon=None,
+    map_head=False,
+    dtype=None,
+):
+    """The trunk of both towers: `depth` pre-norm blocks, the final LayerNorm and, for
+    attention pooling, a MAP head. A tower keeps the three as its `blocks`, `final_norm`
+    and `map_head` attributes (the names of its saved weights and of the checkpoint
+    converters in `keras_silc.interop`), builds them with `build_trunk` and runs the blocks
+    and the norm with `run_trunk`. Functions rather than a layer: a layer would add a level
+    to every weight's path and change the order of the tower's weights.
+
+    Args:
+        depth, num_heads, mlp_dim: ints. Blocks, attention heads, MLP hidden size.
+        causal: bool. Causal self-attention (CLIP's text tower).
+        activation: str. MLP activation, a key of `ACTIVATIONS`.
+        layer_norm_epsilon: float. Epsilon of the blocks' and the MAP head's LayerNorms.
+        final_norm_epsilon: float or None. Epsilon of the final LayerNorm; None uses
+            `layer_norm_epsilon`.
+        map_head: bool. Whether to make a MAP head (else `map_head` is None).
+        dtype: the tower's dtype policy.
+
+    Returns:
+        (blocks, final_norm, map_head), unbuilt.
+    """
+    blocks = [
+        TransformerBlock(
+            num_heads,
+            mlp_dim,
+            causal=causal,
+            activation=activation,
+            layer_norm_epsilon=layer_norm_epsilon,
+            name=f"block_{i}",
+            dtype=dtype,
+        )
+        for i in range(depth)
+    ]
+    final_eps = layer_norm_epsilon if final_norm_epsilon is None else final_norm_epsilon
+    final_norm = layer_norm("final_norm", dtype, final_eps)
+    head = None
+    if map_head:
+        head = MAPHead(
+            num_heads,
+            mlp_dim,
+            activation=activation,
+            layer_norm_epsilon=layer_norm_epsilon,
+            name="map_head",
+            dtype=dtype,
+        )
+    return blocks, final_norm, head
+
+
+def build_trunk(width, blocks, final_norm, map_head=None):
+    """Builds `transformer_trunk`'s layers for tokens `width` wide, in a fixed order (the
+    order in which their weights draw their initial values)."""
+    tokens = (None, None, width)
+    for block in blocks:
+        block.build(tokens)
+    final_norm.build(tokens)
+    if map_head is not None:
+        map_head.build(tokens)
+
+
+def run_trunk(blocks, final_norm, tokens, key_mask=None, remat=False):
+    """(N, T, width) tokens through every block, then the final LayerNorm.
+
+    Args:
+        key_mask: optional (N, T) bool, True where a token may be attended to.
+        remat: bool. Recompute each block's activations in the backward pass instead of
+            keeping them (`keras.remat`): less memory for about one more forward.
+    """
+    for block in blocks:
+        if remat:
+            tokens = keras.remat(lambda x, block=block: block(x, key_mask=key_mask))(tokens)
+        else:
+            tokens = block(tokens, key_mask=key_mask)
+    return final_norm(tokens)

@@ -5,16 +5,13 @@ into an `ImageFeatureExtractor`, a plain Keras model: save it as `.keras`, as a 
 folder (`save_to_preset` / `from_preset`), or `export` it for serving.
 """
 
-import json
 import os
 
 import keras
 
+from keras_silc import preset_files
 from keras_silc.layers.distillation_head import l2_normalize
 from keras_silc.models.vision_encoder import VisionEncoder
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.weights.h5"
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
@@ -93,28 +90,30 @@ class ImageFeatureExtractor(keras.Model):
         return super().export(filepath, format=format, input_signature=input_signature, **kwargs)
 
     # ------------------------------------------------------------- presets
-    def save_to_preset(self, directory):
-        """Writes a preset folder: `config.json` and `model.weights.h5`."""
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, CONFIG_FILE), "w") as f:
-            json.dump(keras.saving.serialize_keras_object(self), f, indent=2)
-        self.save_weights(os.path.join(directory, WEIGHTS_FILE))
+    def save_to_preset(self, directory, overwrite=False):
+        """Writes a preset folder: `config.json`, `model.weights.h5` and `metadata.json`,
+        whole or not at all; a folder that is not empty is refused unless
+        `overwrite=True`."""
+
+        def write(folder):
+            preset_files.write_json(folder, preset_files.CONFIG_FILE, self)
+            self.save_weights(os.path.join(folder, preset_files.WEIGHTS_FILE))
+
+        return preset_files.save(directory, self, write, overwrite)
 
     @classmethod
-    def from_preset(cls, directory):
-        """Loads a folder written by `save_to_preset`."""
-        paths = [os.path.join(directory, name) for name in (CONFIG_FILE, WEIGHTS_FILE)]
-        missing = [path for path in paths if not os.path.isfile(path)]
-        if missing:
-            raise FileNotFoundError(
-                f"{directory!r} is not an ImageFeatureExtractor preset: missing {missing}. "
-                "Write one with `extractor.save_to_preset(directory)`."
-            )
-        with open(paths[0]) as f:
-            model = keras.saving.deserialize_keras_object(json.load(f))
-        if not isinstance(model, cls):
-            raise ValueError(
-                f"{paths[0]} describes a {type(model).__name__}, not a {cls.__name__}."
-            )
-        model.load_weights(paths[1])
+    def from_preset(cls, preset, load_weights=True):
+        """Loads a folder or handle (`kaggle://`, `hf://`, `gs://`) written by
+        `save_to_preset`."""
+        preset = preset_files.as_preset(preset)
+        config = preset_files.read_json(
+            preset,
+            preset_files.CONFIG_FILE,
+            " Write one with `extractor.save_to_preset(folder)`.",
+        )
+        preset_files.registered_class(config, preset, preset_files.CONFIG_FILE, cls)
+        preset_files.check_listed_files(preset)
+        model = keras.saving.deserialize_keras_object(config)
+        if load_weights:
+            preset_files.load_weights(model, preset)
         return model

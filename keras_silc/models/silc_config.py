@@ -1,9 +1,18 @@
-"""`SilcModel`'s arguments: their checks, defaults and the paper's optimisation recipe."""
+"""`SilcModel`'s arguments: their checks, defaults, the preprocessor's deserialisation and
+the paper's optimisation recipe."""
 
 import numbers
 import warnings
 
+import keras
+
+from keras_silc.models.fine_tuning import ARGUMENTS as FINE_TUNING_ARGUMENTS
+from keras_silc.models.fine_tuning import check_fine_tuning_arguments
+from keras_silc.models.legacy import LEGACY_MESSAGE
+from keras_silc.models.legacy import is_legacy_config
+from keras_silc.models.presets import PREPROCESSOR_KEYS
 from keras_silc.models.presets import merge_config
+from keras_silc.models.presets import preprocessor_config
 from keras_silc.optimizers import paper_optimizer
 
 CONTRASTIVE_LOSSES = ("clip", "siglip")
@@ -41,6 +50,7 @@ SCALAR_ARGUMENTS = (
     "gradient_accumulation_steps",
     "inference_tower",
     "recipe",
+    *FINE_TUNING_ARGUMENTS,
 )
 
 
@@ -88,6 +98,60 @@ def check_arguments(arguments):
             "gradient_accumulation_steps must be a positive int, got "
             f"{a['gradient_accumulation_steps']!r}."
         )
+    check_fine_tuning_arguments(a)
+
+
+def constructor_arguments(config):
+    """`SilcModel.from_config`'s config as constructor arguments: the view geometry
+    (num_global_crops, num_local_crops, local_crop_size) and tokenizer of a preset-style
+    config become the serialised preprocessor. A keras_silc 0.1 config is refused with the
+    way to upgrade it."""
+    if is_legacy_config(config):
+        raise ValueError(LEGACY_MESSAGE)
+    config = dict(config)
+    geometry = {key: config.pop(key) for key in PREPROCESSOR_KEYS if key in config}
+    tokenizer = config.pop("tokenizer", None)
+    if config.get("preprocessor") is None and (geometry or tokenizer is not None):
+        config["preprocessor"] = preprocessor_config(config, geometry, tokenizer)
+    return config
+
+
+def preprocessor_from(preprocessor):
+    """The `preprocessor` argument as an object: a serialised one (from `get_config`) is
+    rebuilt through the registry, so that a bad setting raises its own error."""
+    if not isinstance(preprocessor, dict):
+        return preprocessor
+    registered = keras.saving.get_registered_object(preprocessor.get("registered_name"))
+    if registered is not None:
+        return registered.from_config(preprocessor["config"])
+    return keras.saving.deserialize_keras_object(preprocessor)
+
+
+def attach_preprocessor(preprocessor, text_encoder):
+    """Tells `preprocessor` (if any) the text tower it tokenizes for, which checks that its
+    tokenizer fits: vocabulary, length and end token."""
+    if preprocessor is not None:
+        preprocessor.attach_text_tower(
+            text_encoder.vocabulary_size,
+            text_encoder.max_length,
+            text_encoder.eos_token_id if text_encoder.pooling == "eos" else None,
+        )
+
+
+def compile_optimizer(recipe, optimizer, compile_kwargs):
+    """The optimizer for `SilcModel.compile`: `optimizer`, or the paper's from `recipe` with
+    the recipe keys of `compile_kwargs` (removed from it) on top. Refuses a `loss`."""
+    overrides = {k: compile_kwargs.pop(k) for k in list(compile_kwargs) if k in DEFAULT_RECIPE}
+    if compile_kwargs.get("loss") is not None:
+        raise ValueError("SilcModel computes its own losses; do not pass `loss` to compile().")
+    if optimizer is None:
+        return optimizer_from_recipe(recipe, overrides, stacklevel=4)
+    if overrides:
+        raise ValueError(
+            f"{sorted(overrides)} configure the default optimizer; they cannot be "
+            "combined with an explicit optimizer."
+        )
+    return optimizer
 
 
 def optimizer_from_recipe(recipe, overrides, stacklevel=3):

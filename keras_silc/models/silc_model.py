@@ -1,11 +1,10 @@
 """`SilcModel`: two towers, an EMA teacher, and SILC's objective in one place.
 
-Read `compute_losses` top to bottom for the method (paper Sec. 3): the full image and
-the global crops are aligned with the text by the contrastive loss, the teacher scores
-the global crops, the student scores the local crops, and the student is pulled toward
-the centered, sharpened teacher. `update_state_after_step` moves the teacher and the
-center. The backend plumbing (gradients, optimizer, stateless JAX) lives in
-`keras_silc/trainers/`.
+Read the "objective" section top to bottom for the method (paper Sec. 3): `compute_losses`
+assembles it from the contrastive terms and the local-to-global distillation terms, and
+`update_state_after_step` moves the teacher and the center. The arguments' checks and
+defaults live in `silc_config.py`; the backend plumbing (batch checks, gradients, the
+optimizer, stateless JAX, metrics) in `keras_silc/trainers/`.
 """
 
 import math
@@ -13,31 +12,34 @@ import math
 import keras
 from keras import ops
 
-from keras_silc import batch_format
 from keras_silc import losses
-from keras_silc.callbacks import with_divergence_guard
 from keras_silc.checks import check_token_ids
 from keras_silc.layers.distillation_head import l2_normalize
-from keras_silc.layers.photometric import apply_carried_photometric
+from keras_silc.models.fine_tuning import FineTuning
 from keras_silc.models.image_tower import ImageTower
-from keras_silc.models.legacy import LEGACY_MESSAGE
-from keras_silc.models.legacy import is_legacy_config
-from keras_silc.models.presets import PREPROCESSOR_KEYS
+from keras_silc.models.presets import PresetLoading
 from keras_silc.models.presets import merge_config
-from keras_silc.models.presets import preprocessor_config
-from keras_silc.models.presets import preset_config
 from keras_silc.models.silc_config import DEFAULT_RECIPE
 from keras_silc.models.silc_config import SCALAR_ARGUMENTS
+from keras_silc.models.silc_config import attach_preprocessor
 from keras_silc.models.silc_config import check_arguments
+from keras_silc.models.silc_config import compile_optimizer
+from keras_silc.models.silc_config import constructor_arguments
 from keras_silc.models.silc_config import metric_names
-from keras_silc.models.silc_config import optimizer_from_recipe
 from keras_silc.models.silc_config import prepare_optimizer
+from keras_silc.models.silc_config import preprocessor_from
 from keras_silc.models.text_encoder import TextEncoder
 from keras_silc.trainers import SilcTrainer
 
 
+def per_view(fn, views, **kwargs):
+    """`fn` on (B, V, ...) views as one (B * V, ...) batch, its output back as (B, V, D)."""
+    outputs = fn(ops.reshape(views, (-1,) + tuple(views.shape[2:])), **kwargs)
+    return ops.reshape(outputs, (-1, views.shape[1], outputs.shape[-1]))
+
+
 @keras.saving.register_keras_serializable(package="keras_silc")
-class SilcModel(SilcTrainer, keras.Model):
+class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
     """SILC: contrastive image-text pretraining with local-to-global self-distillation.
 
     Train with `model.compile()` (the paper's recipe) and `model.fit(dataset)` on batches of
@@ -80,6 +82,14 @@ class SilcModel(SilcTrainer, keras.Model):
             Defaults to 1.
         inference_tower: "student" or "teacher". The image tower that
             `encode_image` and `dense_image_features` use.
+        lock_image, lock_text: bool. Freeze the image (student) or text tower, as LiT
+            does. Defaults to False. `lock_image` with self-distillation needs
+            `unlocked_image_blocks > 0`.
+        unlocked_image_blocks, unlocked_text_blocks: int. A locked tower's last N blocks
+            (and what follows them) still train. Defaults to 0.
+        layer_decay: float in (0, 1] or None. Layer-wise learning-rate decay: block i of
+            L learns at `lr * layer_decay ** (L - i)`, the embeddings at
+            `layer_decay ** (L + 1)`. See `keras_silc.models.fine_tuning`.
         recipe: dict. Defaults for `compile()`: learning_rate, warmup_steps,
             cooldown_steps, total_steps, timescale, weight_decay, beta_1, beta_2,
             global_clipnorm.
@@ -113,6 +123,11 @@ class SilcModel(SilcTrainer, keras.Model):
         inference_tower="student",
         recipe=None,
         preprocessor=None,
+        lock_image=False,
+        lock_text=False,
+        unlocked_image_blocks=0,
+        unlocked_text_blocks=0,
+        layer_decay=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -145,14 +160,7 @@ class SilcModel(SilcTrainer, keras.Model):
         self.contrastive_chunk_size = contrastive_chunk_size
         self.gradient_accumulation_steps = int(gradient_accumulation_steps)
         self.recipe = merge_config(DEFAULT_RECIPE, recipe or {})
-        if isinstance(preprocessor, dict):
-            # Through the registry, so that a bad setting raises its own error.
-            registered = keras.saving.get_registered_object(preprocessor.get("registered_name"))
-            preprocessor = (
-                registered.from_config(preprocessor["config"])
-                if registered is not None
-                else keras.saving.deserialize_keras_object(preprocessor)
-            )
+        preprocessor = preprocessor_from(preprocessor)
         self.preprocessor = preprocessor
 
         # Layers and state.
@@ -204,8 +212,8 @@ class SilcModel(SilcTrainer, keras.Model):
             if self_distillation
             else None
         )
-        # Steps taken, for the teacher-temperature schedule and the frozen last layer (only
-        # where there is one, so that other models keep their weights list).
+        # Steps taken, for the tau_t warm-up and the frozen last layer (only where there is one).
+        # Not optimizer.iterations: JAX's test_step gets no optimizer state, so it would be stale.
         self.distillation_steps = (
             self.add_weight(
                 shape=(), initializer="zeros", trainable=False, name="distillation_steps"
@@ -214,13 +222,10 @@ class SilcModel(SilcTrainer, keras.Model):
             and (self.teacher_temperature_warmup_steps or self.freeze_last_layer_steps)
             else None
         )
-        if preprocessor is not None:
-            text_tower = self.text_encoder
-            preprocessor.attach_text_tower(
-                text_tower.vocabulary_size,
-                text_tower.max_length,
-                text_tower.eos_token_id if text_tower.pooling == "eos" else None,
-            )
+        self.configure_fine_tuning(
+            lock_image, lock_text, unlocked_image_blocks, unlocked_text_blocks, layer_decay
+        )
+        attach_preprocessor(preprocessor, self.text_encoder)
         self.trackers = [keras.metrics.Mean(name=name) for name in metric_names(self)]
         self.built = True
 
@@ -229,81 +234,37 @@ class SilcModel(SilcTrainer, keras.Model):
         """The preprocessor's tokenizer (None without one)."""
         return getattr(self.preprocessor, "tokenizer", None)
 
-    # ----------------------------------------------------------------- presets
-    @classmethod
-    def from_preset(cls, name, **overrides):
-        """Builds a model and its preprocessor from a named preset; keyword overrides
-        merge into it (`tokenizer=` goes to the preprocessor).
-
-        Example: `SilcModel.from_preset("silc_b16", contrastive_loss="siglip",
-        head={"num_prototypes": 16384})`.
-        """
-        tokenizer = overrides.pop("tokenizer", None)  # a layer: not merged or copied
-        return cls.from_config({**preset_config(name, **overrides), "tokenizer": tokenizer})
-
     @classmethod
     def from_config(cls, config):
         """Rebuilds a model from `get_config()`, or from a preset-style config whose view
         geometry (num_global_crops, num_local_crops, local_crop_size) and tokenizer sit
         beside the model's arguments: those make the model's preprocessor."""
-        if is_legacy_config(config):
-            raise ValueError(LEGACY_MESSAGE)
-        config = dict(config)
-        geometry = {key: config.pop(key) for key in PREPROCESSOR_KEYS if key in config}
-        tokenizer = config.pop("tokenizer", None)
-        if config.get("preprocessor") is None and (geometry or tokenizer is not None):
-            config["preprocessor"] = preprocessor_config(config, geometry, tokenizer)
-        return cls(**config)
-
-    @classmethod
-    def from_keras_hub(cls, backbone, tokenizer=None, **overrides):
-        """A SilcModel whose towers, temperature (and SigLIP's bias) are a keras-hub SigLIP
-        or CLIP backbone's, exactly; a new distillation head; the teacher a copy of the
-        student. Overrides merge as in `from_preset`."""
-        from keras_silc import interop
-
-        config = interop.silc_config_from_keras_hub(backbone, **overrides)
-        model = cls.from_config({**config, "tokenizer": tokenizer})
-        interop.load_keras_hub_weights(model, backbone)
-        return model
-
-    @classmethod
-    def from_huggingface(cls, directory, tokenizer=None, **overrides):
-        """As `from_keras_hub`, from a local Hugging Face `SiglipModel` / `CLIPModel` folder
-        (`config.json` and safetensors; no network, no `transformers`)."""
-        from keras_silc import interop
-
-        config = interop.silc_config_from_huggingface(directory, **overrides)
-        model = cls.from_config({**config, "tokenizer": tokenizer})
-        interop.load_huggingface_weights(model, directory)
-        return model
+        return cls(**constructor_arguments(config))
 
     @property
     def vision_encoder(self):
         """The student's vision encoder: the image tower of the contrastive model."""
         return self.student.encoder
 
-    @property
-    def metrics(self):
-        return self.trackers
-
     # --------------------------------------------------------------- objective
-    def logit_scale(self):
-        log_scale = ops.cast(self.log_logit_scale, "float32")
-        if self.max_logit_scale:
-            log_scale = ops.minimum(log_scale, math.log(self.max_logit_scale))
-        return ops.exp(log_scale)
-
     def compute_losses(self, batch, training=True):
-        """SILC's objective on one batch. Returns (total_loss, aux dict).
+        """SILC's objective on one batch (paper Sec. 3). Returns (total_loss, aux dict).
 
-        aux holds the terms to log and `teacher_logits_mean`, the (K,) batch mean
-        of the teacher's logits that updates the center after the step. `training`
-        (False in `test_step`) only matters to a head with batch normalisation.
+        1. Image-text contrastive: the full image (and, with `multi_view_contrastive`, each
+           global crop) is aligned with its caption, one B x B problem per view.
+        2. Local-to-global self-distillation (DINO's loss): the EMA teacher scores the global
+           crops, the student the local crops, and the student's distribution at tau_s is
+           pulled toward the teacher's, centred and sharpened at tau_t.
+
+        total = contrastive + distillation_weight * distillation. After the optimizer step,
+        `update_state_after_step` moves the teacher and the center. aux holds the terms to
+        log and `teacher_logits_mean`, the (K,) batch mean of the teacher's logits that moves
+        the center. `training` (False in `test_step`) only matters to a batch-normalised head.
+        The three parts are separate methods because gradient accumulation
+        (`trainers/micro_batches.py`) calls them one by one.
         """
         image_embeddings, text_embeddings = self.contrastive_embeddings(batch)
-        contrastive, aux = self.contrastive_terms(image_embeddings, text_embeddings)
-        total = contrastive
+        total, aux = self.contrastive_terms(image_embeddings, text_embeddings)
         if self.self_distillation:
             distillation = self.distillation_terms(batch, training=training)
             total = total + self.distillation_weight * distillation["distillation_loss"]
@@ -312,25 +273,20 @@ class SilcModel(SilcTrainer, keras.Model):
         return total, aux
 
     def contrastive_embeddings(self, batch):
-        """Normalised (B, V, J) image embeddings of the V contrastive views (the full
+        """Normalised (B, V, J) student embeddings of the V contrastive views (the full
         image, then each global crop with `multi_view_contrastive`) and (B, J) text
         embeddings."""
         images = batch["image"]
-        text_embeddings = l2_normalize(self.text_encoder(batch["text"]))
         views = images[:, None]
         if self.multi_view_contrastive:
             views = ops.concatenate([views, ops.cast(batch["global_crops"], images.dtype)], axis=1)
-        num_views = views.shape[1]
-        flat_views = ops.reshape(views, (-1,) + tuple(views.shape[2:]))
-        image_embeddings = l2_normalize(self.student.encoder(flat_views))
-        image_embeddings = ops.reshape(
-            image_embeddings, (-1, num_views, image_embeddings.shape[-1])
-        )
+        text_embeddings = l2_normalize(self.text_encoder(batch["text"]))
+        image_embeddings = per_view(lambda x: l2_normalize(self.student.encoder(x)), views)
         return image_embeddings, text_embeddings
 
     def contrastive_terms(self, image_embeddings, text_embeddings):
-        """Contrastive alignment of every view with the text, each view a B x B
-        problem at the same batch size, averaged. Returns (loss, aux)."""
+        """The contrastive loss (CLIP's softmax or SigLIP's sigmoid) of every view with the
+        text, each view a B x B problem at the same batch size, averaged. Returns (loss, aux)."""
         logit_scale = self.logit_scale()
         num_views = image_embeddings.shape[1]
         contrastive = sum(
@@ -350,27 +306,22 @@ class SilcModel(SilcTrainer, keras.Model):
         return contrastive, aux
 
     def distillation_terms(self, batch, training=True):
-        """The teacher on the global crops (no gradient), the student on the local
-        crops, and the distillation loss between them. Every term is a mean over
-        examples, so it splits over micro-batches."""
-        global_crops, local_crops = batch["global_crops"], batch["local_crops"]
-        num_global, num_local = global_crops.shape[1], local_crops.shape[1]
-        # Like DINO's teacher, ours is in training mode: a batch-normalised head uses
-        # the statistics of the batch's global crops.
-        teacher_logits = self.teacher(
-            ops.reshape(global_crops, (-1,) + tuple(global_crops.shape[2:])), training=training
-        )
-        teacher_logits = ops.stop_gradient(
-            ops.reshape(
-                ops.cast(teacher_logits, "float32"), (-1, num_global, teacher_logits.shape[-1])
-            )
-        )
-        student_logits = self.student(
-            ops.reshape(local_crops, (-1,) + tuple(local_crops.shape[2:])),
+        """Local-to-global self-distillation over every (global crop, local crop) pair of an
+        example: the loss and the terms to log. Every term is a mean over examples, so it
+        splits over micro-batches."""
+        # The teacher sees the global crops, without gradient. Like DINO's teacher it is in
+        # training mode: a batch-normalised head uses the statistics of the global crops.
+        teacher_logits = per_view(self.teacher, batch["global_crops"], training=training)
+        teacher_logits = ops.stop_gradient(ops.cast(teacher_logits, "float32"))
+        # The student sees the local crops; its prototypes may be frozen for the first steps.
+        student_logits = per_view(
+            self.student,
+            batch["local_crops"],
             training=training,
             prototype_gradient=self.prototype_gradient(),
         )
-        student_logits = ops.reshape(student_logits, (-1, num_local, student_logits.shape[-1]))
+        # Cross-entropy from the teacher's distribution, centred and sharpened at tau_t, to
+        # the student's at tau_s.
         teacher_temperature = self.current_teacher_temperature()
         distillation, teacher_entropy = losses.distillation_terms(
             student_logits,
@@ -389,15 +340,12 @@ class SilcModel(SilcTrainer, keras.Model):
             terms["teacher_temperature"] = teacher_temperature
         return terms
 
-    def prototype_gradient(self):
-        """None, or a 0/1 factor on the gradient of the student's prototypes: 0 during
-        the first `freeze_last_layer_steps` steps."""
-        if not self.freeze_last_layer_steps:
-            return None
-        return ops.cast(
-            ops.greater_equal(self.distillation_steps, float(self.freeze_last_layer_steps)),
-            "float32",
-        )
+    def logit_scale(self):
+        """The contrastive loss's multiplier t = exp(log t), clamped at `max_logit_scale`."""
+        log_scale = ops.cast(self.log_logit_scale, "float32")
+        if self.max_logit_scale:
+            log_scale = ops.minimum(log_scale, math.log(self.max_logit_scale))
+        return ops.exp(log_scale)
 
     def current_teacher_temperature(self):
         """tau_t at this step: fixed, or on its linear warm-up (then fixed)."""
@@ -410,11 +358,22 @@ class SilcModel(SilcTrainer, keras.Model):
         start, end = self.warmup_teacher_temperature, self.teacher_temperature
         return start + (end - start) * progress
 
-    def update_state_after_step(self, aux):
-        """After the optimizer step: EMA teacher, center, metrics. Returns logs.
+    def prototype_gradient(self):
+        """None, or a 0/1 factor on the gradient of the student's prototypes: 0 during
+        the first `freeze_last_layer_steps` steps."""
+        if not self.freeze_last_layer_steps:
+            return None
+        return ops.cast(
+            ops.greater_equal(self.distillation_steps, float(self.freeze_last_layer_steps)),
+            "float32",
+        )
 
-        Reads the just-updated student; the center moves with the logits of the
-        teacher that computed the loss.
+    def update_state_after_step(self, aux):
+        """After the optimizer step: the EMA teacher, the step counter, the center and the
+        metrics. Returns the logs.
+
+        Reads the just-updated student; the center moves with the logits of the teacher
+        that computed the loss.
         """
         if self.teacher is not None:
             m = self.teacher_momentum
@@ -431,29 +390,6 @@ class SilcModel(SilcTrainer, keras.Model):
             m = self.center_momentum
             self.center.assign(m * self.center.value + (1.0 - m) * aux["teacher_logits_mean"])
         return self.update_metrics(aux)
-
-    def update_metrics(self, aux):
-        for tracker in self.trackers:
-            tracker.update_state(aux[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self.trackers}
-
-    # ------------------------------------------------------------- validation
-    def required_keys(self):
-        return batch_format.required_keys(self.multi_view_contrastive, self.self_distillation)
-
-    def prepare_batch(self, batch):
-        """Checks a batch (at trace time: static shapes) and applies any photometric
-        parameters it carries to its crops; the returned batch holds finished crops."""
-        batch_format.validate_batch(
-            batch,
-            batch_format.BatchSpec(
-                required=tuple(self.required_keys()),
-                patch_size=self.vision_config.get("patch_size", 16),
-                max_length=self.text_encoder.max_length,
-                same_size_global_crops=self.multi_view_contrastive,
-            ),
-        )
-        return apply_carried_photometric(batch, self.required_keys())
 
     # -------------------------------------------------------------- inference
     def _inference_encoder(self):
@@ -499,11 +435,6 @@ class SilcModel(SilcTrainer, keras.Model):
         return outputs
 
     # ---------------------------------------------------------------- compile
-    def fit(self, *args, callbacks=None, **kwargs):
-        """`keras.Model.fit` with a `DivergenceGuard`: a NaN or exploding loss stops
-        training with the command line's message (pass your own guard to change it)."""
-        return super().fit(*args, callbacks=with_divergence_guard(callbacks), **kwargs)
-
     def compile(self, optimizer=None, **kwargs):
         """Compiles with the paper's recipe unless an optimizer is given.
 
@@ -513,16 +444,7 @@ class SilcModel(SilcTrainer, keras.Model):
         `keras.Model.compile`. Only weight matrices ("kernel" variables) get weight
         decay: not biases, norms, embeddings, the MAP probe or the temperature.
         """
-        recipe_overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in DEFAULT_RECIPE}
-        if optimizer is None:
-            optimizer = optimizer_from_recipe(self.recipe, recipe_overrides)
-        elif recipe_overrides:
-            raise ValueError(
-                f"{sorted(recipe_overrides)} configure the default optimizer; they cannot be "
-                "combined with an explicit optimizer."
-            )
-        if kwargs.get("loss") is not None:
-            raise ValueError("SilcModel computes its own losses; do not pass `loss` to compile().")
+        optimizer = compile_optimizer(self.recipe, optimizer, kwargs)
         super().compile(optimizer=optimizer, **kwargs)
         prepare_optimizer(self.optimizer, self.trainable_variables)
 
@@ -531,15 +453,9 @@ class SilcModel(SilcTrainer, keras.Model):
         config = super().get_config()
         config.update({name: getattr(self, name) for name in SCALAR_ARGUMENTS})
         config.update(
-            {
-                "vision": self.vision_config,
-                "text": self.text_config,
-                "head": self.head_config,
-                "preprocessor": (
-                    keras.saving.serialize_keras_object(self.preprocessor)
-                    if self.preprocessor is not None
-                    else None
-                ),
-            }
+            vision=self.vision_config,
+            text=self.text_config,
+            head=self.head_config,
+            preprocessor=keras.saving.serialize_keras_object(self.preprocessor),  # None stays
         )
         return config

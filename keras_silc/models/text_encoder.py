@@ -5,9 +5,9 @@ import numpy as np
 from keras import ops
 
 from keras_silc.layers.transformer import LAYER_NORM_EPSILON
-from keras_silc.layers.transformer import MAPHead
-from keras_silc.layers.transformer import TransformerBlock
-from keras_silc.layers.transformer import layer_norm
+from keras_silc.layers.transformer import build_trunk
+from keras_silc.layers.transformer import run_trunk
+from keras_silc.layers.transformer import transformer_trunk
 
 POOLINGS = ("last", "eos", "argmax", "first", "mean", "map")
 
@@ -87,7 +87,7 @@ class TextEncoder(keras.layers.Layer):
         self.projection_bias = projection_bias
         self.remat = remat
 
-        dtype, eps = self.dtype_policy, layer_norm_epsilon
+        dtype = self.dtype_policy
         self.token_embedding = keras.layers.Embedding(
             vocabulary_size,
             width,
@@ -95,31 +95,16 @@ class TextEncoder(keras.layers.Layer):
             name="token_embedding",
             dtype=dtype,
         )
-        self.blocks = [
-            TransformerBlock(
-                num_heads,
-                self.mlp_dim,
-                causal=causal,
-                activation=activation,
-                layer_norm_epsilon=eps,
-                name=f"block_{i}",
-                dtype=dtype,
-            )
-            for i in range(depth)
-        ]
-        final_eps = eps if final_norm_epsilon is None else final_norm_epsilon
-        self.final_norm = layer_norm("final_norm", dtype, final_eps)
-        self.map_head = (
-            MAPHead(
-                num_heads,
-                self.mlp_dim,
-                activation=activation,
-                layer_norm_epsilon=eps,
-                name="map_head",
-                dtype=dtype,
-            )
-            if pooling == "map"
-            else None
+        self.blocks, self.final_norm, self.map_head = transformer_trunk(
+            depth,
+            num_heads,
+            self.mlp_dim,
+            causal=causal,
+            activation=activation,
+            layer_norm_epsilon=layer_norm_epsilon,
+            final_norm_epsilon=final_norm_epsilon,
+            map_head=pooling == "map",
+            dtype=dtype,
         )
         self.projection = (
             keras.layers.Dense(output_dim, use_bias=projection_bias, name="projection", dtype=dtype)
@@ -128,18 +113,13 @@ class TextEncoder(keras.layers.Layer):
         )
 
     def build(self, token_ids_shape=None):
-        tokens = (None, None, self.width)
         self.token_embedding.build((None, None))
         self.position_embedding = self.add_weight(
             shape=(self.max_length, self.width),
             initializer=keras.initializers.RandomNormal(stddev=1.0 / np.sqrt(self.width)),
             name="position_embedding",
         )
-        for block in self.blocks:
-            block.build(tokens)
-        self.final_norm.build(tokens)
-        if self.map_head is not None:
-            self.map_head.build(tokens)
+        build_trunk(self.width, self.blocks, self.final_norm, self.map_head)
         if self.projection is not None:
             self.projection.build((None, self.width))
         self.built = True
@@ -162,12 +142,7 @@ class TextEncoder(keras.layers.Layer):
 
         x = self.token_embedding(token_ids)
         x = x + ops.cast(self.position_embedding[:length], x.dtype)[None]
-        for block in self.blocks:
-            if self.remat:
-                x = keras.remat(lambda tokens, block=block: block(tokens, key_mask=key_mask))(x)
-            else:
-                x = block(x, key_mask=key_mask)
-        x = self.final_norm(x)
+        x = run_trunk(self.blocks, self.final_norm, x, key_mask=key_mask, remat=self.remat)
         pooled = self._pool(x, token_ids, valid, key_mask)
         return pooled if self.projection is None else self.projection(pooled)
 

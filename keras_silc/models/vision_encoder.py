@@ -11,9 +11,10 @@ from keras import ops
 
 from keras_silc.layers.position_embedding import PositionEmbedding2D
 from keras_silc.layers.transformer import LAYER_NORM_EPSILON
-from keras_silc.layers.transformer import MAPHead
-from keras_silc.layers.transformer import TransformerBlock
+from keras_silc.layers.transformer import build_trunk
 from keras_silc.layers.transformer import layer_norm
+from keras_silc.layers.transformer import run_trunk
+from keras_silc.layers.transformer import transformer_trunk
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
@@ -111,29 +112,14 @@ class VisionEncoder(keras.layers.Layer):
             image_size // patch_size, name="position_embedding", dtype=dtype
         )
         self.pre_norm_layer = layer_norm("pre_norm", dtype, eps) if pre_norm else None
-        self.blocks = [
-            TransformerBlock(
-                num_heads,
-                self.mlp_dim,
-                activation=activation,
-                layer_norm_epsilon=eps,
-                name=f"block_{i}",
-                dtype=dtype,
-            )
-            for i in range(depth)
-        ]
-        self.final_norm = layer_norm("final_norm", dtype, eps)
-        self.map_head = (
-            MAPHead(
-                num_heads,
-                self.mlp_dim,
-                activation=activation,
-                layer_norm_epsilon=eps,
-                name="map_head",
-                dtype=dtype,
-            )
-            if pooling == "map"
-            else None
+        self.blocks, self.final_norm, self.map_head = transformer_trunk(
+            depth,
+            num_heads,
+            self.mlp_dim,
+            activation=activation,
+            layer_norm_epsilon=eps,
+            map_head=pooling == "map",
+            dtype=dtype,
         )
         self.projection = (
             keras.layers.Dense(output_dim, use_bias=projection_bias, name="projection", dtype=dtype)
@@ -160,11 +146,7 @@ class VisionEncoder(keras.layers.Layer):
             )
         if self.pre_norm_layer is not None:
             self.pre_norm_layer.build(tokens)
-        for block in self.blocks:
-            block.build(tokens)
-        self.final_norm.build(tokens)
-        if self.map_head is not None:
-            self.map_head.build(tokens)
+        build_trunk(self.width, self.blocks, self.final_norm, self.map_head)
         if self.projection is not None:
             self.projection.build((None, self.width))
         self.built = True
@@ -207,9 +189,7 @@ class VisionEncoder(keras.layers.Layer):
             x = ops.concatenate([cls, x], axis=1)
         if self.pre_norm_layer is not None:
             x = self.pre_norm_layer(x)
-        for block in self.blocks:
-            x = keras.remat(block)(x) if self.remat else block(x)
-        return self.final_norm(x)
+        return run_trunk(self.blocks, self.final_norm, x, remat=self.remat)
 
     def _project(self, x):
         return x if self.projection is None else self.projection(x)

@@ -1,6 +1,12 @@
-"""Helpers shared by the backend trainers."""
+"""What the backend trainers share: the batch check before a step, the metrics, the
+divergence guard around `fit`, and the compiled state of a loaded model."""
 
 import keras
+from keras import ops
+
+from keras_silc import batch_format
+from keras_silc.callbacks import with_divergence_guard
+from keras_silc.layers.photometric import apply_carried_photometric
 
 
 def unpack_batch(data):
@@ -15,11 +21,44 @@ def unpack_batch(data):
     return data
 
 
-class CompiledStateLoading:
-    """`compile_from_config` for a model saved on one backend and loaded on another."""
+class TrainerCommon:
+    def required_keys(self):
+        """The batch entries this model trains on."""
+        return batch_format.required_keys(self.multi_view_contrastive, self.self_distillation)
+
+    def prepare_batch(self, data):
+        """Checks a batch of `fit` (at trace time: static shapes) and applies any photometric
+        parameters it carries to its crops; the returned batch holds finished crops."""
+        batch = unpack_batch(data)
+        batch_format.validate_batch(
+            batch,
+            batch_format.BatchSpec(
+                required=tuple(self.required_keys()),
+                patch_size=self.vision_config.get("patch_size", 16),
+                max_length=self.text_encoder.max_length,
+                same_size_global_crops=self.multi_view_contrastive,
+            ),
+        )
+        return apply_carried_photometric(batch, self.required_keys())
+
+    @property
+    def metrics(self):
+        return self.trackers
+
+    def update_metrics(self, aux):
+        """Feeds the step's terms to the model's metrics; returns their results, the logs."""
+        for tracker in self.trackers:
+            tracker.update_state(aux[tracker.name])
+        return {tracker.name: tracker.result() for tracker in self.trackers}
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit` with a `DivergenceGuard`: a NaN or exploding loss stops
+        training with the command line's message (pass your own guard to change it)."""
+        return super().fit(*args, callbacks=with_divergence_guard(callbacks), **kwargs)
 
     def compile_from_config(self, config):
-        """Restores the compiled state on `keras.models.load_model`."""
+        """Restores the compiled state on `keras.models.load_model`, also for a model saved
+        on one backend and loaded on another."""
         optimizer = config.get("optimizer")
         if isinstance(optimizer, dict) and optimizer.get("module", "").startswith(
             "keras.src.backend."
@@ -34,3 +73,29 @@ class CompiledStateLoading:
         config.pop("jit_compile", None)
         self.compile(**config)
         self.optimizer.build(self.trainable_variables)
+
+
+def scaled_steps(old_values, new_values, scales):
+    """Each variable's optimizer step times its learning-rate factor, `old + s (new - old)`
+    (layer-wise decay, `keras_silc.models.fine_tuning`); `new_values` when `scales` is None."""
+    if scales is None:
+        return new_values
+    return [
+        new if scale == 1.0 else old + scale * (new - old)
+        for old, new, scale in zip(old_values, new_values, scales, strict=True)
+    ]
+
+
+def apply_optimizer(optimizer, grads, variables, scales):
+    """`optimizer.apply` on variables, each step times its factor in `scales` (or None)."""
+    if scales is None:
+        optimizer.apply(grads, variables)
+        return
+    old = [
+        None if scale == 1.0 else ops.copy(v.value)
+        for v, scale in zip(variables, scales, strict=True)
+    ]
+    optimizer.apply(grads, variables)
+    for variable, start, scale in zip(variables, old, scales, strict=True):
+        if start is not None:
+            variable.assign(scaled_steps([start], [variable.value], [scale])[0])

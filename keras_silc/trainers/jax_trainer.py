@@ -3,8 +3,8 @@
 import jax
 import keras
 
-from keras_silc.trainers.common import CompiledStateLoading
-from keras_silc.trainers.common import unpack_batch
+from keras_silc.trainers.common import TrainerCommon
+from keras_silc.trainers.common import scaled_steps
 from keras_silc.trainers.micro_batches import MicroBatches
 
 
@@ -13,7 +13,7 @@ def _values(scope, variables):
     return [scope.get_current_value(v) for v in variables]
 
 
-class JaxSilcTrainer(MicroBatches, CompiledStateLoading):
+class JaxSilcTrainer(MicroBatches, TrainerCommon):
     def _mapping(self, trainable, non_trainable):
         mapping = list(zip(self.trainable_variables, trainable, strict=True))
         return mapping + list(zip(self.non_trainable_variables, non_trainable, strict=True))
@@ -29,7 +29,7 @@ class JaxSilcTrainer(MicroBatches, CompiledStateLoading):
 
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_values, metric_values = state
-        batch = self.prepare_batch(unpack_batch(data))
+        batch = self.prepare_batch(data)
 
         if self.gradient_accumulation_steps > 1:
             grads, aux, non_trainable = self._accumulate_gradients(
@@ -46,9 +46,10 @@ class JaxSilcTrainer(MicroBatches, CompiledStateLoading):
             (_, (aux, non_trainable)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(
                 trainable
             )
-        trainable, optimizer_values = self.optimizer.stateless_apply(
+        new_trainable, optimizer_values = self.optimizer.stateless_apply(
             optimizer_values, grads, trainable
         )
+        trainable = scaled_steps(trainable, new_trainable, self.learning_rate_scales())
         mapping = self._mapping(trainable, non_trainable)
         mapping += list(zip(self.metrics_variables, metric_values, strict=True))
         with keras.StatelessScope(state_mapping=mapping) as scope:
@@ -114,7 +115,7 @@ class JaxSilcTrainer(MicroBatches, CompiledStateLoading):
 
     def test_step(self, state, data):
         trainable, non_trainable, metric_values = state
-        batch = self.prepare_batch(unpack_batch(data))
+        batch = self.prepare_batch(data)
         _, aux, non_trainable = self._losses_stateless(
             trainable, non_trainable, batch, training=False
         )

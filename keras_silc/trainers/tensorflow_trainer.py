@@ -3,8 +3,8 @@
 import tensorflow as tf
 
 from keras_silc.distribution import check_distribution_support
-from keras_silc.trainers.common import CompiledStateLoading
-from keras_silc.trainers.common import unpack_batch
+from keras_silc.trainers.common import TrainerCommon
+from keras_silc.trainers.common import apply_optimizer
 from keras_silc.trainers.micro_batches import MicroBatches
 
 
@@ -15,10 +15,10 @@ def _zeros_for_none(grads, variables):
     ]
 
 
-class TensorFlowSilcTrainer(MicroBatches, CompiledStateLoading):
+class TensorFlowSilcTrainer(MicroBatches, TrainerCommon):
     def train_step(self, data):
         check_distribution_support()  # refuse replica-local negatives and centers
-        batch = self.prepare_batch(unpack_batch(data))
+        batch = self.prepare_batch(data)
         trainable = self.trainable_variables
         if self.gradient_accumulation_steps > 1:
             grads, aux = self._accumulate_gradients(batch)
@@ -27,7 +27,7 @@ class TensorFlowSilcTrainer(MicroBatches, CompiledStateLoading):
                 _, aux = self.compute_losses(batch)
                 scaled = self.optimizer.scale_loss(aux["loss"])
             grads = tape.gradient(scaled, trainable)
-        self.optimizer.apply(grads, trainable)
+        apply_optimizer(self.optimizer, grads, trainable, self.learning_rate_scales())
         return self.update_state_after_step(aux)
 
     def _accumulate_gradients(self, batch):
@@ -85,6 +85,6 @@ class TensorFlowSilcTrainer(MicroBatches, CompiledStateLoading):
         return grads, self.combine_micro_batch_aux(contrastive_aux, micro_aux)
 
     def test_step(self, data):
-        batch = self.prepare_batch(unpack_batch(data))
+        batch = self.prepare_batch(data)
         _, aux = self.compute_losses(batch, training=False)
         return self.update_metrics(aux)

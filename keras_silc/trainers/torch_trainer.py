@@ -3,15 +3,15 @@
 import torch
 
 from keras_silc.distribution import check_distribution_support
-from keras_silc.trainers.common import CompiledStateLoading
-from keras_silc.trainers.common import unpack_batch
+from keras_silc.trainers.common import TrainerCommon
+from keras_silc.trainers.common import apply_optimizer
 from keras_silc.trainers.micro_batches import MicroBatches
 
 
-class TorchSilcTrainer(MicroBatches, CompiledStateLoading):
+class TorchSilcTrainer(MicroBatches, TrainerCommon):
     def train_step(self, data):
         check_distribution_support()  # refuse replica-local negatives and centers
-        batch = self.prepare_batch(unpack_batch(data))
+        batch = self.prepare_batch(data)
         self.zero_grad()
         if self.gradient_accumulation_steps > 1:
             aux = self._accumulate_gradients(batch)
@@ -21,7 +21,7 @@ class TorchSilcTrainer(MicroBatches, CompiledStateLoading):
         trainable = self.trainable_variables
         grads = [v.value.grad for v in trainable]
         with torch.no_grad():
-            self.optimizer.apply(grads, trainable)
+            apply_optimizer(self.optimizer, grads, trainable, self.learning_rate_scales())
             return self.update_state_after_step(aux)
 
     def _accumulate_gradients(self, batch):
@@ -51,7 +51,7 @@ class TorchSilcTrainer(MicroBatches, CompiledStateLoading):
         return self.combine_micro_batch_aux(contrastive_aux, stacked)
 
     def test_step(self, data):
-        batch = self.prepare_batch(unpack_batch(data))
+        batch = self.prepare_batch(data)
         with torch.no_grad():
             _, aux = self.compute_losses(batch, training=False)
             return self.update_metrics(aux)
