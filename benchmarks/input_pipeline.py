@@ -20,7 +20,7 @@ Two configurations:
 * all cores: ours with tf.data AUTOTUNE defaults; PIL with a `multiprocessing.Pool` of one
   worker per core writing batches into shared memory (as a torch DataLoader would).
 
-Rounds alternate the two pipelines (and their order); the table reports medians over rounds,
+Rounds alternate the pipelines (and their order); the table reports medians over rounds,
 and ratios are medians of each round's ratio (runs next to each other in time), so that the
 noise of a shared machine falls on both alike. "images per CPU-s" divides by the CPU time the
 pipeline's processes actually got (all threads and workers), which is what a core delivers
@@ -28,8 +28,8 @@ when the machine is shared.
 
     python benchmarks/input_pipeline.py                  # 512 images, 3 rounds (~3 min)
     python benchmarks/input_pipeline.py --quick          # smoke test (~1 min: 4 processes)
-    python benchmarks/input_pipeline.py --color-jitter fused   # ours with the fused jitter
     python benchmarks/input_pipeline.py --photometric accelerator   # photometric on the device
+    python benchmarks/input_pipeline.py --photometric host,accelerator   # both, same rounds
 
 With `--photometric accelerator` the host pipeline draws the photometric parameters but leaves
 the pixels to the model's step (`MultiCropConfig(photometric="accelerator")`); the benchmark
@@ -495,7 +495,7 @@ def setup_ours_dataset(args, geometry):
         tokenizer=hashing_tokenizer(geometry["vocabulary_size"], geometry["text_length"]),
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
-        augmentation={"color_jitter": args.color_jitter, "photometric": args.photometric},
+        augmentation={"photometric": args.photometric},
     )
     if args.cores == 1:
         options = tf.data.Options()
@@ -783,8 +783,11 @@ def worker_main(args):
         print(RESULT_PREFIX + json.dumps(measure_once()), flush=True)
 
 
-def worker_command(python, kind, args, cores=None, pin_cpu=None):
+def worker_command(python, kind, args, cores=None, pin_cpu=None, variant=None):
+    """The command line of a `--worker` subprocess; `variant` gives an "ours" worker its own
+    `--photometric`."""
     command = [python, os.path.abspath(__file__), "--worker", kind]
+    args = argparse.Namespace(**{**vars(args), **(variant or {})})
     for flag in (
         "images",
         "batch_size",
@@ -799,7 +802,6 @@ def worker_command(python, kind, args, cores=None, pin_cpu=None):
         "seconds",
         "warmup",
         "shuffle_buffer",
-        "color_jitter",
         "photometric",
     ):
         if getattr(args, flag) is not None:
@@ -826,9 +828,9 @@ def worker_command(python, kind, args, cores=None, pin_cpu=None):
 class Worker:
     """A `--worker` subprocess that sets up once, then measures on request."""
 
-    def __init__(self, python, kind, args, cores=None, pin_cpu=None):
+    def __init__(self, python, kind, args, cores=None, pin_cpu=None, variant=None):
         self.name = f"{kind} (cores={cores})"
-        command, env = worker_command(python, kind, args, cores, pin_cpu)
+        command, env = worker_command(python, kind, args, cores, pin_cpu, variant)
         self.log = tempfile.TemporaryFile("w+")
         self.process = subprocess.Popen(
             command,
@@ -877,6 +879,18 @@ def make_data(args):
     raise RuntimeError(f"making the shards failed (exit code {process.returncode})")
 
 
+PHOTOMETRIC = ("host", "accelerator")
+
+
+def ours_variants(args):
+    """[(name, {"photometric": value})]: one "ours" pipeline per `--photometric` value,
+    timed in the same rounds against the same baseline."""
+    values = args.photometric.split(",")
+    return [
+        (f"ours {value}" if len(values) > 1 else "ours", {"photometric": value}) for value in values
+    ]
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=512)
@@ -894,17 +908,10 @@ def parse_args(argv=None):
     parser.add_argument("--shuffle-buffer", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--color-jitter",
-        choices=("exact", "fused"),
-        help="ours: MultiCropConfig.color_jitter (exact, the host default: torchvision's ops "
-        "one by one, as the PIL baseline; fused: one affine colour map per crop, the only "
-        "mode with --photometric accelerator)",
-    )
-    parser.add_argument(
         "--photometric",
-        choices=("host", "accelerator"),
         default="host",
-        help="ours: MultiCropConfig.photometric (accelerator: the host draws the parameters, "
+        help="ours: MultiCropConfig.photometric, or several comma-separated (each its own "
+        "pipeline in the same rounds): host, accelerator (the host draws the parameters, "
         "the model's step applies them)",
     )
     parser.add_argument(
@@ -930,6 +937,8 @@ def parse_args(argv=None):
     parser.add_argument("--cores", type=int, default=1)
     parser.add_argument("--pin-cpu", type=int)
     args = parser.parse_args(argv)
+    if not set(args.photometric.split(",")) <= set(PHOTOMETRIC):
+        parser.error(f"--photometric takes values among {PHOTOMETRIC}: {args.photometric!r}")
     if args.quick and args.worker is None:
         args.images, args.batch_size, args.rounds = 32, 8, 1
         args.image_size, args.local_size = 64, 32
@@ -964,17 +973,25 @@ def main(argv=None):
                 configs.append(("1 core", 1, None if args.no_pin else cpus[0]))
             elif name.strip() == "all":
                 configs.append((f"all ({all_cores} cores)", all_cores, None))
-        pipelines = [("ours", sys.executable), ("pil", sys.executable)]
+        variants = ours_variants(args)
+        pipelines = [(name, sys.executable, variant) for name, variant in variants]
+        pipelines.append(("pil", sys.executable, None))
         if args.torchvision_python:
-            pipelines.append(("torchvision", args.torchvision_python))
+            pipelines.append(("torchvision", args.torchvision_python, None))
         # All workers import and build at once (not timed), then take turns.
         for label, cores, pin in configs:
-            for kind, python in pipelines:
-                workers[label, kind] = Worker(python, kind, args, cores=cores, pin_cpu=pin)
-        if args.photometric == "accelerator":
+            for name, python, variant in pipelines:
+                kind = "ours" if variant is not None else name
+                workers[label, name] = Worker(python, kind, args, cores, pin, variant)
+        if "accelerator" in args.photometric.split(","):
             pin = None if args.no_pin else cpus[0]
             workers["stage", "accelerator-stage"] = Worker(
-                sys.executable, "accelerator-stage", args, cores=1, pin_cpu=pin
+                sys.executable,
+                "accelerator-stage",
+                args,
+                cores=1,
+                pin_cpu=pin,
+                variant={"photometric": "accelerator"},
             )
         setup = {key: worker.ready() for key, worker in workers.items()}
         print(
@@ -989,7 +1006,7 @@ def main(argv=None):
         for round_index in range(args.rounds):
             order = pipelines if round_index % 2 == 0 else pipelines[::-1]
             for label, _, _ in configs:
-                for kind, _ in order:
+                for kind, _, _ in order:
                     result = workers[label, kind].measure()
                     results[label, kind].append(result)
                     print(
@@ -1000,9 +1017,12 @@ def main(argv=None):
                         flush=True,
                     )
         stage = None
-        if args.photometric == "accelerator":
+        if "accelerator" in args.photometric.split(","):
             stage = [workers["stage", "accelerator-stage"].measure() for _ in range(args.rounds)]
-        print_table(args, configs, pipelines, results, time.perf_counter() - started, load, stage)
+        names = [name for name, _, _ in pipelines]
+        if stage:  # the host half that the stage completes
+            stage = (stage, next(n for n, v in variants if v["photometric"] == "accelerator"))
+        print_table(args, configs, names, results, time.perf_counter() - started, load, stage)
     finally:
         for worker in workers.values():
             worker.close()
@@ -1011,13 +1031,17 @@ def main(argv=None):
 
 
 def print_table(args, configs, pipelines, results, elapsed, load, stage=None):
+    """The medians of each pipeline, and each one's paired ratio to the PIL baseline (and,
+    with several "ours" pipelines, to the first of them) measured in the same rounds."""
+
     def median(label, kind, key):
         return statistics.median(r[key] for r in results[label, kind])
 
-    def paired_ratio(label, kind, key):
-        pairs = zip(results[label, "ours"], results[label, kind], strict=True)
-        return statistics.median(ours[key] / other[key] for ours, other in pairs)
+    def paired_ratio(label, kind, baseline, key):
+        pairs = zip(results[label, kind], results[label, baseline], strict=True)
+        return statistics.median(mine[key] / other[key] for mine, other in pairs)
 
+    ours = [kind for kind in pipelines if kind.startswith("ours")]
     print()
     print(
         f"Geometry: full {args.image_size} + {args.global_crops} x {args.image_size} + "
@@ -1025,49 +1049,64 @@ def print_table(args, configs, pipelines, results, elapsed, load, stage=None):
         f"{args.source_height}x{args.source_width} JPEG q90, {args.images} images; median of "
         f"{args.rounds} interleaved round(s), {args.seconds:g} s timed each; load average "
         f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs; "
-        f"ours with color_jitter={args.color_jitter or 'default'!r}, "
+        f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND', 'tensorflow')}; ours with "
         f"photometric={args.photometric!r}."
     )
     print()
     print(
         "| config | pipeline | images/s | images/s per core | images per CPU-s "
-        "| ours / this (images/s) | ours / this (per CPU-s) |"
+        "| this / PIL (images/s) | this / PIL (per CPU-s) |"
     )
     print("|---|---|---|---|---|---|---|")
-    ratios, cpu_ratios = {}, {}
+    ratios = collections.defaultdict(dict)
     for label, cores, _ in configs:
-        for kind, _ in pipelines:
+        for kind in pipelines:
             rate = median(label, kind, "images_per_s")
             cpu_rate = median(label, kind, "images_per_cpu_s")
-            ratio = paired_ratio(label, kind, "images_per_s")
-            cpu_ratio = paired_ratio(label, kind, "images_per_cpu_s")
-            if kind == "pil":
-                ratios[label], cpu_ratios[label] = ratio, cpu_ratio
-            mine = kind == "ours"
+            ratio = paired_ratio(label, kind, "pil", "images_per_s")
+            cpu_ratio = paired_ratio(label, kind, "pil", "images_per_cpu_s")
+            ratios[kind][label] = ratio, cpu_ratio
+            baseline = kind == "pil"
             print(
                 f"| {label} | {kind} | {rate:.1f} | {rate / cores:.1f} | {cpu_rate:.1f} | "
-                f"{'-' if mine else f'{ratio:.2f}x'} | {'-' if mine else f'{cpu_ratio:.2f}x'} |"
+                f"{'-' if baseline else f'{ratio:.2f}x'} | "
+                f"{'-' if baseline else f'{cpu_ratio:.2f}x'} |"
             )
     print()
-    verdict = "met" if ratios and min(ratios.values()) >= 2.0 else "not met"
-    detail = ", ".join(
-        f"{label}: {ratios[label]:.2f}x ({cpu_ratios[label]:.2f}x per CPU-s)" for label in ratios
-    )
-    print(f"target >= 2.0x per core: {verdict} (ours / PIL, {detail})")
+    for kind in ours:
+        met = min(ratio for ratio, _ in ratios[kind].values()) >= 2.0
+        detail = ", ".join(
+            f"{label}: {ratio:.2f}x ({cpu_ratio:.2f}x per CPU-s)"
+            for label, (ratio, cpu_ratio) in ratios[kind].items()
+        )
+        print(f"{kind} / PIL, target >= 2.0x per core: {'met' if met else 'not met'} ({detail})")
+    for kind in ours[1:]:
+        detail = ", ".join(
+            f"{label}: {paired_ratio(label, kind, ours[0], 'images_per_s'):.2f}x "
+            f"({paired_ratio(label, kind, ours[0], 'images_per_cpu_s'):.2f}x per CPU-s)"
+            for label, _, _ in configs
+        )
+        print(f"{kind} / {ours[0]} (paired, same rounds): {detail}")
     if stage:
+        stage, host_half = stage
         rate = statistics.median(r["images_per_s"] for r in stage)
+        cpu_rate = statistics.median(r["images_per_cpu_s"] for r in stage)
         print(
             f"accelerator stage (apply_photometric on {stage[0]['device']}, one core if a CPU): "
-            f"{rate:.1f} images/s, {1000 / rate:.2f} ms per image."
+            f"{rate:.1f} images/s, {cpu_rate:.1f} images per CPU-s "
+            f"({1000 / cpu_rate:.2f} CPU-ms per image)."
         )
-        if "1 core" in ratios:
-            host = median("1 core", "ours", "images_per_s")
-            pil = median("1 core", "pil", "images_per_s")
-            both = 1 / (1 / host + 1 / rate)
+        if "1 core" in ratios[host_half]:
+            # One core doing both halves, and what PIL's core does in the same rounds.
+            both = [
+                1 / (1 / median("1 core", host_half, key) + 1 / stage_rate)
+                for key, stage_rate in (("images_per_s", rate), ("images_per_cpu_s", cpu_rate))
+            ]
+            pil = [median("1 core", "pil", key) for key in ("images_per_s", "images_per_cpu_s")]
             print(
-                f"if this CPU core also ran that stage: {both:.1f} images/s, "
-                f"{both / pil:.2f}x PIL per core (what a CPU-only run gets; on a GPU/TPU the "
-                "stage's cost falls on the accelerator)."
+                f"if this CPU core also ran that stage: {both[0]:.1f} images/s, "
+                f"{both[0] / pil[0]:.2f}x PIL ({both[1] / pil[1]:.2f}x per CPU-s): what a "
+                "CPU-only run gets; on a GPU/TPU the stage's cost falls on the accelerator."
             )
     print(f"total {elapsed:.0f} s")
 

@@ -15,6 +15,7 @@ from conftest import tiny_model
 
 from keras_silc import PRESETS
 from keras_silc import data
+from keras_silc.batch_format import COLOR_PARAMETERS
 from keras_silc.data import augment
 
 CAPTIONS = [
@@ -160,40 +161,6 @@ def _numpy_blur(image, sigma, radius):
     return cols.reshape(rows.shape[1], 3, -1).transpose(2, 0, 1)
 
 
-def test_photometric_ops_follow_torchvisions_formulas():
-    images = tf.random.stateless_uniform([3, 12, 12, 3], [3, 4])
-    x = images.numpy().astype(np.float64)
-    luma = (x * np.array([0.2989, 0.5870, 0.1140])).sum(-1, keepdims=True)
-    factors = np.array([0.6, 1.0, 1.4])
-    f = factors[:, None, None, None]
-    np.testing.assert_allclose(
-        augment.adjust_brightness(images, factors), np.clip(x * f, 0, 1), atol=1e-6
-    )
-    mean = luma.mean(axis=(1, 2, 3), keepdims=True)
-    np.testing.assert_allclose(
-        augment.adjust_contrast(images, factors), np.clip(f * x + (1 - f) * mean, 0, 1), atol=1e-6
-    )
-    np.testing.assert_allclose(
-        augment.adjust_saturation(images, factors), np.clip(f * x + (1 - f) * luma, 0, 1), atol=1e-6
-    )
-    deltas = np.array([-0.1, 0.0, 0.25])
-    expected = np.empty_like(x)
-    for n, delta in enumerate(deltas):
-        for i, j in np.ndindex(12, 12):
-            h, s, v = colorsys.rgb_to_hsv(*x[n, i, j])
-            expected[n, i, j] = colorsys.hsv_to_rgb((h + delta) % 1.0, s, v)
-    np.testing.assert_allclose(augment.adjust_hue(images, deltas), expected, atol=1e-5)
-    np.testing.assert_allclose(augment.solarize(images), np.where(x >= 0.5, 1 - x, x), atol=1e-7)
-    np.testing.assert_allclose(
-        augment.solarize(images, 0.3), np.where(x >= 0.3, 1 - x, x), atol=1e-7
-    )
-    # Each crop is blurred with its own sigma; sigma 0 leaves a crop unchanged.
-    blurred = augment.gaussian_blur(images, [1.5, 0.0, 0.7], 6).numpy()
-    np.testing.assert_allclose(blurred[0], _numpy_blur(x[0], 1.5, 6), atol=1e-5)
-    np.testing.assert_allclose(blurred[1], x[1], atol=1e-6)
-    np.testing.assert_allclose(blurred[2], _numpy_blur(x[2], 0.7, 6), atol=1e-5)
-
-
 def _numpy_fused_jitter(x, b, c, s, hue, grey):
     """Hand-written reference: the four factors one after the other without clipping, hue as
     a rotation of NTSC YIQ's chroma plane, grayscale, then one clip."""
@@ -217,50 +184,83 @@ def _numpy_fused_jitter(x, b, c, s, hue, grey):
     return out
 
 
-def test_fused_colour_jitter_is_one_affine_map():
-    images = tf.random.stateless_uniform([4, 10, 10, 3], [7, 8])
-    x = images.numpy().astype(np.float64)
+def _photometric(images, color, sigmas=None, radius=3):
+    """`apply_photometric` on one crop set (N, H, W, 3) with per-crop (N, 6) parameters and
+    blur sigmas (default: no blur), as numpy."""
+    from keras_silc.layers import apply_photometric
+
+    sigmas = np.zeros(len(images)) if sigmas is None else sigmas
+    blur = augment.gaussian_kernels(sigmas, radius).numpy()
+    color = np.asarray(color, np.float32)
+    out = apply_photometric(np.asarray(images)[None], color[None], blur[None])
+    return keras.ops.convert_to_numpy(out)[0]
+
+
+def _color(n, **values):
+    """(n, 6) colour parameters that change nothing, but for `values`."""
+    color = np.zeros((n, 6), np.float32)
+    color[:, :3] = 1.0  # brightness, contrast and saturation factors
+    for name, value in values.items():
+        color[:, COLOR_PARAMETERS.index(name)] = value
+    return color
+
+
+def test_each_photometric_op_alone_is_torchvisions():
+    images = tf.random.stateless_uniform([3, 12, 12, 3], [3, 4]).numpy()
+    x = images.astype(np.float64)
+    luma = (x * np.array([0.2989, 0.5870, 0.1140])).sum(-1, keepdims=True)
+    factors = np.array([0.6, 1.0, 1.4])
+    f = factors[:, None, None, None]
+    mean = luma.mean(axis=(1, 2, 3), keepdims=True)
+    for name, expected in (
+        ("brightness", np.clip(x * f, 0, 1)),
+        ("contrast", np.clip(f * x + (1 - f) * mean, 0, 1)),
+        ("saturation", np.clip(f * x + (1 - f) * luma, 0, 1)),
+    ):
+        out = _photometric(images, _color(3, **{name: factors}))
+        np.testing.assert_allclose(out, expected, atol=2e-6, err_msg=name)
+    out = _photometric(images, _color(3, grayscale=[1.0, 0.0, 1.0]))
+    np.testing.assert_allclose(out[0], np.repeat(luma[0], 3, axis=-1), atol=2e-6)
+    np.testing.assert_allclose(out[1], x[1], atol=2e-6)
+    out = _photometric(images, _color(3, solarize=[1.0, 0.0, 1.0]))
+    np.testing.assert_allclose(out[::2], np.where(x >= 0.5, 1 - x, x)[::2], atol=1e-6)
+    np.testing.assert_allclose(out[1], x[1], atol=1e-6)
+    # Each crop is blurred with its own sigma; sigma 0 leaves a crop unchanged.
+    out = _photometric(images, _color(3), sigmas=[1.5, 0.0, 0.7], radius=6)
+    np.testing.assert_allclose(out[0], _numpy_blur(x[0], 1.5, 6), atol=1e-5)
+    np.testing.assert_allclose(out[1], x[1], atol=1e-6)
+    np.testing.assert_allclose(out[2], _numpy_blur(x[2], 0.7, 6), atol=1e-5)
+
+
+def test_colour_jitter_is_one_affine_map_clipped_once():
+    images = tf.random.stateless_uniform([4, 10, 10, 3], [7, 8]).numpy()
+    x = images.astype(np.float64)
     b, c, s = [0.6, 1.3, 1.0, 1.1], [1.4, 0.7, 1.0, 0.9], [0.8, 1.2, 1.0, 1.0]
-    hue, grey = [0.1, -0.25, 0.0, 0.05], [False, False, False, True]
-    fused = augment.fused_color_jitter(images, b, c, s, hue, grey).numpy()
-    np.testing.assert_allclose(fused, _numpy_fused_jitter(x, b, c, s, hue, grey), atol=2e-5)
-    # Where nothing clips and hue is 0, it equals the exact ops one after the other.
-    mid = tf.random.stateless_uniform([4, 10, 10, 3], [9, 9], 0.35, 0.65)
-    f = [1.1, 0.9, 1.0, 1.05]
-    exact = augment.grayscale(
-        augment.adjust_saturation(
-            augment.adjust_contrast(augment.adjust_brightness(mid, f), f[::-1]), f
-        ),
-        tf.constant(grey),
+    hue, grey = [0.1, -0.25, 0.0, 0.05], [0.0, 0.0, 0.0, 1.0]
+    color = _color(4, brightness=b, contrast=c, saturation=s, hue=hue, grayscale=grey)
+    np.testing.assert_allclose(
+        _photometric(images, color), _numpy_fused_jitter(x, b, c, s, hue, grey), atol=2e-5
     )
-    fused = augment.fused_color_jitter(mid, f, f[::-1], f, [0.0] * 4, grey)
-    np.testing.assert_allclose(fused, exact, atol=1e-5)
     # The hue turns the same way as HSV's (colorsys): a small shift of saturated colours
     # moves their HSV hue by about the same amount.
     colours = np.array([[[[0.7, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.3, 0.7], [0.6, 0.5, 0.1]]]])
-    turned = augment.fused_color_jitter(
-        tf.constant(colours, tf.float32), [1.0], [1.0], [1.0], [0.03], [False]
-    ).numpy()
+    turned = _photometric(np.tile(colours, (1, 4, 1, 1)).astype(np.float32), _color(1, hue=0.03))
     shifts = [
         (colorsys.rgb_to_hsv(*after)[0] - colorsys.rgb_to_hsv(*before)[0] + 0.5) % 1.0 - 0.5
         for before, after in zip(colours[0, 0], turned[0, 0], strict=True)
     ]
     np.testing.assert_allclose(shifts, 0.03, atol=0.015)
-    # Through the config: same shapes and range, and a clear error for an unknown mode.
-    config = data.MultiCropConfig(image_size=16, local_crop_size=8, color_jitter="fused")
-    views = data.multi_crop_views(images[0], tf.constant("a bag"), config, _seed(0))
-    for key in ("global_crops", "local_crops"):
-        assert 0.0 <= float(tf.reduce_min(views[key])) <= float(tf.reduce_max(views[key])) <= 1.0
-    with pytest.raises(ValueError, match="color_jitter"):
-        data.MultiCropConfig(color_jitter="fast")
+    # The option of torchvision's ops one after the other is gone, with what to do.
+    with pytest.raises(ValueError, match="color_jitter='exact'.*removed.*Drop the argument"):
+        data.MultiCropConfig(color_jitter="exact")
 
 
-def test_accelerator_photometric_matches_numpy_and_the_host():
-    """keras.ops on the accelerator: the fused colour map, the blur and solarize against the
-    numpy references, and the whole view set against the host's fused path (same draws)."""
-    from keras import ops
-
-    from keras_silc.layers import photometric as accelerator
+def test_host_and_accelerator_run_one_photometric_implementation():
+    """The same code: on the host inside tf.data (Keras's TensorFlow backend whatever the
+    Keras backend), on the accelerator on the model's backend; against numpy, and the
+    pipeline's views with photometric="accelerator" finished by the model's op equal the
+    host's views (same seeds, same parameters)."""
+    from keras_silc.layers import apply_photometric
 
     images = tf.random.stateless_uniform([1, 4, 14, 12, 3], [7, 8])
     x = images.numpy()[0].astype(np.float64)
@@ -269,19 +269,23 @@ def test_accelerator_photometric_matches_numpy_and_the_host():
     color = np.stack([b, c, s, hue, grey, solar], axis=-1)[None].astype(np.float32)
     sigmas = [1.5, 0.0, 0.7, 1.0]
     blur = augment.gaussian_kernels(sigmas, 3).numpy()[None]
-    out = ops.convert_to_numpy(accelerator.apply_photometric(images.numpy(), color, blur))[0]
-    jittered = _numpy_fused_jitter(x, b, c, s, hue, np.array(grey) > 0)
+    out = keras.ops.convert_to_numpy(apply_photometric(images.numpy(), color, blur))[0]
+    jittered = _numpy_fused_jitter(x, b, c, s, hue, grey)
     for n, sigma in enumerate(sigmas):
         expected = _numpy_blur(jittered[n], sigma, 3) if sigma else jittered[n]
         expected = np.minimum(expected, 1 - expected) if solar[n] else expected
         np.testing.assert_allclose(out[n], expected, atol=3e-5)
-    # The pipeline's views with photometric="accelerator", finished by the model's op, are
-    # the host's fused views: same seeds, same parameters.
+    # Inside a tf.data map it runs on TensorFlow's ops by itself, as Keras's preprocessing
+    # layers do, and gives the same crops.
+    mapped = tf.data.Dataset.from_tensors((images, color, blur)).map(
+        lambda *inputs: apply_photometric(*inputs)
+    )
+    np.testing.assert_allclose(next(iter(mapped)).numpy()[0], out, atol=1e-6)
+
     image = tf.constant(np.random.RandomState(0).randint(0, 256, (40, 36, 3)).astype("uint8"))
     geometry = {"image_size": 16, "local_crop_size": 8, "num_local_crops": 3}
-    host_config = data.MultiCropConfig(color_jitter="fused", **geometry)
+    host_config = data.MultiCropConfig(**geometry)
     config = data.MultiCropConfig(photometric="accelerator", **geometry)
-    assert config.color_jitter == "fused" and host_config.photometric == "host"
     for i in range(4):
         host = data.multi_crop_views(image, tf.constant("a bag"), host_config, _seed(i))
         views = data.multi_crop_views(image, tf.constant("a bag"), config, _seed(i))
@@ -289,17 +293,15 @@ def test_accelerator_photometric_matches_numpy_and_the_host():
         assert views["global_crop_color"].shape == (2, 6)
         assert views["local_crop_blur"].shape[0] == 3 and views["local_crop_blur"].shape[1] % 2
         for name in ("global", "local"):
-            finished = accelerator.apply_photometric(
+            finished = apply_photometric(
                 *(
                     views[f"{name}_{key}"].numpy()[None]
                     for key in ("crops", "crop_color", "crop_blur")
                 )
             )
             np.testing.assert_allclose(
-                ops.convert_to_numpy(finished)[0], host[f"{name}_crops"], atol=1e-5
+                keras.ops.convert_to_numpy(finished)[0], host[f"{name}_crops"], atol=1e-6
             )
-    with pytest.raises(ValueError, match="color_jitter='fused'"):
-        data.MultiCropConfig(photometric="accelerator", color_jitter="exact")
     with pytest.raises(ValueError, match="photometric must be"):
         data.MultiCropConfig(photometric="gpu")
 
@@ -309,13 +311,7 @@ def test_fit_with_photometric_on_the_accelerator_equals_the_host_pipeline():
     model = tiny_model()
     model.compile()
     batches = {
-        where: next(
-            iter(
-                _pipeline(
-                    model, pairs, augmentation={"photometric": where, "color_jitter": "fused"}
-                )
-            )
-        )
+        where: next(iter(_pipeline(model, pairs, augmentation={"photometric": where})))
         for where in ("host", "accelerator")
     }
     host, accelerated = batches["host"], batches["accelerator"]

@@ -1,13 +1,17 @@
 """The library's numbers, pinned: the training batches (a hash of every array) and the losses
 and updated weights of three SILC steps for a fixed seed, on each backend, as recorded by
-commit dc78b3b before the library was restructured. A change that moves any of them
-changes what users train; if it is meant to, rerun this file with `--record` in
-`PINNED_RECORD=1` (see `record`) and say so in the commit."""
+commit dc78b3b before the library was restructured; the "host" entries re-recorded when the
+host's colour jitter became the accelerator's affine colour map (`color_jitter="exact"`
+removed: one photometric implementation). A change that moves any of them changes what
+users train; if it is meant to, rerun this file as a script for the entries it moves,
+`KERAS_BACKEND=... python tests/test_pinned_steps.py host` (see `record`), on each backend,
+and say so in the commit."""
 
 import hashlib
 import json
 import os
 import re
+import sys
 
 import keras
 import numpy as np
@@ -91,13 +95,14 @@ def build(images, captions, tokenizer, photometric):
     return model, dataset
 
 
-def record():
-    """Writes this backend's entry of the record (run once per backend)."""
+def record(photometric=PHOTOMETRIC):
+    """Writes this backend's entries of the record for the `photometric` settings given
+    (run once per backend: `python tests/test_pinned_steps.py [host] [accelerator]`)."""
     records = {}
     if os.path.exists(RECORD):
         with open(RECORD) as handle:
             records = json.load(handle)
-    records[BACKEND] = {name: pinned_run(name) for name in PHOTOMETRIC}
+    records.setdefault(BACKEND, {}).update({name: pinned_run(name) for name in photometric})
     with open(RECORD, "w") as handle:
         json.dump(records, handle, indent=0, sort_keys=True)
 
@@ -115,4 +120,4 @@ def test_batches_losses_and_weights_match_the_record(photometric):
 
 
 if __name__ == "__main__":
-    record()
+    record(sys.argv[1:] or PHOTOMETRIC)

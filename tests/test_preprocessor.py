@@ -3,6 +3,7 @@ arrows between the library's subpackages."""
 
 import ast
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -49,6 +50,21 @@ def test_config_round_trip_keeps_every_argument():
     )
     config = preprocessor.get_config()
     assert SilcPreprocessor.from_config(config).get_config() == config
+
+
+def test_a_saved_color_jitter_option_loads_without_it_and_a_new_one_is_refused():
+    # Preprocessors saved before the option was removed carry it in their augmentation.
+    config = SilcPreprocessor(vocabulary_size=100, max_length=12).get_config()
+    for value, warned in (("exact", True), ("fused", False)):
+        config["augmentation"] = {"hue": 0.0, "color_jitter": value}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = SilcPreprocessor.from_config(config)
+        assert loaded.augmentation == {"hue": 0.0}
+        messages = [str(w.message) for w in caught if "color_jitter" in str(w.message)]
+        assert len(messages) == warned and all("color_jitter='exact'" in m for m in messages)
+    with pytest.raises(ValueError, match="color_jitter='exact'.*removed"):
+        SilcPreprocessor(vocabulary_size=100, max_length=12, augmentation={"color_jitter": "exact"})
 
 
 def test_example_batch_passes_its_own_validation_and_bad_batches_name_the_key():

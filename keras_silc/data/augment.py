@@ -16,8 +16,7 @@ import math
 import tensorflow as tf
 
 from keras_silc.batch_format import COLOR_PARAMETERS
-from keras_silc.layers.photometric import LUMA
-from keras_silc.layers.photometric import YIQ
+from keras_silc.layers.photometric import apply_photometric
 
 # torchvision's ColorJitter(0.4, 0.4, 0.2, 0.1) as DINO uses it, and its blur sigma range,
 # which DINO applies at 224 px; we scale it with the crop size.
@@ -45,8 +44,11 @@ class MultiCropConfig:
             local crops flip. "none": no flips.
         color_jitter_probability, brightness, contrast, saturation, hue: DINO's colour
             jitter (multiplicative brightness/contrast/saturation factors in [1 - x, 1 + x],
-            hue shift in [-hue, hue]). Colour words in captions make hue jitter on captioned
-            views lie; set `hue=0` for such data.
+            hue shift in [-hue, hue]), applied with grayscale as one affine colour map per
+            crop (hue as a rotation about the grey axis in YIQ, as NVIDIA DALI's colour twist
+            does), clipped once: torchvision's ops one after the other differ only where an
+            intermediate value would have been clipped, and in the hue model. Colour words
+            in captions make hue jitter on captioned views lie; set `hue=0` for such data.
         grayscale_probability: probability of converting a crop to grayscale.
         global_blur_probabilities: blur probability of each global crop, cycled (DINO:
             1.0 for the first, 0.1 for the second).
@@ -54,22 +56,16 @@ class MultiCropConfig:
         blur_sigma: (min, max) Gaussian sigma at 224 px, scaled to the crop size.
         solarize_probabilities: per global crop, cycled (DINO: 0 for the first, 0.2 for
             the second); local crops are not solarized.
-        color_jitter: "exact" (default on the host): torchvision's ops one after the other,
-            each clipped to [0, 1], hue rotated in HSV. "fused" (default, and the only mode,
-            with `photometric="accelerator"`): the same four random factors and grayscale
-            composed into one affine colour map per crop (hue as a rotation about the grey
-            axis in YIQ, as NVIDIA DALI's colour twist does), clipped once: several times
-            cheaper on a CPU; it differs from "exact" only where an intermediate value would
-            have been clipped, and in the hue model.
-        photometric: where the crops' photometric augmentation runs. "host" (default): in
-            tf.data, the batch holds finished crops. "accelerator": tf.data draws the same
-            random parameters (so the batches stay seeded and identical on every backend) but
-            leaves the pixels alone; the batch carries them as "global_crop_color" /
-            "global_crop_blur" and "local_crop_color" / "local_crop_blur", and `SilcModel`
-            applies them on the GPU/TPU at the start of its step. This takes colour jitter,
-            grayscale, blur and solarize (most of the pipeline's CPU time) off a small host,
-            e.g. a 2-core Colab VM feeding a GPU. Flips stay on the host (captions depend on
-            them).
+        photometric: where the crops' photometric augmentation runs; the same code
+            (`keras_silc.layers.apply_photometric`) with the same random parameters either
+            way. "host" (default): in tf.data, the batch holds finished crops.
+            "accelerator": tf.data draws the parameters (so the batches stay seeded and
+            identical on every backend) but leaves the pixels alone; the batch carries them
+            as "global_crop_color" / "global_crop_blur" and "local_crop_color" /
+            "local_crop_blur", and `SilcModel` applies them on the GPU/TPU at the start of
+            its step. This takes colour jitter, grayscale, blur and solarize (most of the
+            pipeline's CPU time) off a small host, e.g. a 2-core Colab VM feeding a GPU.
+            Flips stay on the host (captions depend on them).
         local_hue, local_saturation: hue and saturation jitter of the local crops only
             (default: `hue`, `saturation`). Local crops are never compared with a caption, so
             they may change colours that captions name: the student must then match the
@@ -94,12 +90,21 @@ class MultiCropConfig:
     local_blur_probability: float = 0.5
     blur_sigma: tuple = (0.1, 2.0)
     solarize_probabilities: tuple = (0.0, 0.2)
-    color_jitter: str = None
     photometric: str = "host"
     local_hue: float = None
     local_saturation: float = None
+    # Removed: refused with what to do instead (see `__post_init__`).
+    color_jitter: dataclasses.InitVar[str] = None
 
-    def __post_init__(self):
+    def __post_init__(self, color_jitter):
+        if color_jitter is not None:
+            raise ValueError(
+                f"MultiCropConfig(color_jitter={color_jitter!r}): the option was removed. The "
+                "colour jitter is always one affine colour map per crop (what "
+                "color_jitter='fused' was), on the host and on the accelerator alike; "
+                "torchvision's clipped ops one after the other ('exact') cost 1.3-1.6x its "
+                "CPU time per image (benchmarks/README.md). Drop the argument."
+            )
         for name in ("global_scale", "local_scale", "aspect_ratio", "blur_sigma"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
@@ -116,17 +121,6 @@ class MultiCropConfig:
         if self.photometric not in ("host", "accelerator"):
             raise ValueError(
                 f"photometric must be 'host' or 'accelerator', got {self.photometric!r}."
-            )
-        if self.color_jitter is None:
-            default = "fused" if self.photometric == "accelerator" else "exact"
-            object.__setattr__(self, "color_jitter", default)
-        if self.color_jitter not in ("exact", "fused"):
-            raise ValueError(f"color_jitter must be 'exact' or 'fused', got {self.color_jitter!r}.")
-        if self.photometric == "accelerator" and self.color_jitter != "fused":
-            raise ValueError(
-                "photometric='accelerator' applies the fused colour map on the accelerator; "
-                "color_jitter='exact' (torchvision's clipped ops in HSV) runs only on the host. "
-                "Use color_jitter='fused' (or leave it unset), or photometric='host'."
             )
         if self.image_size <= 0 or self.local_crop_size <= 0:
             raise ValueError("image_size and local_crop_size must be positive.")
@@ -232,151 +226,13 @@ def random_resized_crops(image, count, size, scale, aspect_ratio, seed):
 
 
 # ------------------------------------------------------------------ photometric
-# The photometric ops work on a stack of crops (N, H, W, 3) with per-crop random factors, so a
-# view set costs a few ops rather than a few per crop. A crop that skips an op gets its
-# identity factor (1 for a scale, 0 for a shift, a delta kernel for the blur).
+# tf.data draws every crop's photometric parameters here; the maths that applies them is
+# `keras_silc.layers.photometric`, run inside tf.data on Keras's TensorFlow backend (with
+# `photometric="host"`) or by the model on the accelerator (`photometric="accelerator"`).
 
 
 def _per_crop(values):
-    values = tf.convert_to_tensor(values)
-    if values.dtype.is_floating:
-        values = tf.cast(values, tf.float32)
     return tf.reshape(values, [-1, 1, 1, 1])
-
-
-def _color_transform(images, matrices):
-    """out[n, ..., j] = sum_i images[n, ..., i] * matrices[n, i, j]: one batched matmul.
-
-    (Elementwise ops over a length-3 channel axis are several times slower on a CPU.)
-    """
-    flat = tf.reshape(images, [tf.shape(images)[0], -1, 3])
-    return tf.reshape(tf.matmul(flat, matrices), tf.shape(images))
-
-
-def _blend_with_grey(factors):
-    """Per-crop matrices of f * identity + (1 - f) * grey, grey[i, j] = LUMA[i]."""
-    factors = tf.reshape(tf.cast(factors, tf.float32), [-1, 1, 1])
-    grey = tf.tile(tf.constant(LUMA)[:, None], [1, 3])
-    return factors * tf.eye(3) + (1 - factors) * grey
-
-
-def adjust_brightness(images, factors):
-    """torchvision's brightness: blend with black, clipped."""
-    return tf.clip_by_value(images * _per_crop(factors), 0.0, 1.0)
-
-
-def _mean_grey(images):
-    """The mean grey level (N,) of each crop (N, H, W, 3)."""
-    return tf.linalg.matvec(tf.reduce_mean(images, axis=[1, 2]), tf.constant(LUMA))
-
-
-def adjust_contrast(images, factors):
-    """torchvision's contrast: blend with the mean grey level of each crop, clipped."""
-    mean = _mean_grey(images)
-    factors = _per_crop(factors)
-    return tf.clip_by_value(images * factors + (1 - factors) * _per_crop(mean), 0.0, 1.0)
-
-
-def adjust_saturation(images, factors):
-    """torchvision's saturation: blend with the grey image, clipped."""
-    return tf.clip_by_value(_color_transform(images, _blend_with_grey(factors)), 0.0, 1.0)
-
-
-def adjust_hue(images, deltas):
-    """Hue rotation by `deltas` (fractions of a turn) in HSV space, as torchvision's.
-
-    Each crop goes through TF's fused hue kernel; crops with a zero delta are skipped.
-    """
-    deltas = tf.unstack(tf.cast(tf.reshape(deltas, [-1]), tf.float32), num=images.shape[0])
-    crops = tf.unstack(images, num=images.shape[0])
-    return tf.stack(
-        [
-            tf.cond(
-                tf.equal(delta, 0.0),
-                lambda crop=crop: crop,
-                lambda crop=crop, delta=delta: tf.image.adjust_hue(crop, delta),
-            )
-            for crop, delta in zip(crops, deltas, strict=True)
-        ]
-    )
-
-
-def hue_rotation_matrices(deltas):
-    """Per-crop 3x3 matrices for `_color_transform` (out = x @ M) that rotate hue by `deltas`
-    (fractions of a turn, the sign of HSV's hue shift) about the grey axis in YIQ."""
-    angle = -2.0 * math.pi * tf.reshape(tf.cast(deltas, tf.float32), [-1])
-    cos, sin = tf.cos(angle), tf.sin(angle)
-    one, zero = tf.ones_like(cos), tf.zeros_like(cos)
-    # The transpose of the rotation of (I, Q): x @ M is M^T acting on column vectors.
-    rotation = tf.reshape(
-        tf.stack([one, zero, zero, zero, cos, sin, zero, -sin, cos], axis=-1), [-1, 3, 3]
-    )
-    yiq = tf.constant(YIQ, tf.float32)
-    return tf.transpose(yiq)[None] @ rotation @ tf.transpose(tf.linalg.inv(yiq))[None]
-
-
-def fused_color_jitter(images, brightness, contrast, saturation, hue, grey):
-    """Brightness, contrast, saturation, hue (in this order) and grayscale as one affine
-    colour map per crop, clipped once (`MultiCropConfig(color_jitter="fused")`).
-
-    Args: (N, H, W, 3) crops in [0, 1]; per-crop factors (N,) (1 for no change), hue
-    deltas (N,) (0 for none) and a grayscale mask (N,).
-    """
-    b = tf.reshape(tf.cast(brightness, tf.float32), [-1, 1])
-    c = tf.reshape(tf.cast(contrast, tf.float32), [-1, 1])
-    # Brightness, then contrast against the brightened crop's mean grey (b * mean grey):
-    # out = x @ matrix + shift.
-    matrix = (c * b)[:, :, None] * tf.eye(3)
-    shift = (1 - c) * b * _mean_grey(images)[:, None] * tf.ones([1, 3])  # (N, 3)
-    for step in (
-        _blend_with_grey(saturation),
-        hue_rotation_matrices(hue),
-        _blend_with_grey(tf.where(grey, 0.0, 1.0)),
-    ):
-        matrix = matrix @ step
-        shift = tf.linalg.matvec(step, shift, transpose_a=True)
-    mapped = _color_transform(images, matrix) + shift[:, None, None, :]
-    return tf.clip_by_value(mapped, 0.0, 1.0)
-
-
-def grayscale(images, mask):
-    """Crops where `mask` is true turned grey (three equal channels)."""
-    return _color_transform(images, _blend_with_grey(tf.where(mask, 0.0, 1.0)))
-
-
-def _blur_one(image, sigma, radius):
-    kernel = tf.tile(gaussian_kernels(sigma, radius)[0][:, None], [1, 3])  # (K, channels)
-    # Reflect padding keeps the borders from darkening.
-    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], "REFLECT")
-    blurred = tf.nn.depthwise_conv2d(padded, kernel[None, :, :, None], [1, 1, 1, 1], "VALID")
-    blurred = tf.nn.depthwise_conv2d(blurred, kernel[:, None, :, None], [1, 1, 1, 1], "VALID")
-    return blurred[0]
-
-
-def gaussian_blur(images, sigmas, radius):
-    """Separable Gaussian blur of (N, H, W, 3) crops, each with its own sigma (0: no blur).
-
-    The kernel spans `radius` pixels each side; crops with sigma 0 skip the work.
-    """
-    sigmas = tf.unstack(tf.cast(tf.reshape(sigmas, [-1]), tf.float32), num=images.shape[0])
-    return tf.stack(
-        [
-            tf.cond(
-                sigma > 0,
-                lambda crop=crop, sigma=sigma: _blur_one(crop, sigma, radius),
-                lambda crop=crop: crop,
-            )
-            for crop, sigma in zip(tf.unstack(images, num=images.shape[0]), sigmas, strict=True)
-        ]
-    )
-
-
-def solarize(images, threshold=0.5):
-    """Inverts values at or above `threshold`."""
-    if threshold == 0.5:
-        # min(x, 1 - x) equals the select at 0.5 and is several times cheaper on a CPU.
-        return tf.minimum(images, 1.0 - images)
-    return tf.where(images >= threshold, 1.0 - images, images)
 
 
 def photometric_parameters(config, seed, size, blur_probabilities, solarize_probabilities):
@@ -436,7 +292,7 @@ def photometric_batch_entries(params, config, size):
 
 
 def photometric(images, config, seed, blur_probabilities, solarize_probabilities):
-    """DINO's photometric augmentation of a stack of crops (N, H, W, 3).
+    """DINO's photometric augmentation of a stack of crops (N, H, W, 3), applied here.
 
     Colour jitter (brightness, contrast, saturation, hue in this fixed order) with probability
     `config.color_jitter_probability`, grayscale, then Gaussian blur and solarize with the
@@ -444,30 +300,10 @@ def photometric(images, config, seed, blur_probabilities, solarize_probabilities
     """
     if len(blur_probabilities) == 0:
         return images
-    params = photometric_parameters(
-        config, seed, images.shape[1], blur_probabilities, solarize_probabilities
-    )
-    brightness, contrast = params["brightness"], params["contrast"]
-    saturation, hue = params["saturation"], params["hue"]
-    grey = params["grayscale"] > 0
-    if config.color_jitter == "fused":
-        images = fused_color_jitter(images, brightness, contrast, saturation, hue, grey)
-    else:
-        if config.brightness:
-            images = adjust_brightness(images, brightness)
-        if config.contrast:
-            images = adjust_contrast(images, contrast)
-        if config.saturation:
-            images = adjust_saturation(images, saturation)
-        if config.hue:
-            images = adjust_hue(images, hue)
-        if config.grayscale_probability > 0:
-            images = grayscale(images, grey)
-    if max(blur_probabilities) > 0:
-        images = gaussian_blur(images, params["blur_sigma"], blur_radius(config, images.shape[1]))
-    if max(solarize_probabilities) > 0:
-        images = tf.where(_per_crop(params["solarize"] > 0), solarize(images), images)
-    return images
+    size = images.shape[1]
+    params = photometric_parameters(config, seed, size, blur_probabilities, solarize_probabilities)
+    color, blur = photometric_batch_entries(params, config, size)
+    return apply_photometric(images[None], color[None], blur[None], backend="tensorflow")[0]
 
 
 def swap_left_right(caption):

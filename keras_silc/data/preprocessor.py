@@ -1,5 +1,7 @@
 """`SilcPreprocessor`: everything between raw image-text pairs and SILC's training batches."""
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -273,6 +275,19 @@ class SilcPreprocessor(keras.layers.Layer):
         """Rebuilds the preprocessor; a bad setting raises its own error (Keras's
         `Layer.from_config` would wrap it in a TypeError)."""
         config = dict(config)
+        augmentation = dict(config.get("augmentation") or {})
+        removed = augmentation.pop("color_jitter", None)  # an option of earlier versions
+        if removed is not None:
+            config["augmentation"] = augmentation
+            if removed != "fused":
+                warnings.warn(
+                    f"This preprocessor was saved with augmentation color_jitter={removed!r}, "
+                    "an option that keras-silc has since removed: its views now use the "
+                    "affine colour map per crop (the former 'fused'), which differs from "
+                    "torchvision's clipped ops only where an intermediate value clipped and "
+                    "in the hue model. The model itself is unchanged.",
+                    stacklevel=2,
+                )
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
