@@ -57,6 +57,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path):
     assert not errors
 
 
+@pytest.mark.benchmark_script
 def test_reproduce_table6_quick_mode(tmp_path):
     """The Table 6 script end to end at smoke size: two rows, one seed, a table; two runs at
     a time, with a model override recorded in each run."""
@@ -122,6 +123,7 @@ def test_reproduce_table6_quick_mode(tmp_path):
     assert "do not take head.num_prototypes=64" in (tmp_path / "ablation.md").read_text()
 
 
+@pytest.mark.benchmark_script
 def test_head_collapse_probe_prints_the_head_state_every_n_steps():
     """benchmarks/head_collapse.py at smoke size: two steps, diagnosed after each."""
     import subprocess

@@ -117,6 +117,8 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_from_an_inta
     with pytest.raises(Crash):
         _checkpoint_run(tmp_path, "killed", callbacks=[CrashAfter(2)])
     checkpoints = tmp_path / "killed" / "checkpoints"
+    newest, epoch = training.latest_checkpoint(str(checkpoints))
+    assert epoch == 2 and newest.endswith("epoch-00002.keras")
     newest = checkpoints / "epoch-00002.keras"
     # A save cut short (as Keras's in-place writes left it) and a temporary file of an
     # atomic save that was killed.
@@ -130,6 +132,9 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_from_an_inta
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     with open(tmp_path / "killed" / "history.csv") as handle:
         assert len(handle.read().strip().splitlines()) == 1 + 4  # no epoch twice
+    # A finished run started again does nothing.
+    _, history, start = _checkpoint_run(tmp_path, "killed")
+    assert start == 4 and history == {}
 
 
 def test_checkpoints_are_written_under_a_temporary_name_and_renamed(tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ def _table6_script():
     return script
 
 
+@pytest.mark.benchmark_script
 def test_table6_train_scene_geometry_reaches_the_scenes_and_the_run_records(monkeypatch):
     """--items, --item-size and --scene-classes: parsed, passed to fashion_scenes, and part
     of the settings a finished run must match (a run on other scenes is refused, not mixed
@@ -147,6 +148,7 @@ def test_distillation_settings_do_not_touch_the_rows_without_distillation():
 
 
 # ------------------------------------------------------------------ statistics
+@pytest.mark.backend_independent
 def test_mean_interval_is_the_student_t_interval_of_the_mean():
     script = _table6_script()
     cell = script.mean_interval([1.0, 2.0, 3.0, 4.0, 5.0])
@@ -158,6 +160,7 @@ def test_mean_interval_is_the_student_t_interval_of_the_mean():
     assert script.mean_interval([0.3])["low"] is None
 
 
+@pytest.mark.backend_independent
 def test_paired_difference_pairs_by_seed_and_matches_scipy():
     from scipy import stats
 
@@ -182,6 +185,7 @@ def test_paired_difference_pairs_by_seed_and_matches_scipy():
     assert constant["p"] == 0.0 and constant["t"] == float("inf")
 
 
+@pytest.mark.backend_independent
 def test_holm_adjusts_step_down_and_stays_monotone():
     script = _table6_script()
     # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> 0.06 (monotone).
@@ -209,6 +213,7 @@ def _fake_run(script, row, seed, shift=0.0):
     }  # fmt: skip
 
 
+@pytest.mark.backend_independent
 def test_comparisons_are_paired_holm_corrected_and_need_five_seeds():
     script = _table6_script()
     runs = []
@@ -246,6 +251,7 @@ def test_comparisons_are_paired_holm_corrected_and_need_five_seeds():
     )
 
 
+@pytest.mark.benchmark_script
 def test_no_train_builds_a_partial_table_and_names_the_missing_cells(tmp_path, monkeypatch):
     import json
     import sys
@@ -277,6 +283,7 @@ def test_no_train_builds_a_partial_table_and_names_the_missing_cells(tmp_path, m
         script.main()
 
 
+@pytest.mark.benchmark_script
 def test_reuse_of_a_missing_or_empty_folder_is_an_error(tmp_path):
     import argparse
 
@@ -288,6 +295,7 @@ def test_reuse_of_a_missing_or_empty_folder_is_an_error(tmp_path):
             script.reuse_runs(args, [("clip", 0)])
 
 
+@pytest.mark.benchmark_script
 def test_compute_matched_baselines_train_for_their_silc_rows_flops():
     script = _table6_script()
     flops = script.TRAIN_FLOPS
