@@ -489,7 +489,7 @@ def _tokenizer_record(args):
 
 
 # ------------------------------------------------------ pretrained weights, fine-tuning
-# The fine-tuning flags and the SilcModel arguments they set.
+# The fine-tuning flags, by the SilcModel argument they set (`models.fine_tuning.ARGUMENTS`).
 FINE_TUNING_FLAGS = {
     "lock_image": "--lock-image",
     "lock_text": "--lock-text",
@@ -497,16 +497,18 @@ FINE_TUNING_FLAGS = {
     "unlocked_text_blocks": "--unlocked-text-blocks",
     "layer_decay": "--layer-decay",
 }
-# SilcModel's fine-tuning defaults: nothing locked, one learning rate.
-NO_FINE_TUNING = {
-    "lock_image": False,
-    "lock_text": False,
-    "unlocked_image_blocks": 0,
-    "unlocked_text_blocks": 0,
-    "layer_decay": None,
-}
 # The settings of a pretrained tower that --set may change: the rest are the checkpoint's.
 _PRETRAINED_TOWER_SETTINGS = ("remat",)
+
+
+def _no_fine_tuning():
+    """SilcModel's fine-tuning defaults: nothing locked, one learning rate."""
+    import inspect
+
+    from keras_silc import SilcModel
+
+    parameters = inspect.signature(SilcModel.__init__).parameters
+    return {key: parameters[key].default for key in FINE_TUNING_FLAGS}
 
 
 def _with_fine_tuning_flags(args, overrides):
@@ -531,7 +533,8 @@ def _check_fine_tuning(overrides, depths, self_distillation, where):
     blocks} of `where`) or the objective cannot take; then the library's own checks."""
     from keras_silc.models.fine_tuning import check_fine_tuning_arguments
 
-    settings = {**NO_FINE_TUNING, **{k: v for k, v in overrides.items() if k in NO_FINE_TUNING}}
+    settings = _no_fine_tuning()
+    settings.update({k: v for k, v in overrides.items() if k in settings})
     for tower, depth in depths.items():
         count = settings[f"unlocked_{tower}_blocks"]
         if isinstance(count, int) and count > depth:
@@ -602,8 +605,8 @@ def _load_pretrained(described, overrides, seed):
     from keras_silc.experiments import pretrained
 
     keras.utils.set_random_seed(seed)  # the new distillation head
-    settings = {k: v for k, v in overrides.items() if k not in NO_FINE_TUNING}
-    model = pretrained.load(described, **settings, **NO_FINE_TUNING)
+    others = {k: v for k, v in overrides.items() if k not in FINE_TUNING_FLAGS}
+    model = pretrained.load(described, **others, **_no_fine_tuning())
     depths = {tower: len(model.tower_encoder(tower).blocks) for tower in ("image", "text")}
     checked = _check_fine_tuning(
         overrides, depths, model.self_distillation, f"--init-from {described['source']!r}"
@@ -1072,9 +1075,10 @@ def _add_training_arguments(parser, steps, batch_size, output, class_only_captio
     from keras_silc.experiments.own_data import SOURCES
     from keras_silc.experiments.own_data import TOKENIZER_SAMPLE
 
+    # `train`'s model flags, left out of `demo`, which trains DEFAULT_PRESET from scratch.
+    parser.set_defaults(**{key: None for key in ("preset", "init_from", *FINE_TUNING_FLAGS)})
     # Flags of FLAG_RULES default to None (False): whether they were given is checked,
     # then these defaults fill in.
-    parser.set_defaults(**{key: None for key in ("init_from", *NO_FINE_TUNING)})
     parser.set_defaults(
         defaults={
             "num_scenes": 20_000,

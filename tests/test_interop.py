@@ -113,13 +113,13 @@ def test_keras_hub_clip_gives_the_same_embeddings():
     _assert_teacher_is_student(model)
 
 
-def _hf_model(family, tmp_path):
+def _hf_model(family, tmp_path, vocabulary_size=100):
     transformers = pytest.importorskip("transformers")
     import torch
 
     torch.manual_seed(0)
     text = {
-        "vocab_size": 100,
+        "vocab_size": vocabulary_size,
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_hidden_layers": 2,
@@ -132,7 +132,9 @@ def _hf_model(family, tmp_path):
         config = transformers.SiglipConfig(text_config=text, vision_config=vision)
         model = transformers.SiglipModel(config)
     else:
-        text.update(bos_token_id=98, eos_token_id=99, pad_token_id=0)
+        text.update(
+            bos_token_id=vocabulary_size - 2, eos_token_id=vocabulary_size - 1, pad_token_id=0
+        )
         config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=24)
         model = transformers.CLIPModel(config)
     with torch.no_grad():
@@ -365,7 +367,8 @@ def _huggingface_tokenizer(family, folder):
 
 @pytest.mark.parametrize("family", ["siglip", "clip"])
 def test_a_huggingface_folder_brings_its_own_tokenizer(family, tmp_path):
-    _hf_model(family, tmp_path)
+    # CLIP's byte-level vocabulary has 531 tokens, <|endoftext|> the last.
+    _hf_model(family, tmp_path, 100 if family == "siglip" else 531)
     theirs = _huggingface_tokenizer(family, str(tmp_path))
     model = SilcModel.from_huggingface(str(tmp_path), head=HEAD)
     ids = model.preprocessor.tokenize(PRESET_CAPTIONS)

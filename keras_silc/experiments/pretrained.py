@@ -87,7 +87,15 @@ def describe(source):
         )
     if preset_files.is_handle(source):
         config = preset_files.read_json(source, preset_files.CONFIG_FILE)
-        silc = isinstance(config, dict) and config.get("registered_name") == "keras_silc>SilcModel"
+        config = config if isinstance(config, dict) else {}
+        if "model_type" in config:
+            raise _error(
+                source,
+                "is a Hugging Face transformers checkpoint, which is read from a local folder: "
+                "download it (huggingface-cli download REPO --local-dir FOLDER) and pass the "
+                "folder.",
+            )
+        silc = config.get("registered_name") == "keras_silc>SilcModel"
         return {"source": source, "format": "keras-silc" if silc else "keras-hub"}
     if source in PRESETS:
         if "handle" in PRESETS[source]:
