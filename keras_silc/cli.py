@@ -540,7 +540,8 @@ def _check_fine_tuning(overrides, depths, self_distillation, where):
         if isinstance(count, int) and count > depth:
             raise ValueError(
                 f"--unlocked-{tower}-blocks {count}: the {tower} tower of {where} has {depth} "
-                f"blocks; use a number from 0 (the whole tower locked) to {depth}."
+                f"block{'s' * (depth != 1)}; use a number from 0 (the whole tower locked) to "
+                f"{depth}."
             )
     if settings["lock_image"] and self_distillation and not settings["unlocked_image_blocks"]:
         raise ValueError(
@@ -582,10 +583,10 @@ def _check_pretrained_overrides(overrides):
                 )
 
 
-def _resumed_start(output, described):
+def _resumed_start(output, source):
     """The saved `init_from` record of the run in `output` when it holds checkpoints and
-    started from `described` (then the source is not loaded again: the run resumes from its
-    checkpoint), else None."""
+    started from `source` (a folder by its absolute path), else None. Then the run resumes
+    from its checkpoint: the source is not read again, nor downloaded."""
     from keras_silc import storage
     from keras_silc import training
 
@@ -594,7 +595,8 @@ def _resumed_start(output, described):
     start = (saved or {}).get("init_from")
     if path is None or not isinstance(start, dict):
         return None
-    return start if all(start.get(k) == v for k, v in described.items()) else None
+    source = os.path.abspath(source) if os.path.isdir(source) else source
+    return start if start.get("source") == source else None
 
 
 def _load_pretrained(described, overrides, seed):
@@ -645,13 +647,11 @@ def train(args, demo_overrides=None):
     start, loaded = None, []
     if _pretrained(args):
         _check_pretrained_overrides(overrides)
-        start = pretrained.describe(args.init_from)
-        resumed = _resumed_start(output, start)
-        if resumed is None:
+        start = _resumed_start(output, args.init_from)
+        if start is None:
+            start = pretrained.describe(args.init_from)
             loaded.append(_load_pretrained(start, overrides, args.seed))
             start["image_size"] = loaded[0].vision_config["image_size"]
-        else:  # the run resumes from its checkpoint: the source is not loaded again
-            start = resumed
         image_size = start["image_size"]
     else:
         config = merge_config(preset_config(args.preset), overrides)

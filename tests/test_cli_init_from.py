@@ -108,13 +108,14 @@ def test_a_run_starts_from_the_preset_and_keeps_the_locked_text_tower(
         "format": "keras-hub",
         "image_size": 32,
     }
-    # Run again, it resumes from its checkpoint without loading the source.
+    # Run again, it resumes from its checkpoint without reading the source.
     capsys.readouterr()
 
-    def no_loading(*args, **kwargs):
-        raise AssertionError("the source was loaded again")
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the source was read again")
 
-    monkeypatch.setattr(pretrained, "load", no_loading)
+    monkeypatch.setattr(pretrained, "describe", no_reading)
+    monkeypatch.setattr(pretrained, "load", no_reading)
     assert cli.main(args) == 0
     assert '"resumed_from_step": 2' in capsys.readouterr().out
     # Changing a fine-tuning flag makes it another run.
