@@ -4,6 +4,7 @@
     keras-silc train --preset silc_tiny --steps 200 --set head.num_prototypes=512
     keras-silc train --data webdataset --data-path "shards/{00000..00099}.tar" \
         --val-data "val/{00000..00003}.tar" --output gs://bucket/run
+    keras-silc train --init-from siglip_base_patch16_224 --lock-text --data webdataset ...
     keras-silc evaluate runs/demo/model.keras
     keras-silc evaluate model.keras --suite imagenet,coco --data-dir ~/data --output eval/
     keras-silc presets
@@ -22,6 +23,11 @@ is refused as "a different run". A folder binds a run only once it holds a check
 command that failed earlier (a typo in --set, a bad path) can be corrected and run again in
 the same --output. A flag that does not apply to the chosen --data or mode (`FLAG_RULES`) is
 refused with the reason.
+
+--init-from starts from pretrained weights (`keras_silc.experiments.pretrained`): the model
+and its tokenizer are the pretrained one's, so the flags that choose an architecture or make a
+tokenizer are refused with it. --lock-image / --lock-text / --unlocked-*-blocks /
+--layer-decay are `SilcModel`'s fine-tuning arguments (`keras_silc.models.fine_tuning`).
 """
 
 import argparse
@@ -259,6 +265,23 @@ _FASHION_EVALUATION = (
     "it sizes the Fashion-MNIST evaluation, which runs after training on fashion_scenes or "
     "with --fashion-evaluation, and not with --skip-evaluation"
 )
+_PRETRAINED_TOKENIZER = "--init-from brings the pretrained model's own tokenizer"
+
+
+def _pretrained(args):
+    return _given(args, "init_from")
+
+
+def _unlocked_rule(tower):
+    return (
+        f"--unlocked-{tower}-blocks",
+        f"unlocked_{tower}_blocks",
+        lambda a: getattr(a, f"lock_{tower}"),
+        f"without --lock-{tower} every block of the {tower} tower trains (to lock the {tower} "
+        f"tower but for its last N blocks, add --lock-{tower})",
+    )
+
+
 FLAG_RULES = (
     (
         "--data-path",
@@ -344,6 +367,22 @@ FLAG_RULES = (
         lambda a: _given(a, "val_class_names"),
         "it gives each --val-data image's class among --val-class-names, which is not given",
     ),
+    (
+        "--preset",
+        "preset",
+        lambda a: not _pretrained(a),
+        "--init-from brings the architecture with the weights",
+    ),
+    ("--tokenizer", "tokenizer", lambda a: not _pretrained(a), _PRETRAINED_TOKENIZER),
+    ("--vocabulary-size", "vocabulary_size", lambda a: not _pretrained(a), _PRETRAINED_TOKENIZER),
+    (
+        "--tokenizer-sample",
+        "tokenizer_sample",
+        lambda a: not _pretrained(a),
+        _PRETRAINED_TOKENIZER,
+    ),
+    _unlocked_rule("image"),
+    _unlocked_rule("text"),
 )
 
 
@@ -368,6 +407,8 @@ def _check_training_arguments(args):
     for attribute, value in args.defaults.items():
         if getattr(args, attribute) is None:
             setattr(args, attribute, value)
+    if args.preset is None and not _pretrained(args):
+        args.preset = DEFAULT_PRESET
     if args.eval_every is None:
         args.eval_every = min(args.checkpoint_every, args.steps)
     if args.steps % min(args.checkpoint_every, args.steps):
@@ -447,6 +488,135 @@ def _tokenizer_record(args):
     return record
 
 
+# ------------------------------------------------------ pretrained weights, fine-tuning
+# The fine-tuning flags, by the SilcModel argument they set (`models.fine_tuning.ARGUMENTS`).
+FINE_TUNING_FLAGS = {
+    "lock_image": "--lock-image",
+    "lock_text": "--lock-text",
+    "unlocked_image_blocks": "--unlocked-image-blocks",
+    "unlocked_text_blocks": "--unlocked-text-blocks",
+    "layer_decay": "--layer-decay",
+}
+# The settings of a pretrained tower that --set may change: the rest are the checkpoint's.
+_PRETRAINED_TOWER_SETTINGS = ("remat",)
+
+
+def _no_fine_tuning():
+    """SilcModel's fine-tuning defaults: nothing locked, one learning rate."""
+    import inspect
+
+    from keras_silc import SilcModel
+
+    parameters = inspect.signature(SilcModel.__init__).parameters
+    return {key: parameters[key].default for key in FINE_TUNING_FLAGS}
+
+
+def _with_fine_tuning_flags(args, overrides):
+    """`overrides` with the fine-tuning flags given; a flag and a --set / --config entry
+    that disagree are refused."""
+    flags = {}
+    for key, flag in FINE_TUNING_FLAGS.items():
+        value = getattr(args, key)
+        if value in (None, False):
+            continue
+        if key in overrides and overrides[key] != value:
+            raise ValueError(
+                f"{flag} and --set / --config {key}={json.dumps(overrides[key])} disagree; "
+                "give the setting once."
+            )
+        flags[key] = value
+    return {**overrides, **flags}
+
+
+def _check_fine_tuning(overrides, depths, self_distillation, where):
+    """Refuses, naming the flag, fine-tuning settings that the towers (`depths`: {tower:
+    blocks} of `where`) or the objective cannot take; then the library's own checks."""
+    from keras_silc.models.fine_tuning import check_fine_tuning_arguments
+
+    settings = _no_fine_tuning()
+    settings.update({k: v for k, v in overrides.items() if k in settings})
+    for tower, depth in depths.items():
+        count = settings[f"unlocked_{tower}_blocks"]
+        if isinstance(count, int) and count > depth:
+            raise ValueError(
+                f"--unlocked-{tower}-blocks {count}: the {tower} tower of {where} has {depth} "
+                f"block{'s' * (depth != 1)}; use a number from 0 (the whole tower locked) to "
+                f"{depth}."
+            )
+    if settings["lock_image"] and self_distillation and not settings["unlocked_image_blocks"]:
+        raise ValueError(
+            "--lock-image freezes the whole image tower, so SILC's self-distillation could only "
+            "train its new head over frozen features. Add --unlocked-image-blocks N to "
+            "fine-tune the tower's last N blocks with SILC or, for LiT (the text tower learns "
+            "to read a locked image tower), --set self_distillation=false --set "
+            "ema_teacher=false."
+        )
+    try:
+        check_fine_tuning_arguments({**settings, "self_distillation": self_distillation})
+    except ValueError as error:
+        raise ValueError(f"--set / --config: {error}") from None
+    return settings
+
+
+def _warn_random_locks(overrides):
+    for tower in ("image", "text"):
+        if overrides.get(f"lock_{tower}"):
+            print(
+                f"keras-silc: warning: --lock-{tower} without --init-from freezes a randomly "
+                f"initialised {tower} tower: its locked blocks never learn. Start from "
+                "pretrained weights with --init-from, unless this is what you want (a "
+                "random-feature baseline).",
+                file=sys.stderr,
+            )
+
+
+def _check_pretrained_overrides(overrides):
+    """Refuses --set / --config entries that would change a pretrained tower."""
+    for group, tower in (("vision", "image"), ("text", "text")):
+        for key in overrides.get(group, {}):
+            if key not in _PRETRAINED_TOWER_SETTINGS:
+                allowed = ", ".join(f"{group}.{k}" for k in _PRETRAINED_TOWER_SETTINGS)
+                raise ValueError(
+                    f"--set / --config {group}.{key}: with --init-from the {tower} tower is the "
+                    f"pretrained model's, {key} included; only {allowed} may be set. Leave it "
+                    "out, or train from scratch with --preset."
+                )
+
+
+def _resumed_start(output, source):
+    """The saved `init_from` record of the run in `output` when it holds checkpoints and
+    started from `source` (a folder by its absolute path), else None. Then the run resumes
+    from its checkpoint: the source is not read again, nor downloaded."""
+    from keras_silc import storage
+    from keras_silc import training
+
+    saved = training.read_run_config(output)
+    path, _ = training.latest_checkpoint(storage.join(output, "checkpoints"))
+    start = (saved or {}).get("init_from")
+    if path is None or not isinstance(start, dict):
+        return None
+    source = os.path.abspath(source) if os.path.isdir(source) else source
+    return start if start.get("source") == source else None
+
+
+def _load_pretrained(described, overrides, seed):
+    """The pretrained model, fine-tuning settings applied: built unlocked, then locked
+    (`configure_fine_tuning`) once the settings are checked against its towers."""
+    import keras
+
+    from keras_silc.experiments import pretrained
+
+    keras.utils.set_random_seed(seed)  # the new distillation head
+    others = {k: v for k, v in overrides.items() if k not in FINE_TUNING_FLAGS}
+    model = pretrained.load(described, **others, **_no_fine_tuning())
+    depths = {tower: len(model.tower_encoder(tower).blocks) for tower in ("image", "text")}
+    checked = _check_fine_tuning(
+        overrides, depths, model.self_distillation, f"--init-from {described['source']!r}"
+    )
+    model.configure_fine_tuning(**checked)
+    return model
+
+
 def train(args, demo_overrides=None):
     import keras
 
@@ -456,18 +626,40 @@ def train(args, demo_overrides=None):
     from keras_silc.data import training_dataset
     from keras_silc.experiments import fashion as demo
     from keras_silc.experiments import own_data
+    from keras_silc.experiments import pretrained
     from keras_silc.models.presets import merge_config
     from keras_silc.models.presets import preset_config
 
-    preset_config(args.preset)  # fails early on an unknown preset
     _check_training_arguments(args)
+    if args.preset is not None:
+        preset_config(args.preset)  # fails early on an unknown preset
     from_file = _load_config_file(args.config)
     validate_overrides(from_file, flag=f"--config {args.config}:")
     from_flags = parse_overrides(args.set)
     validate_overrides(from_flags)
     overrides = merge_config(demo_overrides or {}, from_file)
     overrides = merge_config(overrides, from_flags)
+    overrides = _with_fine_tuning_flags(args, overrides)
+    overrides = merge_config({"recipe": demo.recipe_for(args.steps)}, overrides)
     output = args.output
+
+    # The model's source, checked (and, for a new run, loaded) before anything is written.
+    start, loaded = None, []
+    if _pretrained(args):
+        _check_pretrained_overrides(overrides)
+        start = _resumed_start(output, args.init_from)
+        if start is None:
+            start = pretrained.describe(args.init_from)
+            loaded.append(_load_pretrained(start, overrides, args.seed))
+            start["image_size"] = loaded[0].vision_config["image_size"]
+        image_size = start["image_size"]
+    else:
+        config = merge_config(preset_config(args.preset), overrides)
+        depths = {"image": config["vision"]["depth"], "text": config["text"]["depth"]}
+        self_distillation = config.get("self_distillation", True)
+        _check_fine_tuning(overrides, depths, self_distillation, f"the preset {args.preset}")
+        _warn_random_locks(overrides)
+        image_size = config["vision"]["image_size"]
     _prepare_output(output)
 
     keras.utils.set_random_seed(args.seed)
@@ -481,18 +673,18 @@ def train(args, demo_overrides=None):
         class_only_captions=args.class_only_captions,
         tokenizer_sample=args.tokenizer_sample,
     )
-    config = merge_config(preset_config(args.preset), overrides)
-    tower_fixed = "vocabulary_size" in overrides.get("text", {})
-    tokenizer = _tokenizer_for(args, captions, config["text"], tower_fixed)
-    if not tower_fixed:  # the tower embeds the vocabulary, no rows that no token uses
-        overrides = merge_config(
-            {"text": {"vocabulary_size": max(tokenizer.vocabulary_size, 8)}}, overrides
-        )
+    tokenizer = None  # a pretrained model's is its own
+    if not _pretrained(args):
+        tower_fixed = "vocabulary_size" in overrides.get("text", {})
+        tokenizer = _tokenizer_for(args, captions, config["text"], tower_fixed)
+        if not tower_fixed:  # the tower embeds the vocabulary, no rows that no token uses
+            overrides = merge_config(
+                {"text": {"vocabulary_size": max(tokenizer.vocabulary_size, 8)}}, overrides
+            )
     validation = None
     if args.val_data:
-        validation = _validation(args, config["vision"]["image_size"])
+        validation = _validation(args, image_size)
     steps_per_epoch = _checkpoint_interval(args, training.read_run_config(output))
-    overrides = merge_config({"recipe": demo.recipe_for(args.steps)}, overrides)
     run_config = {
         "preset": args.preset,
         "overrides": overrides,
@@ -509,10 +701,15 @@ def train(args, demo_overrides=None):
         run_config["photometric"] = args.photometric
     if _tokenizer_record(args):
         run_config["tokenizer"] = _tokenizer_record(args)
+    if start is not None:
+        run_config["init_from"] = start
 
     def build_model():
-        keras.utils.set_random_seed(args.seed)
-        model = build_model_from(args.preset, overrides, tokenizer)
+        if start is not None:  # loaded above, or again when no checkpoint loads after all
+            model = loaded.pop() if loaded else _load_pretrained(start, overrides, args.seed)
+        else:
+            keras.utils.set_random_seed(args.seed)
+            model = build_model_from(args.preset, overrides, tokenizer)
         model.compile()
         return model
 
@@ -543,8 +740,9 @@ def train(args, demo_overrides=None):
                 update_logs=False,
             )
         )
+    name = args.preset if start is None else f"from {start['source']}"
     print(
-        f"Training {args.preset} on {keras.backend.backend()} for {args.steps} steps of "
+        f"Training {name} on {keras.backend.backend()} for {args.steps} steps of "
         f"{args.batch_size} on {args.data} (checkpoints every {steps_per_epoch} steps in "
         f"{output})."
     )
@@ -589,7 +787,7 @@ def train(args, demo_overrides=None):
             full_history,
             folder,
             seconds=seconds,
-            extra={"preset": args.preset, "backend": keras.backend.backend(), **summary},
+            extra={"preset": name, "backend": keras.backend.backend(), **summary},
         )
     print("\nEvaluation on the Fashion-MNIST test split (chance: zero-shot 0.10):")
     demo.print_table(results)
@@ -845,6 +1043,20 @@ def _fraction(text):
     return value
 
 
+def _layer_decay(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"{value} is not in (0, 1]: block i of L learns at lr * F ** (L - i), so use e.g. "
+            "0.75 (1 is one learning rate for all)"
+        )
+    return value
+
+
+DEFAULT_PRESET = "silc_tiny"
 # Below this the WordPiece vocabulary holds little more than its special tokens.
 MIN_VOCABULARY_SIZE = 16
 
@@ -863,6 +1075,8 @@ def _add_training_arguments(parser, steps, batch_size, output, class_only_captio
     from keras_silc.experiments.own_data import SOURCES
     from keras_silc.experiments.own_data import TOKENIZER_SAMPLE
 
+    # `train`'s model flags, left out of `demo`, which trains DEFAULT_PRESET from scratch.
+    parser.set_defaults(**{key: None for key in ("preset", "init_from", *FINE_TUNING_FLAGS)})
     # Flags of FLAG_RULES default to None (False): whether they were given is checked,
     # then these defaults fill in.
     parser.set_defaults(
@@ -1009,6 +1223,43 @@ def _add_training_arguments(parser, steps, batch_size, output, class_only_captio
     parser.add_argument("--quiet", action="store_true", help="One log line per epoch.")
 
 
+def _add_fine_tuning_arguments(parser):
+    group = parser.add_argument_group(
+        "pretrained weights and fine-tuning (docs/command_line.md, docs/fine_tuning.md)"
+    )
+    group.add_argument(
+        "--init-from",
+        metavar="SOURCE",
+        help="Start from pretrained weights, with the pretrained model's own tokenizer: a "
+        "keras-hub SigLIP / CLIP preset name (siglip_base_patch16_224, downloaded on first "
+        "use) or handle, a folder written by keras-hub's save_to_preset, a Hugging Face "
+        "save_pretrained folder (config.json, safetensors, tokenizer files), or a folder "
+        "written by SilcModel.save_to_preset. Not with --preset or the tokenizer flags.",
+    )
+    for tower in ("image", "text"):
+        group.add_argument(
+            f"--lock-{tower}",
+            action="store_true",
+            help=f"Freeze the {tower} tower{' (as LiT does)' if tower == 'image' else ''}, "
+            f"but for its last --unlocked-{tower}-blocks.",
+        )
+    for tower in ("image", "text"):
+        group.add_argument(
+            f"--unlocked-{tower}-blocks",
+            type=_at_least(0),
+            metavar="N",
+            help=f"With --lock-{tower}: its last N blocks, and its final norm, pooling head "
+            "and projection, still train (default 0).",
+        )
+    group.add_argument(
+        "--layer-decay",
+        type=_layer_decay,
+        metavar="F",
+        help="Layer-wise learning-rate decay in (0, 1]: in a tower of L blocks, block i "
+        "learns at lr * F ** (L - i), the embeddings at lr * F ** (L + 1).",
+    )
+
+
 def make_parser():
     parser = argparse.ArgumentParser(
         prog="keras-silc",
@@ -1026,8 +1277,13 @@ def make_parser():
         "batch size, seed, the schedule's shape and the optimizer's state stay those of the "
         "first run. A flag that does not apply to the chosen --data or mode is refused.",
     )
-    train_parser.add_argument("--preset", default="silc_tiny")
+    train_parser.add_argument(
+        "--preset",
+        help=f"The architecture, trained from scratch (default {DEFAULT_PRESET}; "
+        "`keras-silc presets` lists them). Not with --init-from.",
+    )
     _add_training_arguments(train_parser, 200, 32, "runs/silc")
+    _add_fine_tuning_arguments(train_parser)
     train_parser.set_defaults(func=train)
 
     demo_parser = commands.add_parser(

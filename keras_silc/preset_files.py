@@ -201,6 +201,13 @@ def load_weights(model, preset, note=""):
 
 def _shape_difference(model, path):
     """Which weight shapes the model has and the file lacks, and the reverse."""
+    return shape_mismatch(model, path) or "the weights are stored under other names"
+
+
+def shape_mismatch(model, path):
+    """None when the weights file at `path` holds the shapes of `model.weights` (as many of
+    each), else which shapes only one of them has. Keras loads a file of fewer or more blocks
+    than the model without an error, leaving weights at their initial values."""
     import collections
 
     import h5py
@@ -220,7 +227,7 @@ def _shape_difference(model, path):
 
     missing, extra = in_model - in_file, in_file - in_model
     if not missing and not extra:
-        return "the weights are stored under other names"
+        return None
     return (
         f"the model has {len(model.weights)} weights, the file {sum(in_file.values())}; "
         f"shapes only in the model: {listing(missing) or 'none'}; "

@@ -209,6 +209,12 @@ def test_every_flag_that_does_not_apply_is_refused(own, tmp_path, capsys):
         ([*mine, "--eval-every", "4"], "it times the --val-data evaluation"),
         ([*mine, "--val-class-names", own["classes"]], "zero-shot classification runs on"),
         ([*val, "--val-label-key", "cls"], "among --val-class-names, which is not given"),
+        (["--init-from", "x", "--preset", "silc_tiny"], "--init-from brings the architecture"),
+        (["--init-from", "x", "--tokenizer", "v.txt"], "brings the pretrained model's own"),
+        (["--init-from", "x", "--vocabulary-size", "64"], "brings the pretrained model's own"),
+        (["--init-from", "x", "--tokenizer-sample", "64"], "brings the pretrained model's own"),
+        (["--unlocked-image-blocks", "1"], "without --lock-image every block of the image"),
+        (["--unlocked-text-blocks", "1"], "(to lock the text tower but for its last N blocks"),
     ]
     refused = set()
     for flags, reason in cases:

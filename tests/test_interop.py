@@ -113,13 +113,13 @@ def test_keras_hub_clip_gives_the_same_embeddings():
     _assert_teacher_is_student(model)
 
 
-def _hf_model(family, tmp_path):
+def _hf_model(family, tmp_path, vocabulary_size=100):
     transformers = pytest.importorskip("transformers")
     import torch
 
     torch.manual_seed(0)
     text = {
-        "vocab_size": 100,
+        "vocab_size": vocabulary_size,
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_hidden_layers": 2,
@@ -132,7 +132,9 @@ def _hf_model(family, tmp_path):
         config = transformers.SiglipConfig(text_config=text, vision_config=vision)
         model = transformers.SiglipModel(config)
     else:
-        text.update(bos_token_id=98, eos_token_id=99, pad_token_id=0)
+        text.update(
+            bos_token_id=vocabulary_size - 2, eos_token_id=vocabulary_size - 1, pad_token_id=0
+        )
         config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=24)
         model = transformers.CLIPModel(config)
     with torch.no_grad():
@@ -332,6 +334,56 @@ def test_a_keras_hub_preset_folder_brings_its_weights_and_tokenizer(family, tmp_
     )
 
 
+def _huggingface_tokenizer(family, folder):
+    """Writes the family's tokenizer files into a Hugging Face folder, as the Hub's
+    repositories hold them (CLIP's merges.txt with its "#version" line); returns
+    transformers' own tokenizer of the folder, the reference."""
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    if family == "siglip":
+        import sentencepiece
+
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(PRESET_CAPTIONS * 20),
+            model_prefix=os.path.join(folder, "spiece"),
+            vocab_size=60,
+            model_type="unigram",
+            pad_id=0,
+            eos_id=1,
+            unk_id=2,
+            bos_id=-1,
+            hard_vocab_limit=False,
+            minloglevel=2,
+        )
+        return transformers.SiglipTokenizer(vocab_file=os.path.join(folder, "spiece.model"))
+    vocabulary, merges = _clip_vocabulary(["red", "bag", "the", "left", "shoes", "right"])
+    with open(os.path.join(folder, "vocab.json"), "w") as handle:
+        json.dump(vocabulary, handle)
+    with open(os.path.join(folder, "merges.txt"), "w") as handle:
+        handle.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return transformers.CLIPTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("family", ["siglip", "clip"])
+def test_a_huggingface_folder_brings_its_own_tokenizer(family, tmp_path):
+    # CLIP's byte-level vocabulary has 531 tokens, <|endoftext|> the last.
+    _hf_model(family, tmp_path, 100 if family == "siglip" else 531)
+    theirs = _huggingface_tokenizer(family, str(tmp_path))
+    model = SilcModel.from_huggingface(str(tmp_path), head=HEAD)
+    ids = model.preprocessor.tokenize(PRESET_CAPTIONS)
+    expected = np.asarray(
+        theirs(PRESET_CAPTIONS, padding="max_length", max_length=16, truncation=True)["input_ids"]
+    )
+    end = model.tokenizer.end_token_id
+    if family == "clip":  # transformers pads CLIP with its end token, keras-hub with 0
+        after_end = np.cumsum(expected == end, axis=1) - (expected == end) > 0
+        assert np.all(ids[after_end] == 0) and after_end.any()
+        expected = np.where(after_end, 0, expected)
+    np.testing.assert_array_equal(ids, expected)
+    assert np.all(np.any(ids == end, axis=1))  # every caption ends, truncated or not
+
+
 def test_keras_hub_preset_errors_name_the_file_or_handle(tmp_path):
     with pytest.raises(
         ValueError, match="(?s)Could not load the keras-hub preset 'siglip'.*network"
@@ -347,6 +399,14 @@ def test_keras_hub_preset_errors_name_the_file_or_handle(tmp_path):
         SilcModel.from_keras_hub(preset)
     os.remove(os.path.join(preset, "tokenizer.json"))
     with pytest.raises(FileNotFoundError, match="has no tokenizer.json"):
+        SilcModel.from_keras_hub(preset)
+    # A config.json of one block fewer than model.weights.h5 (keras-hub loads it silently).
+    preset = _keras_hub_preset("clip", tmp_path / "clip")
+    with open(os.path.join(preset, "config.json")) as handle:
+        text = handle.read()
+    with open(os.path.join(preset, "config.json"), "w") as handle:
+        handle.write(text.replace('"num_layers": 2', '"num_layers": 1', 1))
+    with pytest.raises(ValueError, match=r"model.weights.h5 does not fit its config.json \(the"):
         SilcModel.from_keras_hub(preset)
     with pytest.raises(TypeError, match="must be a keras_silc SilcTokenizer, or a keras-hub"):
         SilcModel.from_keras_hub(_siglip_backbone(), tokenizer=keras_hub.tokenizers.ByteTokenizer())

@@ -7,6 +7,7 @@ are the entry points; the functions here build the configs and copy the weights.
 from keras_silc.interop.huggingface import load_huggingface_weights
 from keras_silc.interop.huggingface import model_from_huggingface
 from keras_silc.interop.huggingface import silc_config_from_huggingface
+from keras_silc.interop.huggingface import tokenizer_from_huggingface
 from keras_silc.interop.keras_hub import load_keras_hub_weights
 from keras_silc.interop.keras_hub import model_from_keras_hub
 from keras_silc.interop.keras_hub import silc_config_from_keras_hub
@@ -20,4 +21,5 @@ __all__ = [
     "silc_config_from_huggingface",
     "silc_config_from_keras_hub",
     "silc_tokenizer_from_keras_hub",
+    "tokenizer_from_huggingface",
 ]

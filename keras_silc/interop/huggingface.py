@@ -2,7 +2,9 @@
 
 Reads `config.json` and the safetensors file(s) that `save_pretrained` writes
 (`model.safetensors`, or shards listed in `model.safetensors.index.json`) with the
-`safetensors` package; neither `transformers` nor a network connection is needed.
+`safetensors` package, and the folder's own tokenizer where it has one (SigLIP's
+`spiece.model`; CLIP's `vocab.json` and `merges.txt`, or `tokenizer.json`), read by keras-hub's
+`SigLIPTokenizer` / `CLIPTokenizer`; neither `transformers` nor a network connection is needed.
 """
 
 import json
@@ -11,6 +13,7 @@ import os
 import numpy as np
 
 from keras_silc.interop import common
+from keras_silc.interop.keras_hub import silc_tokenizer_from_keras_hub
 
 HF_ACTIVATIONS = {
     "gelu_pytorch_tanh": "gelu_approximate",
@@ -303,11 +306,59 @@ def load_huggingface_weights(model, directory):
     return count
 
 
+# The tokenizer files of each family, as `save_pretrained` and the Hub's repositories hold them.
+TOKENIZER_FILES = {"siglip": ("spiece.model",), "clip": ("vocab.json", "merges.txt")}
+
+
+def _bpe_files(directory):
+    """(vocabulary dict, merges list) of a CLIP folder, or None: `vocab.json` and
+    `merges.txt` (its `#version` line left out), else the BPE model of `tokenizer.json`."""
+    vocabulary, merges = (os.path.join(directory, name) for name in TOKENIZER_FILES["clip"])
+    if os.path.isfile(vocabulary) and os.path.isfile(merges):
+        with open(vocabulary, encoding="utf-8") as f:
+            vocabulary = json.load(f)
+        with open(merges, encoding="utf-8") as f:
+            lines = [line.rstrip("\n") for line in f]
+        return vocabulary, [line for line in lines if line and not line.startswith("#version")]
+    path = os.path.join(directory, "tokenizer.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        model = json.load(f).get("model", {})
+    if model.get("type") != "BPE":
+        raise ValueError(
+            f"{path} holds a {model.get('type')!r} tokenizer model; a CLIP checkpoint's is "
+            "'BPE'. Save the checkpoint's own tokenizer beside it (save_pretrained)."
+        )
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    return model["vocab"], merges
+
+
+def tokenizer_from_huggingface(directory, sequence_length):
+    """The `SilcTokenizer` of a Hugging Face folder's own vocabulary (ids as keras-hub's
+    SigLIP / CLIP preprocessor makes them), or None where the folder holds none."""
+    import keras_hub
+
+    family, _ = _read_config(directory)
+    if family == "siglip":
+        path = os.path.join(directory, TOKENIZER_FILES["siglip"][0])
+        if not os.path.isfile(path):
+            return None
+        tokenizer = keras_hub.models.SigLIPTokenizer(proto=path)
+    else:
+        files = _bpe_files(directory)
+        if files is None:
+            return None
+        tokenizer = keras_hub.models.CLIPTokenizer(vocabulary=files[0], merges=files[1])
+    return silc_tokenizer_from_keras_hub(tokenizer, sequence_length)
+
+
 def model_from_huggingface(cls, directory, tokenizer=None, **overrides):
     """`SilcModel.from_huggingface`: a `cls` built from the folder's config (with
-    `overrides` and `tokenizer`) holding the folder's weights."""
-    model = cls.from_config(
-        {**silc_config_from_huggingface(directory, **overrides), "tokenizer": tokenizer}
-    )
+    `overrides`) holding the folder's weights, with `tokenizer`, else the folder's own."""
+    config = silc_config_from_huggingface(directory, **overrides)
+    if tokenizer is None:
+        tokenizer = tokenizer_from_huggingface(directory, config["text"]["max_length"])
+    model = cls.from_config({**config, "tokenizer": tokenizer})
     load_huggingface_weights(model, directory)
     return model

@@ -15,6 +15,7 @@ import os
 import numpy as np
 from keras import ops
 
+from keras_silc import preset_files
 from keras_silc.data.tokenizer import SilcTokenizer
 from keras_silc.interop import common
 
@@ -313,7 +314,23 @@ def _load_preset(source, with_tokenizer=True):
             "'kaggle://' / 'hf://' handle downloads its files, which needs network access; "
             "offline, pass a local folder written by keras-hub's save_to_preset."
         ) from error
+    _check_weights_file(backbone, source)
     return backbone, preprocessor
+
+
+def _check_weights_file(backbone, source):
+    """Refuses a preset whose model.weights.h5 does not fit its config.json (keras-hub loads a
+    file of other blocks without a word, leaving the rest at random)."""
+    from keras_hub.src.utils import preset_utils
+
+    path = preset_utils.get_file(source, preset_files.WEIGHTS_FILE)
+    mismatch = preset_files.shape_mismatch(backbone, path)
+    if mismatch:
+        raise ValueError(
+            f"The keras-hub preset {source!r}: its {preset_files.WEIGHTS_FILE} does not fit "
+            f"its {preset_files.CONFIG_FILE} ({mismatch}). Both must come from the same "
+            "save_to_preset: write the preset again, or copy the folder again whole."
+        )
 
 
 def silc_tokenizer_from_keras_hub(tokenizer, sequence_length):

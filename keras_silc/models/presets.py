@@ -296,7 +296,9 @@ class PresetLoading:
     @classmethod
     def from_huggingface(cls, directory, tokenizer=None, **overrides):
         """As `from_keras_hub`, from a local Hugging Face `SiglipModel` / `CLIPModel` folder
-        (`config.json` and safetensors; no network, no `transformers`)."""
+        (`config.json` and safetensors; no network, no `transformers`). Without `tokenizer`,
+        the folder's own comes along where it has one (SigLIP's `spiece.model`; CLIP's
+        `vocab.json` and `merges.txt`, or `tokenizer.json`), with keras-hub's settings."""
         from keras_silc import interop
 
         return interop.model_from_huggingface(cls, directory, tokenizer, **overrides)
