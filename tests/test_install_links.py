@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "set_repository_url.py")
 NOTEBOOKS = ["quickstart", "own_data", "segmentation", "backends", "pretrained"]
 GIT_URL = re.compile(r"git\+(https?://[^\s\"'@]+)")
+GITHUB_LINK = re.compile(r"https://github\.com/[^\s\"')\]]+")
 COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^\s\"')\]]+")
 
 
@@ -72,6 +73,9 @@ def _problems(root):
         for link in COLAB_LINK.findall(text):
             if link != colab:
                 problems.append(f"{name}.ipynb links to {link}, not {colab}")
+        for link in GITHUB_LINK.findall(text):
+            if link != repository and not link.startswith(f"{repository}/"):
+                problems.append(f"{name}.ipynb links to {link}, outside {repository}")
     with open(os.path.join(root, "README.md"), encoding="utf-8") as handle:
         readme = handle.read()
     named = GIT_URL.findall(readme)
@@ -108,7 +112,8 @@ def test_a_notebook_that_names_another_repository_is_caught(tmp_path):
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text.replace(f"git+{old}", "git+https://github.com/someone/else", 1))
     assert _problems(root) == [
-        f"backends.ipynb installs from ['https://github.com/someone/else'], not [{old!r}]"
+        f"backends.ipynb installs from ['https://github.com/someone/else'], not [{old!r}]",
+        f"backends.ipynb links to https://github.com/someone/else, outside {old}",
     ]
 
 
