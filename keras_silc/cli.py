@@ -490,6 +490,9 @@ def _tokenizer_record(args):
 
 # ------------------------------------------------------ pretrained weights, fine-tuning
 # The fine-tuning flags, by the SilcModel argument they set (`models.fine_tuning.ARGUMENTS`).
+# The peak learning rate of an --init-from run unless --set recipe.learning_rate=... says
+# otherwise; the recipe's 1e-3 is for towers trained from scratch.
+FINE_TUNING_LEARNING_RATE = 1e-5
 FINE_TUNING_FLAGS = {
     "lock_image": "--lock-image",
     "lock_text": "--lock-text",
@@ -641,6 +644,9 @@ def train(args, demo_overrides=None):
     overrides = merge_config(overrides, from_flags)
     overrides = _with_fine_tuning_flags(args, overrides)
     overrides = merge_config({"recipe": demo.recipe_for(args.steps)}, overrides)
+    if _pretrained(args):  # a peak rate that fine-tunes; the recipe's 1e-3 trains from scratch
+        recipe = {"learning_rate": FINE_TUNING_LEARNING_RATE}
+        overrides = merge_config({"recipe": recipe}, overrides)
     output = args.output
 
     # The model's source, checked (and, for a new run, loaded) before anything is written.
@@ -863,84 +869,45 @@ _EVALUATION_ONLY = {
 
 
 def load_two_tower(source, tokenizer_file=None):
-    """(model, tokenizer or None for the model's own) of `evaluate`'s MODEL: a .keras file, a
-    Hugging Face SigLIP / CLIP folder (config.json and safetensors), or a keras-hub SigLIP /
-    CLIP preset (a folder written by `save_to_preset`, or a preset name or handle, which
-    keras-hub fetches as it always does). The tokenizer: `tokenizer_file` (a SentencePiece or
-    WordPiece vocabulary), else the model's own, else the checkpoint's SentencePiece
-    vocabulary (SigLIP's, with its padding)."""
-    import glob
-
-    from keras_silc import SilcModel
+    """(model, tokenizer or None for the model's own) of `evaluate`'s MODEL: a .keras file,
+    or any SOURCE that `train --init-from` takes (a keras-hub SigLIP / CLIP preset name, handle
+    or folder; a Hugging Face folder; a `SilcModel.save_to_preset` folder), with its own
+    tokenizer. `tokenizer_file`, a SentencePiece (.model / .spm) or WordPiece (.txt)
+    vocabulary, replaces it."""
     from keras_silc import training
+    from keras_silc.experiments import pretrained
 
     source = os.fspath(source)
-    vocabulary, family = None, None
+    described = None
     if os.path.isfile(source):
         model = training.load_model_checked(source)
-    elif os.path.isdir(source) and glob.glob(os.path.join(source, "*.safetensors")):
-        model = SilcModel.from_huggingface(source, **_EVALUATION_ONLY)
-        with open(os.path.join(source, "config.json")) as handle:
-            family = json.load(handle).get("model_type")
-        vocabulary = os.path.join(source, "spiece.model")
-    elif (
-        os.path.isdir(source) or "://" in source or not (source.endswith(".keras") or "/" in source)
-    ):
-        model, vocabulary, family = _from_keras_hub_preset(source)
-    else:
+    elif source.endswith(".keras"):
         raise ValueError(f"No saved model at {source!r}.")
-    length = model.text_encoder.max_length
+    else:
+        described = pretrained.describe(source, flag="MODEL")
+        converted = described["format"] != "keras-silc"
+        overrides = _EVALUATION_ONLY if converted else {}
+        model = pretrained.load(
+            described, flag="MODEL", with_tokenizer=not tokenizer_file, **overrides
+        )
     if tokenizer_file:
         from keras_silc.data import SilcTokenizer
 
-        siglip = family == "siglip" and tokenizer_file.endswith((".model", ".spm"))
+        # SigLIP's text tower was trained on SentencePiece ids padded with the end token.
+        siglip = (
+            described is not None
+            and described["format"] != "keras-silc"
+            and model.contrastive_loss == "sigmoid"
+            and tokenizer_file.endswith((".model", ".spm"))
+        )
+        length = model.text_encoder.max_length
         return model, SilcTokenizer.from_file(tokenizer_file, length, pad_with_end_token=siglip)
-    if model.tokenizer is not None:
-        return model, None
-    return model, _checkpoint_tokenizer(source, vocabulary, family, length)
-
-
-def _from_keras_hub_preset(preset):
-    """(model, SigLIP tokenizer layer or None, family) of a keras-hub preset."""
-    import keras_hub
-
-    from keras_silc import SilcModel
-
-    try:
-        backbone = keras_hub.models.Backbone.from_preset(preset)
-    except Exception as error:  # keras-hub raises many types for an unknown preset
+    if model.tokenizer is None:
         raise ValueError(
-            f"MODEL {preset!r} is not a .keras file, a Hugging Face folder or a keras-hub "
-            f"preset that loads ({type(error).__name__}: {error})."
-        ) from None
-    family = "siglip" if isinstance(backbone, keras_hub.models.SigLIPBackbone) else "clip"
-    model = SilcModel.from_keras_hub(backbone, **_EVALUATION_ONLY)
-    tokenizer = None
-    if family == "siglip":
-        try:
-            tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset)
-        except Exception:  # a preset saved without its tokenizer
-            tokenizer = None
-    return model, tokenizer, family
-
-
-def _checkpoint_tokenizer(source, vocabulary, family, length):
-    """A SilcTokenizer of a converted checkpoint's own SigLIP vocabulary, else an error."""
-    from keras_silc.data import SilcTokenizer
-
-    if family == "siglip" and isinstance(vocabulary, str) and os.path.isfile(vocabulary):
-        return SilcTokenizer.from_file(vocabulary, length, pad_with_end_token=True)
-    if family == "siglip" and vocabulary is not None and not isinstance(vocabulary, str):
-        return SilcTokenizer(vocabulary, length, pad_with_end_token=True)
-    why = (
-        "CLIP's byte-pair tokenizer is not wrapped yet"
-        if family == "clip"
-        else "it carries no tokenizer"
-    )
-    raise ValueError(
-        f"MODEL {source!r}: {why}; pass --tokenizer with the SentencePiece (.model / .spm) "
-        "or WordPiece (.txt) vocabulary the text tower was trained with."
-    )
+            f"MODEL {source!r} carries no tokenizer; pass --tokenizer with the SentencePiece "
+            "(.model / .spm) or WordPiece (.txt) vocabulary the text tower was trained with."
+        )
+    return model, None
 
 
 def evaluate_suites(args):
@@ -1311,8 +1278,9 @@ def make_parser():
     )
     evaluate_parser.add_argument(
         "model",
-        help="A .keras file; with --suite also a keras-hub SigLIP/CLIP preset (a name or a "
-        "save_to_preset folder) or a Hugging Face SigLIP/CLIP folder.",
+        help="A .keras file; with --suite also any source that train --init-from takes (a "
+        "keras-hub SigLIP/CLIP preset name or folder, a Hugging Face SigLIP/CLIP folder, a "
+        "SilcModel.save_to_preset folder).",
     )
     evaluate_parser.add_argument(
         "--output",

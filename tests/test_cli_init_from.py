@@ -103,6 +103,9 @@ def test_a_run_starts_from_the_preset_and_keeps_the_locked_text_tower(
     with open(os.path.join(output, "run_config.json")) as handle:
         recorded = json.load(handle)
     assert recorded["preset"] is None and recorded["overrides"]["lock_text"] is True
+    # A pretrained start fine-tunes at 1e-5 unless told otherwise, not at the recipe's 1e-3.
+    assert recorded["overrides"]["recipe"]["learning_rate"] == cli.FINE_TUNING_LEARNING_RATE
+    assert model.recipe["learning_rate"] == 1e-5
     assert recorded["init_from"] == {
         "source": os.path.abspath(hub_preset),
         "format": "keras-hub",

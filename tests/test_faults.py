@@ -78,6 +78,10 @@ def _kill_after_first_checkpoint(output, extra=()):
 def test_a_run_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted_one(
     tmp_path, tokenizer
 ):
+    if tokenizer == "sentencepiece" and os.environ.get("KERAS_BACKEND") != "torch":
+        # The tokenizer, the only difference from [wordpiece], runs in tf.data whatever the
+        # backend: once is enough (torch session).
+        pytest.skip("the SentencePiece variant runs in the torch session")
     extra = ["--vocabulary-size", "64"]  # the WordPiece vocabulary trained on the captions
     if tokenizer == "sentencepiece":
         from keras_silc.data import SilcTokenizer

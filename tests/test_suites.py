@@ -4,6 +4,7 @@ answers for zero-shot top-1/top-5 and Recall@K, the report and the command line.
 import json
 import os
 import pickle
+import re
 
 import keras
 import numpy as np
@@ -532,13 +533,28 @@ def test_cli_evaluates_suites_end_to_end(tmp_path, capsys):
     assert "TFDS 'cifar10' split 'test'" in capsys.readouterr().err
 
 
-def test_cli_model_sources_need_a_tokenizer(tmp_path):
+def test_cli_model_sources_are_told_apart_as_init_from_does(tmp_path):
+    import keras_hub
+    from test_interop import _keras_hub_preset
+
     with pytest.raises(ValueError, match="No saved model at 'runs/missing.keras'"):
         cli.load_two_tower("runs/missing.keras")
-    with pytest.raises(ValueError, match="CLIP's byte-pair tokenizer is not wrapped yet"):
-        cli._checkpoint_tokenizer("clip_vit_base_patch16", None, "clip", 77)
-    with pytest.raises(ValueError, match="carries no tokenizer; pass --tokenizer"):
-        cli._checkpoint_tokenizer(str(tmp_path), str(tmp_path / "spiece.model"), "siglip", 64)
+    with pytest.raises(FileNotFoundError, match="MODEL 'runs/missing': no such folder"):
+        cli.load_two_tower("runs/missing")
+    # A keras-hub CLIP preset brings its byte-pair tokenizer.
+    preset = _keras_hub_preset("clip", tmp_path / "clip")
+    model, tokenizer = cli.load_two_tower(preset)
+    assert tokenizer is None and model.tokenizer is not None and model.teacher is None
+    # Its backbone saved alone: refused without --tokenizer, loaded with one.
+    bare = str(tmp_path / "bare")
+    keras_hub.models.Backbone.from_preset(preset).save_to_preset(bare)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"MODEL {bare!r}") + ".*no tokenizer"):
+        cli.load_two_tower(bare)
+    vocabulary = tmp_path / "vocab.txt"
+    vocabulary.write_text("\n".join(["[PAD]", "[UNK]", "[EOS]", "red", "bag"]))
+    model, tokenizer = cli.load_two_tower(bare, str(vocabulary))
+    assert model.tokenizer is None and not tokenizer.pad_with_end_token
+    assert np.asarray(tokenizer(["red bag"])).shape == (1, model.text_encoder.max_length)
 
 
 def test_cli_loads_a_keras_hub_siglip_preset_folder_with_its_tokenizer(tmp_path):
@@ -568,7 +584,8 @@ def test_cli_loads_a_keras_hub_siglip_preset_folder_with_its_tokenizer(tmp_path)
     backbone.save_to_preset(preset)
     keras_hub.models.SigLIPTokenizer(proto=str(tmp_path / "spm.model")).save_to_preset(preset)
     model, tokenizer = cli.load_two_tower(preset)
-    ids = np.asarray(tokenizer(["a photo of a cat"]))
+    assert tokenizer is None  # the model's own, from the preset
+    ids = np.asarray(model.tokenizer(["a photo of a cat"]))
     assert ids.shape == (1, 8) and list(ids[0, -3:]) == [1, 1, 1]  # SigLIP pads with </s>
     images = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
     expected = keras.ops.convert_to_numpy(backbone.get_vision_embeddings(images * 2 - 1))

@@ -27,8 +27,8 @@ _WHAT_LOADS = (
 )
 
 
-def _error(source, message, kind=ValueError):
-    return kind(f"--init-from {source!r}: {message}")
+def _error(source, message, kind=ValueError, flag="--init-from"):
+    return kind(f"{flag} {source!r}: {message}")
 
 
 def _keras_hub_names():
@@ -39,7 +39,7 @@ def _keras_hub_names():
     return sorted(set(models.SigLIPBackbone.presets) | set(models.CLIPBackbone.presets))
 
 
-def _folder_format(source):
+def _folder_format(source, flag):
     """The format of a local folder, from its config.json."""
     path = os.path.join(source, "config.json")
     if not os.path.isfile(path):
@@ -48,14 +48,15 @@ def _folder_format(source):
             source,
             f"the folder has no config.json (it holds {found}). Pass {_WHAT_LOADS}.",
             FileNotFoundError,
+            flag=flag,
         )
     try:
         with open(path, encoding="utf-8") as handle:
             config = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise _error(source, f"its config.json is not valid JSON ({error}).") from None
+        raise _error(source, f"its config.json is not valid JSON ({error}).", flag=flag) from None
     if not isinstance(config, dict):
-        raise _error(source, f"its config.json holds no object. Pass {_WHAT_LOADS}.")
+        raise _error(source, f"its config.json holds no object. Pass {_WHAT_LOADS}.", flag=flag)
     if config.get("registered_name") == "keras_silc>SilcModel":
         return "keras-silc"
     if "model_type" in config:
@@ -66,10 +67,11 @@ def _folder_format(source):
         source,
         f"its config.json describes no model that loads here (class "
         f"{config.get('class_name')!r}). Pass {_WHAT_LOADS}.",
+        flag=flag,
     )
 
 
-def describe(source):
+def describe(source, flag="--init-from"):
     """{"source", "format"} of an --init-from SOURCE (a folder by its absolute path), checked
     without loading any weights: a missing folder, a folder of another kind, a name that is
     neither a keras-hub SigLIP/CLIP preset nor a handle are refused here."""
@@ -77,13 +79,14 @@ def describe(source):
     from keras_silc import preset_files
 
     if os.path.isdir(source):
-        return {"source": os.path.abspath(source), "format": _folder_format(source)}
+        return {"source": os.path.abspath(source), "format": _folder_format(source, flag)}
     if os.path.exists(source):
         raise _error(
             source,
             f"is a file; --init-from takes a folder or a preset name: {_WHAT_LOADS}. (A "
             "model.keras of an earlier run: save it with model.save_to_preset(folder) and "
             "pass the folder.)",
+            flag=flag,
         )
     if preset_files.is_handle(source):
         config = preset_files.read_json(source, preset_files.CONFIG_FILE)
@@ -94,6 +97,7 @@ def describe(source):
                 "is a Hugging Face transformers checkpoint, which is read from a local folder: "
                 "download it (huggingface-cli download REPO --local-dir FOLDER) and pass the "
                 "folder.",
+                flag=flag,
             )
         silc = config.get("registered_name") == "keras_silc>SilcModel"
         return {"source": source, "format": "keras-silc" if silc else "keras-hub"}
@@ -104,20 +108,22 @@ def describe(source):
             source,
             "is a SilcModel architecture with random weights, not pretrained weights: train "
             f"it from scratch with --preset {source}, or pass {_WHAT_LOADS}.",
+            flag=flag,
         )
     if "/" in source or os.sep in source or source.startswith("."):
-        raise _error(source, f"no such folder. Pass {_WHAT_LOADS}.", FileNotFoundError)
+        raise _error(source, f"no such folder. Pass {_WHAT_LOADS}.", FileNotFoundError, flag=flag)
     names = _keras_hub_names()
     if source not in names:
         raise _error(
             source,
             f"not a folder, and not one of keras-hub's SigLIP or CLIP presets "
             f"({', '.join(names)}). Pass {_WHAT_LOADS}.",
+            flag=flag,
         )
     return {"source": source, "format": "keras-hub"}
 
 
-def _huggingface_tokenizer_files(source):
+def _huggingface_tokenizer_files(source, flag):
     """Raises FileNotFoundError naming the files when a Hugging Face folder has no tokenizer."""
     from keras_silc.interop import huggingface
 
@@ -136,35 +142,46 @@ def _huggingface_tokenizer_files(source):
             "checkpoint's tokenizer into the folder (processor.save_pretrained(folder), or "
             "copy them from its Hugging Face repository).",
             FileNotFoundError,
+            flag=flag,
         )
 
 
-def load(described, **overrides):
-    """The `SilcModel` of a `describe`d source, with its own tokenizer, `overrides` merged
-    into its config. Errors name the source."""
+def load(described, flag="--init-from", with_tokenizer=True, **overrides):
+    """The `SilcModel` of a `describe`d source, with its own tokenizer (or, with
+    `with_tokenizer=False`, with the one it has if any), `overrides` merged into its config.
+    Errors name the source after `flag`, the argument that named it."""
     from keras_silc import SilcModel
 
     source, kind = described["source"], described["format"]
     try:
         if kind == "keras-hub":
-            model = SilcModel.from_keras_hub(source, **overrides)
+            loadable = source
+            if not with_tokenizer:  # a backbone object: no tokenizer files are needed
+                import keras_hub
+
+                loadable = keras_hub.models.Backbone.from_preset(source)
+            model = SilcModel.from_keras_hub(loadable, **overrides)
         elif kind == "huggingface":
-            _huggingface_tokenizer_files(source)
+            if with_tokenizer:
+                _huggingface_tokenizer_files(source, flag)
             model = SilcModel.from_huggingface(source, **overrides)
         else:
             model = SilcModel.from_preset(source, **overrides)
     except (ValueError, FileNotFoundError) as error:
         message = str(error)
-        if not message.startswith("--init-from"):
+        if not message.startswith(flag):
             kind = FileNotFoundError if isinstance(error, FileNotFoundError) else ValueError
-            raise _error(source, message, kind) from error
+            raise _error(source, message, kind, flag=flag) from error
         raise
     except (KeyError, TypeError) as error:
-        raise _error(source, f"could not be loaded ({type(error).__name__}: {error}).") from error
-    if model.tokenizer is None:
+        raise _error(
+            source, f"could not be loaded ({type(error).__name__}: {error}).", flag=flag
+        ) from error
+    if with_tokenizer and model.tokenizer is None:
         raise _error(
             source,
             "the model comes without a tokenizer; save the preset with its tokenizer "
             "(SilcModel.save_to_preset of a model that has one).",
+            flag=flag,
         )
     return model

