@@ -184,6 +184,24 @@ def test_jax_step_is_stateless_and_jit_compiled(model, batch):
     np.testing.assert_allclose(history["loss"][0], float(logs["loss"]), rtol=1e-5)
 
 
+def test_tensorflow_traces_the_train_step_once(model, batch, monkeypatch):
+    if BACKEND != "tensorflow":
+        pytest.skip("TensorFlow-specific")
+    # Keras builds the optimizer inside the first trace when no tf.distribute strategy is
+    # set, and tf.function then traces again; the model builds it before tracing.
+    traced = []
+    train_step = type(model).train_step
+
+    def counting(self, data):
+        traced.append(1)
+        return train_step(self, data)
+
+    monkeypatch.setattr(type(model), "train_step", counting)
+    model.compile(warmup_steps=0)
+    model.fit(batch, batch_size=2, epochs=1, shuffle=False, verbose=0)  # two steps
+    assert len(traced) == 1 and model.optimizer.built
+
+
 @pytest.mark.parametrize("row", sorted(TABLE6_ROWS))
 def test_every_table6_row_trains(row):
     model = tiny_model(**TABLE6_ROWS[row])
