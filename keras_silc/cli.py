@@ -644,7 +644,7 @@ def train(args, demo_overrides=None):
     overrides = merge_config(overrides, from_flags)
     overrides = _with_fine_tuning_flags(args, overrides)
     overrides = merge_config({"recipe": demo.recipe_for(args.steps)}, overrides)
-    if _pretrained(args):  # a peak rate that fine-tunes; the recipe's 1e-3 trains from scratch
+    if _pretrained(args):
         recipe = {"learning_rate": FINE_TUNING_LEARNING_RATE}
         overrides = merge_config({"recipe": recipe}, overrides)
     output = args.output
@@ -878,7 +878,7 @@ def load_two_tower(source, tokenizer_file=None):
     from keras_silc.experiments import pretrained
 
     source = os.fspath(source)
-    described = None
+    converted = False  # a keras-hub or Hugging Face checkpoint
     if os.path.isfile(source):
         model = training.load_model_checked(source)
     elif source.endswith(".keras"):
@@ -895,8 +895,7 @@ def load_two_tower(source, tokenizer_file=None):
 
         # SigLIP's text tower was trained on SentencePiece ids padded with the end token.
         siglip = (
-            described is not None
-            and described["format"] != "keras-silc"
+            converted
             and model.contrastive_loss == "sigmoid"
             and tokenizer_file.endswith((".model", ".spm"))
         )
