@@ -756,6 +756,19 @@ def markdown(table, runs, args, wall_seconds, missing=None):
             + ", ".join(f"{ROWS[row][0]} {count / 1e12:.1f} TFLOPs" for row, count in flops.items())
             + "."
         )
+    by_row = collections.defaultdict(list)
+    for run in runs:
+        by_row[run["row"]].append(run["train_seconds"] / 60)
+    # The median, because a run that shared the CPU with a test suite took several times longer.
+    lines.append(
+        "Measured training wall time per run, median over seeds (min-max): "
+        + ", ".join(
+            f"{ROWS[row][0]} {statistics.median(minutes):.1f} min "
+            f"({min(minutes):.1f}-{max(minutes):.1f})"
+            for row, minutes in sorted(by_row.items(), key=lambda item: list(ROWS).index(item[0]))
+        )
+        + "."
+    )
     if args.set:
         lines.append(f"Overrides (--set): {', '.join(sorted(args.set))}.")
         skipped = sorted(set(args.set) - set(row_overrides("clip", args.set)))
