@@ -569,17 +569,28 @@ def holm(pvalues):
     return adjusted
 
 
-def compare(runs, comparisons=COMPARISONS, metrics=METRICS, min_seeds=MIN_SEEDS, alpha=ALPHA):
+def compare(
+    runs, rows=None, comparisons=COMPARISONS, metrics=METRICS, min_seeds=MIN_SEEDS, alpha=ALPHA
+):
     """Every (comparison, metric) that the runs allow: the paired difference over seeds, its
-    95% t interval and p, the Holm-adjusted p over the family (every comparison x metric
-    with at least `min_seeds` paired seeds) and a verdict: "beats" or "worse" where the
-    adjusted test rejects at `alpha`, "not resolved" where not, and no claim under
-    `min_seeds` seeds. A list of dicts."""
+    95% t interval and p, the Holm-adjusted p and a verdict. A list of dicts.
+
+    The family of the correction is planned, not found: every comparison between two of
+    `rows` (default: all) x every metric, whether or not its runs have finished, so that a
+    verdict does not move when more of the grid lands. While part of the family cannot be
+    tested yet (under `min_seeds` paired seeds), a test's final Holm-adjusted p lies between
+    Holm's over the tests that exist (the missing ones all smaller) and Bonferroni's over the
+    planned family (its bound): "holm_p" is that (low, high) pair, equal once the family is
+    complete. The verdict is "beats" or "worse" where even the high end rejects at `alpha`,
+    "not resolved" where even the low end does not, "pending" in between, and no claim under
+    `min_seeds` seeds."""
+    rows = set(ROWS if rows is None else rows)
+    planned = [c for c in comparisons if c[0] in rows and c[1] in rows]
     by_row = collections.defaultdict(dict)
     for run in runs:
         by_row[run["row"]][run["seed"]] = run["results"]
     results = []
-    for row, baseline, question in comparisons:
+    for row, baseline, question in planned:
         for metric in metrics:
             a = {s: r[metric] for s, r in by_row.get(row, {}).items() if metric in r}
             b = {s: r[metric] for s, r in by_row.get(baseline, {}).items() if metric in r}
@@ -591,16 +602,20 @@ def compare(runs, comparisons=COMPARISONS, metrics=METRICS, min_seeds=MIN_SEEDS,
                  **test, "holm_p": None}
             )  # fmt: skip
     family = [r for r in results if r["n"] >= min_seeds]
+    planned_size = len(planned) * len(metrics)
     for result, adjusted in zip(family, holm([r["p"] for r in family]), strict=True):
-        result["holm_p"] = adjusted
+        bound = adjusted if len(family) == planned_size else min(1.0, planned_size * result["p"])
+        result["holm_p"] = (adjusted, bound)
     for result in results:
         if result["n"] < min_seeds:
             result["verdict"] = f"fewer than {min_seeds} seeds: no claim"
-        elif result["holm_p"] < alpha:
+        elif result["holm_p"][1] < alpha:
             result["verdict"] = "beats" if result["mean"] > 0 else "worse"
-        else:
+        elif result["holm_p"][0] >= alpha:
             result["verdict"] = "not resolved"
-    return results
+        else:
+            result["verdict"] = "pending"
+    return results, planned_size
 
 
 def summarize(runs, rows):
@@ -637,7 +652,15 @@ def p_text(value):
     return "-" if value is None else f"{value:.2g}" if value >= 0.001 else "<0.001"
 
 
-def markdown(table, runs, args, wall_seconds, missing=None):
+def holm_text(bounds):
+    """A Holm-adjusted p, or the range it will fall in once the family is complete."""
+    if bounds is None:
+        return "-"
+    low, high = bounds
+    return p_text(low) if low == high else f"{p_text(low)} to {p_text(high)}"
+
+
+def markdown(table, runs, args, wall_seconds, missing=None, rows=None):
     """The summary table (mean +/- std and 95% interval over seeds), the paired comparisons
     with their Holm-corrected tests, the heads' state and the settings."""
     lines = []
@@ -673,7 +696,8 @@ def markdown(table, runs, args, wall_seconds, missing=None):
         "zero-shot 10%)."
     )
     lines.append("")
-    results = compare(runs)
+    # The planned rows, finished or not: they fix the family of the correction.
+    results, planned_size = compare(runs, rows=list(table) if rows is None else rows)
     if results:
         family = sum(result["holm_p"] is not None for result in results)
         lines.append(
@@ -685,15 +709,23 @@ def markdown(table, runs, args, wall_seconds, missing=None):
             lines.append(
                 f"| {ROWS[r['row']][0]} minus {ROWS[r['baseline']][0]} | {r['question']} | "
                 f"{METRICS[r['metric']]} | {r['n']} | {signed(r['mean'])} | {interval} | "
-                f"{p_text(r['p'])} | {p_text(r['holm_p'])} | {r['verdict']} |"
+                f"{p_text(r['p'])} | {holm_text(r['holm_p'])} | {r['verdict']} |"
             )
         lines.append("")
-        family_text = (
-            f"Holm's correction runs over the family of this table's {family} tests: every "
-            f"comparison x metric above with at least {MIN_SEEDS} paired seeds"
-            if family
-            else f"No comparison has {MIN_SEEDS} paired seeds yet, so none is tested as a claim"
-        )
+        if family == planned_size:
+            family_text = (
+                f"Holm's correction runs over the family of this table's {family} tests: every "
+                "comparison x metric above"
+            )
+        else:
+            family_text = (
+                f"Holm's correction runs over the family of the {planned_size} planned tests "
+                "(every comparison x metric of the rows, planned before the runs); "
+                f"{family} have {MIN_SEEDS} paired seeds so far, so the Holm p is the range "
+                "it will fall in once the rest are in (Holm's over the tests done, "
+                'Bonferroni\'s over the plan), and "pending" means that range straddles '
+                f"{ALPHA}"
+            )
         lines.append(
             "Differences in points, paired by seed (a seed fixes the train scenes and the "
             "initialisation): their mean, 95% Student t interval and two-sided paired t test. "
@@ -938,7 +970,7 @@ def main():
             + f" ({run['train_seconds']:.0f} s training)",
             flush=True,
         )
-    text = markdown(summarize(runs, rows), runs, args, time.time() - start, missing)
+    text = markdown(summarize(runs, rows), runs, args, time.time() - start, missing, rows)
     print()
     print(text)
     if args.table:

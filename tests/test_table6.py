@@ -216,29 +216,34 @@ def _fake_run(script, row, seed, shift=0.0):
 @pytest.mark.backend_independent
 def test_comparisons_are_paired_holm_corrected_and_need_five_seeds():
     script = _table6_script()
+    rows = ["clip", "silc_c", "clip_views_ema", "siglip", "silc_s"]
     runs = []
     for seed in range(5):
         runs.append(_fake_run(script, "clip", seed))
         # A gain of 5 points, far above the 0.2-point noise: every metric beats.
         runs.append(_fake_run(script, "silc_c", seed, shift=0.05))
-        # No gain: nothing to resolve.
-        runs.append(_fake_run(script, "clip_views_ema", seed, shift=0.0))
+        # SILC-C's equal: the distillation adds nothing over it, nothing to resolve.
+        runs.append(_fake_run(script, "clip_views_ema", seed, shift=0.05))
     for seed in range(3):  # three seeds: numbers, no claim
         runs.append(_fake_run(script, "siglip", seed))
         runs.append(_fake_run(script, "silc_s", seed, shift=0.05))
-    results = script.compare(runs)
+    results, planned = script.compare(runs, rows=rows)
     by = {(r["row"], r["baseline"], r["metric"]): r for r in results}
     metrics = list(script.METRICS)
+    # The plan: SILC-C - CLIP, SILC-S - SigLIP, SILC-C - (+ views + EMA); every metric.
+    assert planned == 3 * len(metrics)
     assert len(results) == 3 * len(metrics)
-    # The family: the two comparisons with five seeds, every metric.
+    # Two of the three comparisons have five seeds: Holm over those, Bonferroni over the plan.
     family = [r for r in results if r["holm_p"] is not None]
     assert len(family) == 2 * len(metrics)
-    np.testing.assert_allclose([r["holm_p"] for r in family], script.holm([r["p"] for r in family]))
+    p = np.array([r["p"] for r in family])
+    np.testing.assert_allclose([r["holm_p"][0] for r in family], script.holm(list(p)))
+    np.testing.assert_allclose([r["holm_p"][1] for r in family], np.minimum(1.0, planned * p))
     for metric in metrics:
         assert by[("silc_c", "clip", metric)]["verdict"] == "beats"
         np.testing.assert_allclose(by[("silc_c", "clip", metric)]["mean"], 0.05, atol=0.01)
-        assert by[("silc_c", "clip_views_ema", metric)]["verdict"] in ("not resolved", "beats",
-                                                                        "worse")  # fmt: skip
+        assert by[("silc_c", "clip_views_ema", metric)]["p"] > 0.05
+        assert by[("silc_c", "clip_views_ema", metric)]["verdict"] == "not resolved"
         assert by[("silc_s", "siglip", metric)]["verdict"] == "fewer than 5 seeds: no claim"
         assert by[("silc_s", "siglip", metric)]["holm_p"] is None
     # Reversed, the same test says "worse".
@@ -246,9 +251,59 @@ def test_comparisons_are_paired_holm_corrected_and_need_five_seeds():
                for run in runs]  # fmt: skip
     assert all(
         r["verdict"] == "worse"
-        for r in script.compare(flipped)
+        for r in script.compare(flipped, rows=rows)[0]
         if (r["row"], r["baseline"]) == ("silc_c", "clip")
     )
+    # The family does not depend on which runs exist: fewer rows asked for, a smaller plan.
+    assert script.compare(runs, rows=["clip", "silc_c"])[1] == len(metrics)
+    assert script.compare(runs)[1] == len(script.COMPARISONS) * len(metrics)
+
+
+def _runs_with_gains(script, row, baseline, gains):
+    """Five seeds of `baseline` and of `row`, `row` ahead by gains[seed] on every metric."""
+    runs = []
+    for seed, gain in enumerate(gains):
+        runs.append(_fake_run(script, baseline, seed))
+        runs.append({**_fake_run(script, row, seed), "results": {
+            metric: value + gain for metric, value in runs[-1]["results"].items()}})  # fmt: skip
+    return runs
+
+
+@pytest.mark.backend_independent
+def test_a_partial_family_gives_a_verdict_only_where_the_rest_cannot_change_it():
+    from scipy import stats
+
+    script = _table6_script()
+    rows = ["clip", "silc_c", "siglip", "silc_s"]  # the plan: 2 comparisons x 6 metrics
+    planned = 2 * len(script.METRICS)
+    done = len(script.METRICS)  # SILC-C - CLIP only, until SILC-S lands
+
+    def p_of(gains):
+        return stats.ttest_1samp(gains, 0.0).pvalue
+
+    clear = [0.010, 0.012, 0.008, 0.011, 0.009]
+    borderline = [0.010, 0.020, 0.005, 0.015, 0.012]
+    none = [0.001, -0.002, 0.0015, -0.001, 0.0005]
+    # The construction: Holm over the tests done rejects the borderline gain, the plan's
+    # Bonferroni does not; the clear gain passes both.
+    assert planned * p_of(clear) < 0.05
+    assert done * p_of(borderline) < 0.05 <= planned * p_of(borderline)
+    siglip_rows = _runs_with_gains(script, "silc_s", "siglip", none)
+    for gains, partial_verdict, final_verdict in (
+        (clear, "beats", "beats"),
+        (borderline, "pending", "not resolved"),
+    ):
+        runs = _runs_with_gains(script, "silc_c", "clip", gains)
+        results, size = script.compare(runs, rows=rows)
+        assert size == planned
+        for r in results:
+            np.testing.assert_allclose(r["holm_p"], (done * r["p"], min(1, planned * r["p"])))
+            assert r["verdict"] == partial_verdict
+        # SILC-S lands with no gain: the family is complete, one Holm p per test.
+        results, _ = script.compare(runs + siglip_rows, rows=rows)
+        assert all(r["holm_p"][0] == r["holm_p"][1] for r in results)
+        assert {r["verdict"] for r in results if r["row"] == "silc_c"} == {final_verdict}
+        assert {r["verdict"] for r in results if r["row"] == "silc_s"} == {"not resolved"}
 
 
 @pytest.mark.benchmark_script
@@ -276,7 +331,10 @@ def test_no_train_builds_a_partial_table_and_names_the_missing_cells(tmp_path, m
     assert "minus CLIP at SILC-C's compute | equal compute | ZS top-1 | 5 |" in text
     assert "| beats |" in text and "beats the spread" not in text
     assert "CLIP 11.1 TFLOPs, + self-distillation (SILC-C) 41.6 TFLOPs, SigLIP 11.1" in text
-    assert "Holm's correction runs over the family of this table's 12 tests" in text
+    # The family is the plan (3 comparisons of the rows asked for x 6 metrics), not the 12
+    # tests that the records allow so far.
+    assert "Holm's correction runs over the family of the 18 planned tests" in text
+    assert "12 have 5 paired seeds so far" in text
     assert not list(tmp_path.glob("*.weights.h5"))  # nothing trained
     monkeypatch.setattr(sys, "argv", argv[:2] + ["--output", str(tmp_path / "absent")])
     with pytest.raises(SystemExit, match="absent"):
