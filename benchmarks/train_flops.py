@@ -81,7 +81,9 @@ def row_flops(rows, batch_size, num_scenes=2000, steps=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default="clip,silc_c,siglip,silc_s,clip_views,clip_views_ema")
+    parser.add_argument(
+        "--rows", default="clip,silc_c,siglip,silc_s,clip_views,clip_views_ema,siglip_views_ema"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=1500, help="SILC's steps to match")
     args = parser.parse_args()
