@@ -234,7 +234,14 @@ def _check_same_run(output_dir, run_config, trained_steps):
     or a step count below the `trained_steps` the newest checkpoint has run."""
     saved = read_run_config(output_dir)
     if saved is None:
-        return
+        # Written before the first checkpoint, atomically: checkpoints without it were not
+        # made by a run of this folder as it stands, and nothing can tell whose they are.
+        state = "unreadable" if storage.exists(storage.join(output_dir, RUN_CONFIG)) else "missing"
+        raise ValueError(
+            f"{output_dir!r} holds checkpoints, but its {RUN_CONFIG} is {state}, so whether "
+            "they belong to this run cannot be checked. Put back the run's "
+            f"{RUN_CONFIG}, or choose a new --output."
+        )
     steps = run_config.get("steps")
     if steps is not None and steps < trained_steps:
         raise ValueError(

@@ -85,6 +85,17 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):
     _run(tmp_path, total_steps=2)
-    (tmp_path / "run_config.json").write_text(json.dumps({"preset": "silc_b16", "seed": 5}))
+    config = tmp_path / "run_config.json"
+    saved = config.read_text()
+    config.write_text(json.dumps({"preset": "silc_b16", "seed": 5}))
     with pytest.raises(ValueError, match=r"different run.*\['preset'\]"):
         _run(tmp_path)
+    # Without its settings, a folder's checkpoints cannot be told apart from another run's.
+    config.write_text('{"preset": "silc_')
+    with pytest.raises(ValueError, match="run_config.json is unreadable"):
+        _run(tmp_path)
+    config.unlink()
+    with pytest.raises(ValueError, match="run_config.json is missing"):
+        _run(tmp_path)
+    config.write_text(saved)
+    _run(tmp_path, total_steps=4)
