@@ -626,6 +626,7 @@ def train(args, demo_overrides=None):
     from keras_silc import evaluation
     from keras_silc import storage
     from keras_silc import training
+    from keras_silc.data import DataStatsCallback
     from keras_silc.data import training_dataset
     from keras_silc.experiments import fashion as demo
     from keras_silc.experiments import own_data
@@ -719,10 +720,14 @@ def train(args, demo_overrides=None):
         model.compile()
         return model
 
+    # Skipped records (undecodable images, empty captions, truncated shards) are warned
+    # about as they grow, logged per epoch and counted in the summary.
+    data_stats = DataStatsCallback(None)
+
     def build_dataset(start_example, model):
         augmentation = dict(demo.FASHION_AUGMENTATION) if _fashion(args) else {}
         augmentation["photometric"] = args.photometric
-        return training_dataset(
+        dataset = training_dataset(
             pairs,
             model.preprocessor,
             args.batch_size,
@@ -730,8 +735,10 @@ def train(args, demo_overrides=None):
             seed=args.seed,
             start_example=start_example,
         )
+        data_stats.stats = dataset.stats
+        return dataset
 
-    callbacks = []
+    callbacks = [data_stats]
     records = storage.join(output, "validation.csv")
     if validation is not None:
         arrays, class_names, labels = validation
@@ -772,6 +779,8 @@ def train(args, demo_overrides=None):
     summary = {"steps": args.steps, "resumed_from_step": resumed * steps_per_epoch}
     if history:
         summary.update(first_loss=history["loss"][0], final_loss=history["loss"][-1])
+    if data_stats.stats is not None:
+        summary["skipped_data"] = data_stats.stats.skipped()
     if validation is not None and storage.exists(records):
         rows = _read_csv(records)
         if rows:

@@ -5,6 +5,7 @@ and every flag that does not apply refused."""
 
 import csv
 import io
+import json
 import os
 import tarfile
 
@@ -345,3 +346,27 @@ def test_a_run_shorter_than_its_checkpoint_interval_is_continued_on_its_interval
     args.steps = 30
     with pytest.raises(ValueError, match="use a multiple of 20, e.g. --steps 40"):
         cli._checkpoint_interval(args, {"steps": 20, "checkpoint_every": 20})
+
+
+def test_skipped_records_are_counted_in_the_summary_and_warned_about(own, tmp_path, capsys, caplog):
+    # A shard of good samples with one corrupt image and one empty caption among them.
+    shard = tmp_path / "bad-00000.tar"
+    good = [tf.io.encode_jpeg(image).numpy() for image in own["images"][:6]]
+    with tarfile.open(shard, "w") as archive:
+        for i, jpeg in enumerate(good):
+            _add(archive, f"{i:05d}.jpg", jpeg)
+            _add(archive, f"{i:05d}.txt", own["captions"][i].encode())
+        _add(archive, "00006.jpg", good[0][: len(good[0]) // 3])  # truncated
+        _add(archive, "00006.txt", b"a truncated image")
+        _add(archive, "00007.jpg", good[1])
+        _add(archive, "00007.txt", b"")  # empty caption
+    output = str(tmp_path / "run")
+    args = ["train", "--data", "webdataset", "--data-path", str(shard), "--output", output]
+    with caplog.at_level("WARNING", logger="keras_silc.data"):
+        assert cli.main([*args, "--steps", "2", *TINY, "--tokenizer-sample", "8"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    skipped = summary["skipped_data"]
+    assert skipped["undecodable_images"] >= 1 and skipped["empty_captions"] >= 1, skipped
+    assert "skipped bad data" in caplog.text
+    # And per epoch in history.csv.
+    assert any(float(row["data/undecodable_images"]) >= 1 for row in _csv(f"{output}/history.csv"))

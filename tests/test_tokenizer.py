@@ -155,6 +155,20 @@ def test_file_errors(tmp_path):
         SilcTokenizer.from_file(tmp_path / "vocab.json", T)
     with pytest.raises(FileNotFoundError, match="has no tokenizer.json.*save_to_preset"):
         SilcTokenizer.from_preset(tmp_path)
+    # Files of the right type that hold something else.
+    (tmp_path / "notes.txt").write_text("buy milk\ncall home\n")
+    with pytest.raises(ValueError, match=r"notes.txt' is not a WordPiece vocabulary.*'\[UNK\]'"):
+        SilcTokenizer.from_file(tmp_path / "notes.txt", T)
+    (tmp_path / "words.model").write_text("not a protobuf")
+    with pytest.raises(ValueError, match=r"words.model' is not a SentencePiece model"):
+        SilcTokenizer.from_file(tmp_path / "words.model", T)
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "wordpiece"])
+def test_training_on_no_captions_says_so(model_type):
+    for captions in ([], ["", "  "]):
+        with pytest.raises(ValueError, match="No captions to train the"):
+            SilcTokenizer.from_captions(captions, 64, T, model_type=model_type)
 
 
 def test_a_vocabulary_whose_padding_is_not_zero_is_refused(captions, tmp_path):

@@ -84,6 +84,12 @@ def _python_strings(texts):
     )
 
 
+NO_CAPTIONS = (
+    "No captions to train the {kind} vocabulary on: `captions` is empty or holds only empty "
+    "strings. Pass a sample of the training captions."
+)
+
+
 def _caption_iterator(data, lowercase):
     """Python strings from an iterable of str/bytes or a (batched) tf.data.Dataset."""
     if isinstance(data, tf.data.Dataset):
@@ -651,12 +657,29 @@ class SilcTokenizer(keras.layers.Layer):
         # Keras's safe mode.
         if extension in SENTENCE_PIECE_EXTENSIONS:
             with open(path, "rb") as file:
-                inner = keras_hub.tokenizers.SentencePieceTokenizer(proto=file.read(), **kwargs)
+                proto = file.read()
+            try:
+                inner = keras_hub.tokenizers.SentencePieceTokenizer(proto=proto, **kwargs)
+            except Exception as error:  # sentencepiece's own errors name no file
+                raise ValueError(
+                    f"{path!r} is not a SentencePiece model ({error}); expected {expected}."
+                ) from None
         else:
-            with open(path, encoding="utf-8") as file:
-                vocabulary = [line.rstrip("\r\n") for line in file]
+            try:
+                with open(path, encoding="utf-8") as file:
+                    vocabulary = [line.rstrip("\r\n") for line in file]
+            except UnicodeDecodeError:
+                raise ValueError(f"{path!r} is not UTF-8 text; expected {expected}.") from None
             while vocabulary and not vocabulary[-1]:
                 vocabulary.pop()
+            unknown = kwargs.get("oov_token", "[UNK]")
+            if unknown not in vocabulary:
+                raise ValueError(
+                    f"{path!r} is not a WordPiece vocabulary: it has no {unknown!r} token "
+                    "for unknown words. A vocabulary lists one token per line: '[PAD]' "
+                    "first, '[UNK]' and an end token ('[EOS]' or '[SEP]'); pass oov_token= "
+                    "if yours names unknown words otherwise."
+                )
             inner = keras_hub.tokenizers.WordPieceTokenizer(vocabulary=vocabulary, **kwargs)
         return cls(
             inner,
@@ -733,13 +756,20 @@ class SilcTokenizer(keras.layers.Layer):
             "minloglevel": 2,
             **options,
         }
+        seen = [0]
+
+        def counted():
+            for caption in _caption_iterator(captions, lowercase):
+                seen[0] += bool(caption.strip())
+                yield caption
+
         try:
             sentencepiece.SentencePieceTrainer.train(
-                sentence_iterator=_caption_iterator(captions, lowercase),
-                model_writer=proto,
-                **settings,
+                sentence_iterator=counted(), model_writer=proto, **settings
             )
         except RuntimeError as error:
+            if not seen[0]:
+                raise ValueError(NO_CAPTIONS.format(kind="SentencePiece")) from None
             raise ValueError(f"SentencePiece training failed: {error}") from error
         return keras_hub.tokenizers.SentencePieceTokenizer(proto=proto.getvalue())
 
@@ -752,14 +782,17 @@ class SilcTokenizer(keras.layers.Layer):
         else:
             # keras-hub reads a list as file names: hand it a dataset of the captions.
             texts = list(_caption_iterator(captions, lowercase=False))
-            if not texts:
-                raise ValueError("No captions to train the WordPiece vocabulary on.")
+            if not any(text.strip() for text in texts):
+                raise ValueError(NO_CAPTIONS.format(kind="WordPiece"))
             dataset = tf.data.Dataset.from_tensor_slices(texts).batch(1024)
         # Counting words element by element is ~15x slower than in batches.
-        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-            dataset,
-            vocabulary_size,
-            lowercase=lowercase,
-            reserved_tokens=["[PAD]", "[UNK]", "[EOS]"],
-        )
+        try:
+            vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+                dataset,
+                vocabulary_size,
+                lowercase=lowercase,
+                reserved_tokens=["[PAD]", "[UNK]", "[EOS]"],
+            )
+        except StopIteration:  # tensorflow-text's learner, on a dataset with no words
+            raise ValueError(NO_CAPTIONS.format(kind="WordPiece")) from None
         return keras_hub.tokenizers.WordPieceTokenizer(vocabulary=vocabulary)
