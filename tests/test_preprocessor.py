@@ -100,6 +100,12 @@ def test_training_dataset_takes_the_preprocessor_and_makes_valid_batches():
     np.testing.assert_array_equal(batch["text"][0] > 0, batch["text"][0] != 0)
     with pytest.raises(TypeError, match="SilcPreprocessor"):
         data.training_dataset(pairs, "not a preprocessor", 4)
+    # A misspelt augmentation setting names itself, the likely fix and the settings.
+    message = r"'local_scal' \(did you mean 'local_scale'\?\)\. The settings are .*solarize"
+    with pytest.raises(ValueError, match=message):
+        data.training_dataset(pairs, model.preprocessor, 4, augmentation={"local_scal": (0.1, 0.3)})
+    with pytest.raises(ValueError, match="'blur_sigmas' \\(did you mean 'blur_sigma'"):
+        SilcPreprocessor(vocabulary_size=100, max_length=12, augmentation={"blur_sigmas": (1, 2)})
 
 
 def test_a_saved_model_carries_its_preprocessor_and_tokenizer(tmp_path):

@@ -1,5 +1,7 @@
 """`SilcPreprocessor`: everything between raw image-text pairs and SILC's training batches."""
 
+import dataclasses
+import difflib
 import warnings
 
 import keras
@@ -193,6 +195,16 @@ class SilcPreprocessor(keras.layers.Layer):
             **self.augmentation,
             **overrides,
         }
+        known = {field.name for field in dataclasses.fields(MultiCropConfig)} | {"color_jitter"}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            close = {name: difflib.get_close_matches(name, known, n=1) for name in unknown}
+            hints = [f"{name!r} (did you mean {match[0]!r}?)" if match else repr(name)
+                     for name, match in close.items()]  # fmt: skip
+            raise ValueError(
+                f"Unknown augmentation setting(s) {', '.join(hints)}. The settings are "
+                f"MultiCropConfig's fields: {', '.join(sorted(known))}."
+            )
         return MultiCropConfig(**fields)
 
     def example_batch(self, batch_size=8, seed=0):
