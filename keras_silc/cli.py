@@ -99,6 +99,8 @@ _MAY_BE_ZERO = {
     "pad_token_id",
     "eos_token_id",
 }
+# Integer settings that are at least 1 where set, with no default value to read a type off.
+_POSITIVE_INTEGERS = {"num_prototypes", "mlp_dim", "output_dim", "contrastive_chunk_size"}
 # Float settings in [0, 1].
 _FRACTIONS = {"teacher_momentum", "center_momentum", "beta_1", "beta_2", "momentum"}
 
@@ -153,13 +155,13 @@ def _check_value(flag, key, value, default):
                 )
             refuse(f"{key!r} is a single value, not a group of settings.")
         return
-    if value is None or default is None and name not in _MAY_BE_ZERO:
+    if value is None or default is None and name not in _MAY_BE_ZERO | _POSITIVE_INTEGERS:
         return  # optional settings, or no type to check against
     if isinstance(default, bool):
         if not isinstance(value, bool):
             refuse("must be true or false.")
         return
-    if isinstance(default, int) or name in _MAY_BE_ZERO:
+    if isinstance(default, int) or name in _MAY_BE_ZERO | _POSITIVE_INTEGERS:
         if isinstance(value, bool) or not isinstance(value, int):
             refuse("must be an integer.")
         minimum = 0 if name in _MAY_BE_ZERO else 1
@@ -192,7 +194,7 @@ def validate_overrides(overrides, flag="--set", defaults=None, prefix=""):
         path = f"{prefix}{key}"
         if key not in defaults:
             close = difflib.get_close_matches(key, list(defaults), n=1)
-            hint = f" Did you mean {prefix}{close[0]!r}?" if close else ""
+            hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
             where = f"in {prefix[:-1]!r}" if prefix else "of the model"
             raise ValueError(
                 f"{flag} {path}: unknown setting {key!r} {where}.{hint} Known: "
