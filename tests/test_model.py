@@ -323,6 +323,16 @@ def test_from_preset_merges_nested_overrides():
             lambda b: b.update(global_crops=b["global_crops"][:, :, :24, :24]),
             r"batch\['global_crops'\].*share the size S",
         ),
+        # Values, checked before fit on in-memory batches: an id past the embedding table
+        # is NaN under JAX and an opaque IndexError under PyTorch.
+        (
+            lambda b: b.update(text=b["text"] + 10_000),
+            r"batch\['text'\] hold the id \d+, but the text tower embeds only",
+        ),
+        (
+            lambda b: b.update(image=b["image"] * 255.0),
+            r"batch\['image'\].*0\.\.255 pixels: divide by 255",
+        ),
     ],
 )
 def test_malformed_batches_get_clear_errors(model, batch, change, match):

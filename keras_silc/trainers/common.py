@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_silc import batch_format
 from keras_silc.callbacks import with_divergence_guard
+from keras_silc.checks import check_batch_values
 from keras_silc.layers.photometric import apply_carried_photometric
 
 
@@ -53,7 +54,12 @@ class TrainerCommon:
 
     def fit(self, *args, callbacks=None, **kwargs):
         """`keras.Model.fit` with a `DivergenceGuard`: a NaN or exploding loss stops
-        training with the command line's message (pass your own guard to change it)."""
+        training with the command line's message (pass your own guard to change it).
+        In-memory batches (a dict of arrays) are value-checked first: token ids inside the
+        vocabulary and images in [0, 1], which a traced step cannot check."""
+        x = args[0] if args else kwargs.get("x")
+        if isinstance(x, dict):
+            check_batch_values(x, self.text_encoder.vocabulary_size)
         return super().fit(*args, callbacks=with_divergence_guard(callbacks), **kwargs)
 
     def compile_from_config(self, config):
