@@ -1348,7 +1348,9 @@ def main(argv=None):
     try:
         args.func(args)
     except (ValueError, OSError, KeyError) as error:
-        print(f"keras-silc: error: {error}", file=sys.stderr)
+        # str(KeyError) quotes its message.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"keras-silc: error: {message}", file=sys.stderr)
         return 2
     except RuntimeError as error:  # TrainingDiverged and friends
         print(f"keras-silc: stopped: {error}", file=sys.stderr)

@@ -370,3 +370,13 @@ def test_skipped_records_are_counted_in_the_summary_and_warned_about(own, tmp_pa
     assert "skipped bad data" in caplog.text
     # And per epoch in history.csv.
     assert any(float(row["data/undecodable_images"]) >= 1 for row in _csv(f"{output}/history.csv"))
+
+
+def test_a_missing_csv_column_is_named_without_quotes_and_with_the_flags(tmp_path, capsys):
+    table = tmp_path / "pairs.csv"
+    table.write_text("file,text\na.jpg,a red bag\n")
+    args = ["train", "--data", "csv", "--data-path", str(table), "--output", str(tmp_path / "r")]
+    assert cli.main([*args, "--steps", "2", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "keras-silc: error: Column 'image' not found" in err, err
+    assert "--image-key, --caption-key" in err and "Traceback" not in err

@@ -468,7 +468,8 @@ def from_csv(
         if column is not None and column not in rows[0]:
             raise KeyError(
                 f"Column {column!r} not found in {path!r}; its columns are {columns}. Pass "
-                "image_column= and caption_column= (and label_column=) to name them."
+                "image_column= and caption_column= (and label_column=) to name them "
+                "(keras-silc: --image-key, --caption-key, --val-label-key)."
             )
     image_root = os.fspath(image_root) if image_root else os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(image_root):
