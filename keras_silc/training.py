@@ -218,8 +218,8 @@ def _comparable(run_config, steps_changed):
 
 
 def read_run_config(output_dir):
-    """The run config saved in `output_dir`, or None (none yet, or cut short while written:
-    it is rewritten when training starts)."""
+    """The run config saved in `output_dir`, or None (none yet, or unreadable; with
+    checkpoints beside it, `_check_same_run` refuses either)."""
     path = storage.join(output_dir, RUN_CONFIG)
     if not storage.exists(path):
         return None
