@@ -32,7 +32,6 @@ tokenizer are refused with it. --lock-image / --lock-text / --unlocked-*-blocks 
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -87,122 +86,6 @@ def _load_config_file(path):
             'overrides, e.g. {"vision": {"depth": 4}, "contrastive_loss": "siglip"}.'
         )
     return config
-
-
-# Integer settings that may be 0; every other integer setting must be at least 1.
-_MAY_BE_ZERO = {
-    "num_local_crops",
-    "warmup_steps",
-    "cooldown_steps",
-    "teacher_temperature_warmup_steps",
-    "freeze_last_layer_steps",
-    "pad_token_id",
-    "eos_token_id",
-}
-# Integer settings that are at least 1 where set, with no default value to read a type off.
-_POSITIVE_INTEGERS = {"num_prototypes", "mlp_dim", "output_dim", "contrastive_chunk_size"}
-# Float settings in [0, 1].
-_FRACTIONS = {"teacher_momentum", "center_momentum", "beta_1", "beta_2", "momentum"}
-
-
-def _setting_defaults():
-    """{setting: default} of SilcModel's arguments, nested for vision/text/head/recipe."""
-    import inspect
-
-    from keras_silc.data.preprocessor import SilcPreprocessor
-    from keras_silc.layers.distillation_head import DistillationHead
-    from keras_silc.models.presets import PREPROCESSOR_KEYS
-    from keras_silc.models.silc_config import DEFAULT_RECIPE
-    from keras_silc.models.silc_model import SilcModel
-    from keras_silc.models.text_encoder import TextEncoder
-    from keras_silc.models.vision_encoder import VisionEncoder
-
-    def defaults(cls):
-        return {
-            name: (None if p.default is inspect.Parameter.empty else p.default)
-            for name, p in inspect.signature(cls.__init__).parameters.items()
-            if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
-        }
-
-    top = defaults(SilcModel)
-    top.pop("preprocessor")
-    # The view geometry: preset keys that go to the model's preprocessor.
-    geometry = defaults(SilcPreprocessor)
-    top.update({key: geometry[key] for key in PREPROCESSOR_KEYS})
-    top.update(
-        vision=defaults(VisionEncoder),
-        text=defaults(TextEncoder),
-        head=defaults(DistillationHead),
-        recipe=dict(DEFAULT_RECIPE),
-    )
-    return top
-
-
-def _check_value(flag, key, value, default):
-    """Raises ValueError naming `flag` unless `value` suits the setting `key`."""
-    name = key.rsplit(".", 1)[-1]
-
-    def refuse(why):
-        raise ValueError(f"{flag} {key}={json.dumps(value)}: {why}")
-
-    if isinstance(default, dict) or isinstance(value, dict):
-        if not (isinstance(default, dict) and isinstance(value, dict)):
-            if isinstance(default, dict):
-                example = next(iter(default))
-                refuse(
-                    f"{key!r} is a group of settings ({', '.join(sorted(default))}); set one "
-                    f"of them, e.g. --set {key}.{example}=..."
-                )
-            refuse(f"{key!r} is a single value, not a group of settings.")
-        return
-    if value is None or default is None and name not in _MAY_BE_ZERO | _POSITIVE_INTEGERS:
-        return  # optional settings, or no type to check against
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            refuse("must be true or false.")
-        return
-    if isinstance(default, int) or name in _MAY_BE_ZERO | _POSITIVE_INTEGERS:
-        if isinstance(value, bool) or not isinstance(value, int):
-            refuse("must be an integer.")
-        minimum = 0 if name in _MAY_BE_ZERO else 1
-        if value < minimum:
-            refuse(f"must be at least {minimum}.")
-        return
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            refuse("must be a number.")
-        if not math.isfinite(value) or value < 0:
-            refuse("must be a finite number >= 0.")
-        if name == "learning_rate" and value <= 0:
-            refuse("must be positive.")
-        if name in _FRACTIONS and value > 1:
-            refuse("must lie in [0, 1].")
-        return
-    if isinstance(default, str) and not isinstance(value, str):
-        refuse("must be a string.")
-    if isinstance(default, (tuple, list)) and not isinstance(value, list):
-        refuse(f"must be a list like {json.dumps(list(default))}.")
-
-
-def validate_overrides(overrides, flag="--set", defaults=None, prefix=""):
-    """Checks every override against SilcModel's settings (names, types, ranges) before
-    anything is loaded or written; the message names `flag` and the setting."""
-    import difflib
-
-    defaults = _setting_defaults() if defaults is None else defaults
-    for key, value in overrides.items():
-        path = f"{prefix}{key}"
-        if key not in defaults:
-            close = difflib.get_close_matches(key, list(defaults), n=1)
-            hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
-            where = f"in {prefix[:-1]!r}" if prefix else "of the model"
-            raise ValueError(
-                f"{flag} {path}: unknown setting {key!r} {where}.{hint} Known: "
-                f"{', '.join(sorted(defaults))}."
-            )
-        _check_value(flag, path, value, defaults[key])
-        if isinstance(value, dict):
-            validate_overrides(value, flag, defaults[key], prefix=f"{path}.")
 
 
 def _tokenizer_for(args, captions, text_config, tower_fixed):
@@ -635,12 +518,13 @@ def train(args, demo_overrides=None):
     from keras_silc.experiments import pretrained
     from keras_silc.models.presets import merge_config
     from keras_silc.models.presets import preset_config
+    from keras_silc.models.settings import validate_overrides
 
     _check_training_arguments(args)
     if args.preset is not None:
         preset_config(args.preset)  # fails early on an unknown preset
     from_file = _load_config_file(args.config)
-    validate_overrides(from_file, flag=f"--config {args.config}:")
+    validate_overrides(from_file, where=f"--config {args.config}:")
     from_flags = parse_overrides(args.set)
     validate_overrides(from_flags)
     overrides = merge_config(demo_overrides or {}, from_file)

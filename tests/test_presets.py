@@ -156,6 +156,36 @@ def test_overrides_go_to_the_model_or_the_preprocessor_and_weights_are_optional(
     np.testing.assert_array_equal(swapped.preprocessor.tokenize(CAPTIONS), other(CAPTIONS))
 
 
+def test_a_bad_override_is_refused_before_anything_is_built(saved, tmp_path):
+    _, folder = saved
+    cases = [
+        (
+            {"contrastve_loss": "siglip"},
+            "contrastve_loss: unknown setting.*Did you mean 'contrastive_loss'",
+        ),
+        ({"vision": {"dept": 2}}, "vision.dept: .*Did you mean 'vision.depth'"),
+        ({"head": {"num_prototypes": 0}}, "head.num_prototypes=0: must be at least 1"),
+        ({"teacher_momentum": 2.0}, r"teacher_momentum=2.0: must lie in \[0, 1\]"),
+        (
+            {"recipe": {"warmup_step": 5}},
+            "recipe.warmup_step: unknown setting 'warmup_step' in 'recipe'",
+        ),
+        ({"num_local_crops": -1}, "num_local_crops=-1: must be at least 0"),
+        ({"vision": 3}, "vision=3: 'vision' is a group of settings"),
+    ]
+    for overrides, message in cases:
+        for preset in ("silc_tiny", folder):
+            with pytest.raises(ValueError, match="SilcModel.from_preset override " + message):
+                SilcModel.from_preset(preset, **overrides)
+    # from_keras_hub checks before it loads (here: before it would download).
+    with pytest.raises(ValueError, match="SilcModel.from_keras_hub override head.num_prot"):
+        SilcModel.from_keras_hub("siglip_base_patch16_224", head={"num_prototypes": -1})
+    with pytest.raises(ValueError, match="from_huggingface override.*'contrastive_loss'"):
+        SilcModel.from_huggingface(str(tmp_path), contrastve_loss="clip")
+    with pytest.raises(ValueError, match="'silc_tiy'. Did you mean 'silc_tiny'"):
+        SilcModel.from_preset("silc_tiy")
+
+
 def test_named_presets_are_listed_with_whether_they_carry_weights(saved, monkeypatch):
     _, folder = saved
     assert set(SilcModel.presets) == set(PRESETS)

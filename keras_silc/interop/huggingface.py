@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_silc.interop import common
 from keras_silc.interop.keras_hub import silc_tokenizer_from_keras_hub
+from keras_silc.models.settings import validate_overrides
 
 HF_ACTIVATIONS = {
     "gelu_pytorch_tanh": "gelu_approximate",
@@ -356,6 +357,9 @@ def tokenizer_from_huggingface(directory, sequence_length):
 def model_from_huggingface(cls, directory, tokenizer=None, **overrides):
     """`SilcModel.from_huggingface`: a `cls` built from the folder's config (with
     `overrides`) holding the folder's weights, with `tokenizer`, else the folder's own."""
+    validate_overrides(
+        overrides, where=f"{cls.__name__}.from_huggingface override", model_class=cls
+    )
     config = silc_config_from_huggingface(directory, **overrides)
     if tokenizer is None:
         tokenizer = tokenizer_from_huggingface(directory, config["text"]["max_length"])

@@ -18,6 +18,7 @@ from keras import ops
 from keras_silc import preset_files
 from keras_silc.data.tokenizer import SilcTokenizer
 from keras_silc.interop import common
+from keras_silc.models.settings import validate_overrides
 
 _ACTIVATIONS = {"gelu_approximate": "gelu_approximate", "quick_gelu": "quick_gelu", "gelu": "gelu"}
 
@@ -383,6 +384,10 @@ def silc_tokenizer_from_keras_hub(tokenizer, sequence_length):
 def model_from_keras_hub(model_cls, source, tokenizer=None, **overrides):
     """`SilcModel.from_keras_hub`: see there."""
     import keras_hub
+
+    validate_overrides(
+        overrides, where=f"{model_cls.__name__}.from_keras_hub override", model_class=model_cls
+    )
 
     if isinstance(source, (str, os.PathLike)):
         backbone, preprocessor = _load_preset(os.fspath(source), with_tokenizer=tokenizer is None)

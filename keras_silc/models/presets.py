@@ -11,6 +11,7 @@ reads it. The preprocessor is found through Keras's registry, so models do not i
 """
 
 import copy
+import difflib
 import os
 
 import keras
@@ -183,16 +184,21 @@ def _unknown_preset(preset):
             f"No preset folder at {preset!r}. Write one with SilcModel.save_to_preset(folder); "
             f"named presets: {named}."
         )
+    close = difflib.get_close_matches(preset, list(PRESETS), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
     return ValueError(
-        f"Unknown preset {preset!r}. Available presets: {named}; or pass a folder written by "
-        "SilcModel.save_to_preset, or a kaggle://, hf:// or gs:// handle."
+        f"Unknown preset {preset!r}.{hint} Available presets: {named}; or pass a folder written "
+        "by SilcModel.save_to_preset, or a kaggle://, hf:// or gs:// handle."
     )
 
 
 def load_model(cls, preset, load_weights=True, **overrides):
     """`SilcModel.from_preset`: a named preset, a preset folder or a handle."""
+    from keras_silc.models.settings import validate_overrides
+
     preset = preset_files.as_preset(preset)
     tokenizer = overrides.pop("tokenizer", None)  # a layer: not merged or copied
+    validate_overrides(overrides, where=f"{cls.__name__}.from_preset override", model_class=cls)
     if preset in PRESETS:
         if "handle" not in PRESETS[preset]:
             return cls.from_config({**preset_config(preset, **overrides), "tokenizer": tokenizer})
