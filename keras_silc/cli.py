@@ -31,6 +31,7 @@ tokenizer are refused with it. --lock-image / --lock-text / --unlocked-*-blocks 
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -339,6 +340,18 @@ def _prepare_output(output):
         raise ValueError(f"The output folder {output!r} is not writable; choose another --output.")
 
 
+@contextlib.contextmanager
+def _errors_name_the_flag(flag):
+    """Prefixes `flag` to a data error's message that does not name a flag already."""
+    try:
+        yield
+    except (ValueError, OSError, KeyError) as error:
+        message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+        if message.startswith("--"):
+            raise
+        raise ValueError(f"{flag}: {message}") from error
+
+
 def _validation(args, image_size):
     """(arrays, class names or None, labels or None) of --val-data, read before training."""
     from keras_silc.experiments import own_data
@@ -553,19 +566,19 @@ def train(args, demo_overrides=None):
         _check_fine_tuning(overrides, depths, self_distillation, f"the preset {args.preset}")
         _warn_random_locks(overrides)
         image_size = config["vision"]["image_size"]
-    _prepare_output(output)
 
     keras.utils.set_random_seed(args.seed)
-    pairs, captions = demo.make_pairs(
-        args.data,
-        args.data_path,
-        args.image_key,
-        args.caption_key,
-        args.num_scenes,
-        args.seed,
-        class_only_captions=args.class_only_captions,
-        tokenizer_sample=args.tokenizer_sample,
-    )
+    with _errors_name_the_flag("--data-path" if args.data_path else "--data"):
+        pairs, captions = demo.make_pairs(
+            args.data,
+            args.data_path,
+            args.image_key,
+            args.caption_key,
+            args.num_scenes,
+            args.seed,
+            class_only_captions=args.class_only_captions,
+            tokenizer_sample=args.tokenizer_sample,
+        )
     tokenizer = None  # a pretrained model's is its own
     if not _pretrained(args):
         tower_fixed = "vocabulary_size" in overrides.get("text", {})
@@ -576,7 +589,10 @@ def train(args, demo_overrides=None):
             )
     validation = None
     if args.val_data:
-        validation = _validation(args, image_size)
+        with _errors_name_the_flag("--val-data"):
+            validation = _validation(args, image_size)
+    # Created only once every input has been read: a refused command leaves nothing behind.
+    _prepare_output(output)
     steps_per_epoch = _checkpoint_interval(args, training.read_run_config(output))
     run_config = {
         "preset": args.preset,

@@ -378,5 +378,20 @@ def test_a_missing_csv_column_is_named_without_quotes_and_with_the_flags(tmp_pat
     args = ["train", "--data", "csv", "--data-path", str(table), "--output", str(tmp_path / "r")]
     assert cli.main([*args, "--steps", "2", *TINY]) == 2
     err = capsys.readouterr().err
-    assert "keras-silc: error: Column 'image' not found" in err, err
+    assert "keras-silc: error: --data-path: Column 'image' not found" in err, err
     assert "--image-key, --caption-key" in err and "Traceback" not in err
+
+
+def test_a_missing_shard_names_its_flag_and_leaves_no_output_folder(own, tmp_path, capsys):
+    output = tmp_path / "run"
+    args = ["train", "--data", "webdataset", "--output", str(output), "--steps", "2", *TINY]
+    missing = str(tmp_path / "none" / "{0..1}.tar")
+    cases = [
+        (["--data-path", missing], "error: --data-path: The WebDataset shard"),
+        (["--data-path", own["train"], "--val-data", missing], "error: --val-data: The WebDat"),
+    ]
+    for flags, message in cases:
+        assert cli.main([*args, *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+        assert not output.exists()
