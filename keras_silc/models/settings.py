@@ -17,6 +17,8 @@ _MAY_BE_ZERO = {
     "freeze_last_layer_steps",
     "pad_token_id",
     "eos_token_id",
+    "unlocked_image_blocks",
+    "unlocked_text_blocks",
 }
 # Integer settings that are at least 1 where set, with no default value to read a type off.
 _POSITIVE_INTEGERS = {"num_prototypes", "mlp_dim", "output_dim", "contrastive_chunk_size"}
