@@ -161,7 +161,10 @@ def test_fine_tuning_controls_round_trip_through_the_config(tmp_path):
     ],
 )
 def test_bad_fine_tuning_controls_are_refused(overrides, match):
+    # The model's own checks (from_preset checks names, types and ranges before them).
     with pytest.raises(ValueError, match=match):
+        SilcModel.from_config({**tiny_model().get_config(), **overrides})
+    with pytest.raises(ValueError, match=match + "|from_preset override"):
         tiny_model(**overrides)
 
 

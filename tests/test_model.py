@@ -472,8 +472,12 @@ def test_gradient_accumulation_gives_the_full_batch_step(overrides):
 
 
 def test_gradient_accumulation_errors_and_config():
+    config = tiny_model().get_config()
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="gradient_accumulation_steps must be a positive int"):
+            SilcModel.from_config({**config, "gradient_accumulation_steps": bad})
+        # from_preset refuses it before the model is built.
+        with pytest.raises(ValueError, match="override gradient_accumulation_steps="):
             tiny_model(gradient_accumulation_steps=bad)
     assert tiny_model(gradient_accumulation_steps=np.int64(2)).gradient_accumulation_steps == 2
     model = tiny_model(gradient_accumulation_steps=4)

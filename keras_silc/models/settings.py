@@ -5,6 +5,7 @@ import difflib
 import inspect
 import json
 import math
+import numbers
 
 import keras
 
@@ -86,14 +87,14 @@ def _check_value(where, key, value, default):
             refuse("must be true or false.")
         return
     if isinstance(default, int) or name in _MAY_BE_ZERO | _POSITIVE_INTEGERS:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             refuse("must be an integer.")
         minimum = 0 if name in _MAY_BE_ZERO else 1
         if value < minimum:
             refuse(f"must be at least {minimum}.")
         return
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             refuse("must be a number.")
         if not math.isfinite(value) or value < 0:
             refuse("must be a finite number >= 0.")
