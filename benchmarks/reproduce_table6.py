@@ -368,6 +368,14 @@ def teacher_summary(run):
     return text
 
 
+def run_order(rows, seeds, order="seeds"):
+    """The (row, seed) cells in the order they train: seed-major (a partial table has every
+    row at the first seeds) or row-major (a row reaches the seeds of a claim soonest)."""
+    if order == "rows":
+        return [(row, seed) for row in rows for seed in seeds]
+    return [(row, seed) for seed in seeds for row in rows]
+
+
 def run_path(args, row, seed):
     return os.path.join(args.output, f"{row}-seed{seed}.json")
 
@@ -921,6 +929,14 @@ def main():
         "of one thread each finish sooner than 2 runs one after the other)",
     )
     parser.add_argument(
+        "--order",
+        choices=("seeds", "rows"),
+        default="seeds",
+        help="seeds (default): every row at seed 0, then every row at seed 1, ..., so that a "
+        "partial table has every row; rows: every seed of the first row, then of the next, so "
+        "that a row reaches the 5 seeds of a claim soonest",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="CLIP and SILC-C unless --rows, 1 seed, a few steps"
     )
     parser.add_argument("--worker", choices=list(ROWS), help=argparse.SUPPRESS)
@@ -953,8 +969,7 @@ def main():
         runs, missing = load_records(args, rows, args.seeds)
     else:
         seeds = [int(s) for s in (args.seeds or "0,1,2").split(",")]
-        # Seed-major: a partial table has every row at the first seeds.
-        order = [(row, seed) for seed in seeds for row in rows]
+        order = run_order(rows, seeds, args.order)
         reuse_runs(args, order)
         for row, seed in order:
             if os.path.exists(run_path(args, row, seed)):

@@ -342,6 +342,28 @@ def test_no_train_builds_a_partial_table_and_names_the_missing_cells(tmp_path, m
 
 
 @pytest.mark.benchmark_script
+def test_runs_train_seed_major_unless_row_major_is_asked_for():
+    script = _table6_script()
+    rows, seeds = ["clip", "silc_c"], [0, 1, 2]
+    assert script.run_order(rows, seeds) == [
+        ("clip", 0),
+        ("silc_c", 0),
+        ("clip", 1),
+        ("silc_c", 1),
+        ("clip", 2),
+        ("silc_c", 2),
+    ]
+    assert script.run_order(rows, seeds, "rows") == [
+        ("clip", 0),
+        ("clip", 1),
+        ("clip", 2),
+        ("silc_c", 0),
+        ("silc_c", 1),
+        ("silc_c", 2),
+    ]
+
+
+@pytest.mark.benchmark_script
 def test_reuse_of_a_missing_or_empty_folder_is_an_error(tmp_path):
     import argparse
 
