@@ -123,6 +123,24 @@ def check_batch_values(batch, vocabulary_size):
     return batch
 
 
+def check_model_inputs(inputs, where="SilcModel"):
+    """Raises ValueError unless `inputs` is a dict holding "image" and/or "text", what
+    `SilcModel.call` and `predict` take; a dataset or generator passes unchecked."""
+    example = (
+        "{'image': float images (N, H, W, 3) in [0, 1]} and/or {'text': token ids (N, T)}, "
+        "e.g. model.predict({'text': model.preprocessor.tokenize(captions)}); encode_image "
+        "and encode_text take the arrays themselves"
+    )
+    if isinstance(inputs, dict):
+        if "image" not in inputs and "text" not in inputs:
+            raise ValueError(f"{where} takes {example}; got a dict with {sorted(inputs)}.")
+        return
+    if isinstance(inputs, (list, tuple, str, bytes)) or hasattr(inputs, "shape"):
+        shape = getattr(inputs, "shape", None)
+        got = f"{type(inputs).__name__}" + (f" of shape {tuple(shape)}" if shape else "")
+        raise ValueError(f"{where} takes {example}; got a {got}.")
+
+
 def resolve_tokenizer(owner, tokenizer=None):
     """`tokenizer`, else `owner.tokenizer` (a model's or a preprocessor's), else a
     ValueError that says how to give one."""

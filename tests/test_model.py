@@ -533,3 +533,18 @@ def test_batch_normalized_head_moves_its_statistics_per_micro_batch():
         rtol=1e-4,
         atol=1e-6,
     )
+
+
+def test_predict_and_call_take_a_dict_and_a_refusal_leaves_the_model_usable():
+    model = tiny_model()
+    size = model.vision_config["image_size"]
+    images = np.random.default_rng(0).random((2, size, size, 3), dtype="float32")
+    for bad in (images, [images], {"images": images}):
+        with pytest.raises(ValueError, match=r"SilcModel.predict takes \{'image'"):
+            model.predict(bad, verbose=0)
+        with pytest.raises(ValueError, match=r"SilcModel takes \{'image'"):
+            model(bad)
+    # Under JAX an error inside the first predict step would leave the variables unset.
+    expected = to_numpy(model.encode_image(images))
+    predicted = model.predict({"image": images}, verbose=0)["image_embeddings"]
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)

@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from keras_silc import losses
+from keras_silc.checks import check_model_inputs
 from keras_silc.checks import check_token_ids
 from keras_silc.layers.distillation_head import l2_normalize
 from keras_silc.models.fine_tuning import FineTuning
@@ -427,6 +428,7 @@ class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
 
     def call(self, inputs):
         """`{"image": ..., "text": ...}` (either or both) -> normalised embeddings."""
+        check_model_inputs(inputs)
         outputs = {}
         if "image" in inputs:
             outputs["image_embeddings"] = l2_normalize(self._inference_encoder()(inputs["image"]))

@@ -7,6 +7,7 @@ from keras import ops
 from keras_silc import batch_format
 from keras_silc.callbacks import with_divergence_guard
 from keras_silc.checks import check_batch_values
+from keras_silc.checks import check_model_inputs
 from keras_silc.layers.photometric import apply_carried_photometric
 
 
@@ -61,6 +62,13 @@ class TrainerCommon:
         if isinstance(x, dict):
             check_batch_values(x, self.text_encoder.vocabulary_size)
         return super().fit(*args, callbacks=with_divergence_guard(callbacks), **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict` of `{"image": ...}` and/or `{"text": ...}`. Anything else
+        is refused before the step is traced: under JAX an error inside the first predict
+        step leaves the model's variables unset, and every later call fails."""
+        check_model_inputs(x, "SilcModel.predict")
+        return super().predict(x, *args, **kwargs)
 
     def compile_from_config(self, config):
         """Restores the compiled state on `keras.models.load_model`, also for a model saved
