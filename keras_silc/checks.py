@@ -5,6 +5,8 @@ sources' arrays); these helpers hold the messages, so that every entry point say
 same thing. None of them runs inside a compiled step.
 """
 
+import numbers
+
 import numpy as np
 
 
@@ -134,6 +136,12 @@ def check_model_inputs(inputs, where="SilcModel"):
     if isinstance(inputs, dict):
         if "image" not in inputs and "text" not in inputs:
             raise ValueError(f"{where} takes {example}; got a dict with {sorted(inputs)}.")
+        # Host arrays are checked here, before the step: inside it they are symbolic.
+        if isinstance(inputs.get("image"), np.ndarray):
+            check_rank(inputs["image"], 4, f"{where}'s 'image'", "(N, H, W, 3) images")
+            check_images(inputs["image"], f"{where}'s 'image'")
+        if isinstance(inputs.get("text"), np.ndarray):
+            check_rank(inputs["text"], 2, f"{where}'s 'text'", "(N, T) token ids")
         return
     if isinstance(inputs, (list, tuple, str, bytes)) or hasattr(inputs, "shape"):
         shape = getattr(inputs, "shape", None)
@@ -151,4 +159,60 @@ def resolve_tokenizer(owner, tokenizer=None):
             "ids with 0 as padding, e.g. keras_silc.data.SilcTokenizer.from_captions(captions, "
             "...)) or give the model one (SilcModel.from_preset(name, tokenizer=...))."
         )
+    if not callable(tokenizer):
+        if isinstance(tokenizer, str | bytes) or hasattr(tokenizer, "__fspath__"):
+            raise ValueError(
+                f"tokenizer= takes a tokenizer, not the path {str(tokenizer)!r}: load it first "
+                "with keras_silc.data.SilcTokenizer.from_preset(folder) for a folder written by "
+                "save_to_preset, or SilcTokenizer.from_file(path, sequence_length=...) for a "
+                "SentencePiece .model or WordPiece .txt vocabulary."
+            )
+        raise ValueError(
+            "tokenizer= must be callable (a list of str -> (N, T) int token ids), got a "
+            f"{type(tokenizer).__name__}."
+        )
     return tokenizer
+
+
+def positive_int(value, name):
+    """`value` as an int, or a ValueError unless it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def positive_ints(values, name):
+    """A tuple of positive ints from one int or a sequence of them (`ks=1` or `ks=(1, 5)`)."""
+    if isinstance(values, numbers.Integral) and not isinstance(values, bool):
+        values = (values,)
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name} must be an int or a sequence of ints, got {values!r}.")
+    values = tuple(values)
+    if not values:
+        raise ValueError(f"{name} is empty; give at least one value.")
+    return tuple(positive_int(v, f"every value of {name}") for v in values)
+
+
+def string_list(values, name, what):
+    """A list of str from a sequence of str; a single str is refused (it would be split
+    into characters)."""
+    if values is None:
+        raise ValueError(f"{name} is required: a list of {what}.")
+    if isinstance(values, str | bytes):
+        raise ValueError(
+            f"{name} must be a list of {what}, got the single string {values!r}; "
+            f"wrap it: [{values!r}]."
+        )
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} is empty.")
+    return values
+
+
+def check_rank(values, rank, what, expected, hint=""):
+    """Raises ValueError unless `values` (any array; symbolic shapes too) has `rank` axes."""
+    shape = getattr(values, "shape", None)
+    shape = np.shape(values) if shape is None else tuple(shape)
+    if len(shape) != rank:
+        raise ValueError(f"{what} must be {expected}; got shape {shape}.{hint}")
+    return values

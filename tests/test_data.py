@@ -444,6 +444,15 @@ def test_pipeline_errors_say_what_is_wrong():
             4,
             tokenizer=hash_tokenizer(),
         )
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        data.training_dataset(pairs, model, 0, tokenizer=hash_tokenizer())
+    # Fewer pairs than one batch, not repeated: an empty dataset, refused with the way out.
+    with pytest.raises(ValueError, match="The 4 pairs make no full batch of 8.*drop_remainder"):
+        data.training_dataset(pairs, model, 8, tokenizer=hash_tokenizer(), repeat=False)
+    last = data.training_dataset(
+        pairs, model, 8, tokenizer=hash_tokenizer(), repeat=False, drop_remainder=False
+    )
+    assert [len(batch["text"]) for batch in last] == [4]
 
 
 # ---------------------------------------------------------------------- readers

@@ -461,3 +461,79 @@ def test_distillation_diagnostics_see_both_collapses():
         evaluation.distillation_diagnostics(
             tiny_model(self_distillation=False, multi_view_contrastive=True), images
         )
+
+
+def test_argument_mistakes_get_a_message_that_says_the_fix():
+    model, images = OneHotModel(), images_of([0, 1])
+
+    def zero_shot(**changes):
+        arguments = dict(images=images, labels=[0, 1], class_names=CLASSES) | changes
+        return evaluation.zero_shot_classification(model, word_tokenizer, **arguments)
+
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        zero_shot(batch_size=0)
+    with pytest.raises(ValueError, match="not the path 'vocab.model'.*SilcTokenizer.from_file"):
+        evaluation.zero_shot_classification(model, "vocab.model", images, [0, 1], CLASSES)
+    with pytest.raises(ValueError, match=r"single string 'cat'; wrap it: \['cat'\]"):
+        zero_shot(class_names="cat")
+    with pytest.raises(ValueError, match="integer class indices.*class_names.index"):
+        zero_shot(labels=["cat", "dog"])
+    with pytest.raises(ValueError, match="integer class indices, got 1.5"):
+        zero_shot(labels=[0.0, 1.5])
+    with pytest.raises(ValueError, match="every value of ks must be a positive integer"):
+        zero_shot(ks=(0,))
+    with pytest.raises(ValueError, match=r"'image' rows have different shapes.*resize"):
+        zero_shot(images=[images[0], images[1, :2, :2]])
+    with pytest.raises(ValueError, match=r"images must be floats in \[0, 1\].*divide by 255"):
+        zero_shot(images=images * 255.0)
+    with pytest.raises(KeyError, match=r"no \['image'\] \(it has \['img', 'label'\]\)"):
+        evaluation.zero_shot_classification(
+            model, word_tokenizer, {"img": images, "label": [0, 1]}, class_names=CLASSES
+        )
+    with pytest.raises(ValueError, match="captions must hold one entry per image"):
+        evaluation.retrieval(model, word_tokenizer, images[:1], "a cat")
+    with pytest.raises(ValueError, match="seeds must be a positive integer, got 0"):
+        evaluation.few_shot_classification(model, images, [0, 1], images, [0, 1], seeds=0)
+    with pytest.raises(ValueError, match="every value of shots must be a positive integer"):
+        evaluation.few_shot_classification(model, images, [0, 1], images, [0, 1], shots=(0,))
+    with pytest.raises(ValueError, match="integer class indices"):
+        evaluation.few_shot_classification(model, images, ["a", "b"], images, [0, 1], shots=1)
+
+    # What is unambiguous is taken as meant: one int for ks / shots, one str template,
+    # integer-valued float labels.
+    assert zero_shot(ks=1, templates="a photo of a {}.", labels=[0.0, 1.0]) == {"top1": 1.0}
+    assert set(evaluation.retrieval(model, word_tokenizer, images, ["a cat", "a dog"], ks=1)) == {
+        "i2t_recall@1",
+        "t2i_recall@1",
+    }
+    few_shot = evaluation.few_shot_classification(
+        model, images, [0, 1], images, [0, 1], shots=1, seeds=1
+    )
+    assert few_shot["1shot_mean"] == 1.0
+
+
+def test_image_and_text_inputs_are_checked_on_a_real_model(real_model):
+    images = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"encode_image's images must be floats in \[0, 1\]"):
+        real_model.encode_image(images * 255.0)
+    with pytest.raises(ValueError, match=r"add a batch axis: images\[None\]"):
+        real_model.encode_image(images[0])
+    with pytest.raises(ValueError, match=r"add a batch axis: token_ids\[None\]"):
+        real_model.encode_text(np.array([3, 4, 0, 0], np.int32))
+    with pytest.raises(ValueError, match="SilcModel.predict's 'image' must be floats"):
+        real_model.predict({"image": images * 255.0}, verbose=0)
+    extractor = real_model.image_feature_extractor()
+    with pytest.raises(ValueError, match="ImageFeatureExtractor's images must be floats"):
+        extractor(images * 255.0)
+    # uint8 pixels are scaled to [0, 1], as the evaluators and the data pipeline do.
+    pixels = np.round(images * 255.0).astype(np.uint8)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(real_model.encode_image(pixels)),
+        keras.ops.convert_to_numpy(real_model.encode_image(pixels / np.float32(255.0))),
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(extractor(pixels)["pooled"]),
+        keras.ops.convert_to_numpy(real_model.encode_image(pixels)),
+        atol=1e-5,
+    )

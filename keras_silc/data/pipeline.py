@@ -5,6 +5,7 @@ import random
 import numpy as np
 import tensorflow as tf
 
+from keras_silc.checks import positive_int
 from keras_silc.checks import resolve_tokenizer
 from keras_silc.data.augment import multi_crop_views
 from keras_silc.data.sources import independent_of_global_seed
@@ -103,8 +104,14 @@ def training_dataset(
             "pairs must yield dicts with 'image' (or 'image_path') and 'caption'; got "
             f"{spec}. Use keras_silc.data.from_arrays / from_webdataset / ... to make them."
         )
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    batch_size = positive_int(batch_size, "batch_size")
+    known_pairs = int(pairs.cardinality())
+    if not repeat and drop_remainder and 0 <= known_pairs < batch_size:
+        raise ValueError(
+            f"The {known_pairs} pairs make no full batch of {batch_size} with repeat=False and "
+            "drop_remainder=True, so the dataset would be empty. Lower batch_size, pass "
+            "repeat=True (and steps_per_epoch to fit), or drop_remainder=False."
+        )
     preprocessor = getattr(preprocessor, "preprocessor", preprocessor)
     if not hasattr(preprocessor, "multi_crop_config"):
         raise TypeError(

@@ -17,6 +17,9 @@ import weakref
 import keras
 import numpy as np
 
+from keras_silc.checks import check_images
+from keras_silc.checks import positive_int
+
 
 def tokenize(tokenizer, texts):
     """(N, T) int32 numpy token ids of a list of str."""
@@ -54,6 +57,7 @@ def as_float_images(images, size=None):
         images = np.repeat(images, 3, axis=-1)
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255.0
+    check_images(images)
     images = images.astype(np.float32)
     if size is not None and images.shape[1:3] != (size, size):
         images = keras.ops.convert_to_numpy(
@@ -92,7 +96,7 @@ def source_from(data, arrays, keys):
 def num_rows(source, key):
     """The number of examples of a dict source, else None (datasets, iterables)."""
     if isinstance(source, dict):
-        return len(source[key])
+        return len(source[key]) if key in source else None  # `batches` names a missing key
     try:
         import tensorflow as tf
 
@@ -115,6 +119,30 @@ def _iterate(source):
     return iter(source)
 
 
+def _uneven(key, shapes):
+    shapes = ", ".join(str(s) for s in sorted(set(shapes), key=str)[:3])
+    return ValueError(
+        f"The {key!r} rows have different shapes ({shapes}); stack only rows of one shape. "
+        "For images, resize them to one size first (the evaluators then resize every batch "
+        "to the model's image size), or pass a tf.data.Dataset that resizes them."
+    )
+
+
+def _stack(rows, key):
+    try:
+        return np.asarray(rows)
+    except ValueError as error:
+        if "inhomogeneous" not in str(error):
+            raise
+        raise _uneven(key, [np.shape(r) for r in rows]) from None
+
+
+def _concatenate(parts, key):
+    if len({np.shape(p)[1:] for p in parts}) > 1:
+        raise _uneven(key, [np.shape(p)[1:] for p in parts])
+    return np.concatenate(parts)
+
+
 def batches(source, keys, batch_size, image_key=None):
     """Numpy dict batches (only `keys`) of at most `batch_size` rows from a dict of arrays, a
     `tf.data.Dataset` or an iterable of dicts (batched or single examples: a single example is
@@ -126,7 +154,7 @@ def batches(source, keys, batch_size, image_key=None):
             raise KeyError(f"The data has no {missing} (it has {sorted(source)}).")
         n = len(source[image_key])
         for start in range(0, n, batch_size):
-            yield {k: np.asarray(source[k][start : start + batch_size]) for k in keys}
+            yield {k: _stack(source[k][start : start + batch_size], k) for k in keys}
         return
     pending, count = collections.defaultdict(list), 0
     for element in _iterate(source):
@@ -144,14 +172,14 @@ def batches(source, keys, batch_size, image_key=None):
             pending[k].append(value[None] if single else value)
         count += 1 if single else _rows(element[image_key])
         while count >= batch_size:
-            merged = {k: np.concatenate(v) for k, v in pending.items()}
+            merged = {k: _concatenate(v, k) for k, v in pending.items()}
             yield {k: v[:batch_size] for k, v in merged.items()}
             pending = collections.defaultdict(
                 list, {k: [v[batch_size:]] for k, v in merged.items()}
             )
             count -= batch_size
     if count:
-        yield {k: np.concatenate(v) for k, v in pending.items()}
+        yield {k: _concatenate(v, k) for k, v in pending.items()}
 
 
 def progress(total, verbose, unit="batch"):
@@ -173,6 +201,7 @@ def image_batches(images, values, keys, batch_size, verbose, what):
     The arguments are checked at once; the batches raise ValueError when one has not one
     value per image, and when there are no images at all.
     """
+    batch_size = positive_int(batch_size, "batch_size")
     source = source_from(images, (values,), keys)
     return _image_batches(source, keys, batch_size, verbose, what)
 
@@ -283,9 +312,10 @@ def check_token_ids(model, ids):
 
 def embed_images(model, images, batch_size=256):
     """L2-normalised (N, J) numpy image embeddings of one array of images (any size)."""
+    batch_size = positive_int(batch_size, "batch_size")
     encode = model_fn(model, "encode_image", _encode_image)
     size = image_size(model)
-    images = np.asarray(images)
+    images = _stack(images, "image")
     outputs = [
         encode(as_float_images(images[start : start + batch_size], size))
         for start in range(0, len(images), batch_size)
@@ -295,6 +325,7 @@ def embed_images(model, images, batch_size=256):
 
 def embed_texts(model, tokenizer, texts, batch_size=256, verbose=False):
     """L2-normalised (N, J) numpy text embeddings of a list of str."""
+    batch_size = positive_int(batch_size, "batch_size")
     encode = model_fn(model, "encode_text", _encode_text)
     texts = [as_text(t) for t in texts]
     bar = progress(-(-len(texts) // batch_size), verbose and len(texts) > batch_size, "text batch")

@@ -22,9 +22,12 @@ by default (`zimg`, the first output of the predict function).
 
 import numpy as np
 
+from keras_silc.checks import positive_int
+from keras_silc.checks import positive_ints
 from keras_silc.evaluation.common import embed_images
 from keras_silc.evaluation.common import image_batches
 from keras_silc.evaluation.zero_shot import check_labels
+from keras_silc.evaluation.zero_shot import class_indices
 from keras_silc.evaluation.zero_shot import one_label_each
 
 BIAS_CONSTANT = 100.0
@@ -85,7 +88,7 @@ def embed_labelled(model, images, labels, batch_size, verbose, image_key, label_
     for batch_images, batch_labels in data:
         all_labels.append(one_label_each(batch_labels))
         features.append(embed_images(model, batch_images, batch_size))
-    return np.concatenate(features), np.concatenate(all_labels).astype(np.int64)
+    return np.concatenate(features), class_indices(np.concatenate(all_labels), "labels")
 
 
 def few_shot_classification(
@@ -111,13 +114,15 @@ def few_shot_classification(
             dict batches (dict of arrays, `tf.data.Dataset`, iterable) with `image_key` and
             `label_key`; then the matching labels are None.
         train_labels, test_labels: (N,) int class indices.
-        shots: examples per class in each few-shot train set.
+        shots: examples per class in each few-shot train set (an int or a sequence).
         seeds: the number of random train samples per shot count (seeds 0 .. seeds - 1).
         l2_regularization: the ridge strength (big_vision: 1024).
         num_classes: C; default 1 + the largest label seen.
     """
     if test_images is None:
         raise ValueError("test_images is required.")
+    shots = positive_ints(shots, "shots")
+    seeds = positive_int(seeds, "seeds")
     train_features, train_labels = embed_labelled(
         model, train_images, train_labels, batch_size, verbose, image_key, label_key
     )

@@ -12,6 +12,7 @@ Similarities are cosines of the L2-normalised embeddings, computed in row chunks
 
 import numpy as np
 
+from keras_silc.checks import positive_ints
 from keras_silc.checks import resolve_tokenizer
 from keras_silc.evaluation.common import as_text
 from keras_silc.evaluation.common import embed_images
@@ -52,6 +53,7 @@ def recall_at_k(similarity, caption_owner, ks=(1, 5, 10)):
     index of each caption's image."""
     similarity = np.asarray(similarity, np.float64)
     caption_owner = np.asarray(caption_owner)
+    ks = positive_ints(ks, "ks")
     own = similarity[caption_owner, np.arange(len(caption_owner))]
     ranks = _ranks(lambda a, b: similarity[a:b], len(similarity), caption_owner, own + _TIE)
     return _recalls(*ranks, ks)
@@ -88,8 +90,15 @@ def retrieval(
             arrays, `tf.data.Dataset`, iterable) with `image_key` and `caption_key`.
         captions: N str, or N lists / an (N, C) array of str (empty strings are skipped):
             the captions of each image.
+        ks: the K of Recall@K (an int or a sequence of ints).
     """
     tokenizer = resolve_tokenizer(model, tokenizer)
+    ks = positive_ints(ks, "ks")
+    if isinstance(captions, str | bytes):
+        raise ValueError(
+            "captions must hold one entry per image (a str or a list of str each), got one "
+            "string; for a single image pass [caption]."
+        )
     if captions is not None and not isinstance(captions, np.ndarray):
         captions = _ragged(captions)
     data = image_batches(

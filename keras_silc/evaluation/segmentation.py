@@ -22,6 +22,8 @@ every pixel is scored over C + 1 classes.
 import keras
 import numpy as np
 
+from keras_silc.checks import positive_int
+from keras_silc.checks import string_list
 from keras_silc.evaluation.common import as_float_images
 from keras_silc.evaluation.common import check_finite
 from keras_silc.evaluation.common import image_batches
@@ -98,7 +100,9 @@ def _check_background(background):
 
 
 def _class_table(model, tokenizer, class_names, templates, background, background_name):
-    names = list(class_names) + ([background_name] if background == "include" else [])
+    names = string_list(class_names, "class_names", "class names") + (
+        [background_name] if background == "include" else []
+    )
     return class_embeddings(model, tokenizer, names, templates).astype(np.float32)
 
 
@@ -133,6 +137,8 @@ def segment(
         out_size: (H, W) of the maps; default the images' own size.
     """
     _check_background(background)
+    class_names = string_list(class_names, "class_names", "class names")
+    batch_size = positive_int(batch_size, "batch_size")
     images = np.asarray(images)
     out_size = out_size or images.shape[1:3]
     classes = _class_table(model, tokenizer, class_names, templates, background, background_name)
@@ -172,9 +178,7 @@ def zero_shot_segmentation(
         background_name: the class name put into the templates for the background.
     """
     _check_background(background)
-    if class_names is None:
-        raise ValueError("class_names is required.")
-    class_names = list(class_names)
+    class_names = string_list(class_names, "class_names", "class names")
     num_labels = len(class_names) + 1
     data = image_batches(images, masks, (image_key, mask_key), batch_size, verbose, "one mask")
     classes = _class_table(model, tokenizer, class_names, templates, background, background_name)

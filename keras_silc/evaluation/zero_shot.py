@@ -9,7 +9,9 @@ the lowest class index), so a collapsed model scores 0 and not the frequency of 
 
 import numpy as np
 
+from keras_silc.checks import positive_ints
 from keras_silc.checks import resolve_tokenizer
+from keras_silc.checks import string_list
 from keras_silc.evaluation.common import embed_images
 from keras_silc.evaluation.common import embed_texts
 from keras_silc.evaluation.common import image_batches
@@ -38,17 +40,24 @@ def class_embeddings(
         templates: prompt templates with one "{}" each (default: `DEFAULT_TEMPLATES`).
     """
     tokenizer = resolve_tokenizer(model, tokenizer)
-    templates = tuple(templates) if templates else ("{}",)
-    for template in templates:
-        if "{}" not in template:
-            raise ValueError(f"Prompt template {template!r} has no '{{}}' for the class name.")
-    class_names = list(class_names)
-    if not class_names:
-        raise ValueError("class_names is empty.")
+    templates = prompt_templates(templates)
+    class_names = string_list(class_names, "class_names", "class names")
     prompts = [template.format(name) for name in class_names for template in templates]
     embeddings = l2_normalize(embed_texts(model, tokenizer, prompts, batch_size, verbose))
     embeddings = embeddings.reshape(len(class_names), len(templates), -1).mean(axis=1)
     return l2_normalize(embeddings)
+
+
+def prompt_templates(templates):
+    """A tuple of templates with one "{}" each; one str is one template, None or empty the
+    bare class name."""
+    if isinstance(templates, str):
+        templates = (templates,)
+    templates = tuple(templates) if templates else ("{}",)
+    for template in templates:
+        if not isinstance(template, str) or "{}" not in template:
+            raise ValueError(f"Prompt template {template!r} has no '{{}}' for the class name.")
+    return templates
 
 
 def true_class_rank(scores, labels):
@@ -68,8 +77,28 @@ def one_label_each(labels):
     return flat
 
 
-def check_labels(labels, num_classes, what="labels"):
+def class_indices(labels, what="labels"):
+    """(N,) int64 class indices of integer (or integer-valued float) labels; a ValueError
+    that says how to fix names or fractions."""
     labels = np.asarray(labels)
+    example = f" such as {labels.flat[0].item()!r}" if labels.size else ""
+    if labels.dtype.kind in "USO":
+        raise ValueError(
+            f"{what} must be integer class indices, got {labels.dtype} values{example}. Map "
+            "class names to indices first, e.g. [class_names.index(name) for name in names]."
+        )
+    if labels.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be integer class indices, got dtype {labels.dtype}.")
+    whole = np.isfinite(labels) & (labels == np.round(labels)) if labels.dtype.kind == "f" else None
+    if whole is not None and not whole.all():
+        raise ValueError(
+            f"{what} must be integer class indices, got {labels[~whole].flat[0].item()!r}."
+        )
+    return labels.astype(np.int64)
+
+
+def check_labels(labels, num_classes, what="labels"):
+    labels = class_indices(labels, what)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
             f"{what} must be in [0, {num_classes}) for {num_classes} classes; got values in "
@@ -100,14 +129,14 @@ def zero_shot_classification(
         images: (N, H, W, 3) uint8 or [0, 1] float images (resized to the model's size), or a
             source of batches: a dict of arrays, a `tf.data.Dataset` or an iterable of dicts
             with `image_key` and `label_key` (then `labels=None`).
-        labels: (N,) int class indices in [0, C).
-        class_names: the C class names, in label order.
-        templates: prompt templates, averaged per class.
-        ks: the top-k accuracies to report.
+        labels: (N,) int class indices in [0, C) (names: map them with
+            `class_names.index`).
+        class_names: the C class names, in label order (a list, even for one class).
+        templates: prompt templates (or one), averaged per class.
+        ks: the top-k accuracies to report (an int or a sequence of ints).
     """
-    if class_names is None:
-        raise ValueError("class_names is required.")
-    class_names = list(class_names)
+    class_names = string_list(class_names, "class_names", "class names")
+    ks = positive_ints(ks, "ks")
     data = image_batches(
         images, labels, (image_key, label_key), batch_size, verbose, "exactly one label"
     )

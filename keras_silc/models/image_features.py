@@ -12,6 +12,7 @@ import keras
 from keras_silc import preset_files
 from keras_silc.layers.distillation_head import l2_normalize
 from keras_silc.models.vision_encoder import VisionEncoder
+from keras_silc.models.vision_encoder import float_pixels
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
@@ -53,7 +54,7 @@ class ImageFeatureExtractor(keras.Model):
         return extractor
 
     def call(self, images):
-        images = keras.ops.cast(images, self.compute_dtype)
+        images = float_pixels(images, self.compute_dtype, "ImageFeatureExtractor's images")
         pooled, dense = self.encoder.pooled_and_dense(images, self.dense_source)
         if self.normalize:
             pooled, dense = l2_normalize(pooled), l2_normalize(dense)

@@ -14,6 +14,7 @@ from keras import ops
 
 from keras_silc import losses
 from keras_silc.checks import check_model_inputs
+from keras_silc.checks import check_rank
 from keras_silc.checks import check_token_ids
 from keras_silc.layers.distillation_head import l2_normalize
 from keras_silc.models.fine_tuning import FineTuning
@@ -30,6 +31,7 @@ from keras_silc.models.silc_config import metric_names
 from keras_silc.models.silc_config import prepare_optimizer
 from keras_silc.models.silc_config import preprocessor_from
 from keras_silc.models.text_encoder import TextEncoder
+from keras_silc.models.vision_encoder import float_pixels
 from keras_silc.trainers import SilcTrainer
 
 
@@ -398,12 +400,20 @@ class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
         return tower.encoder
 
     def encode_image(self, images):
-        """L2-normalised image embeddings (N, J) of float images in [0, 1]."""
-        images = ops.convert_to_tensor(images, dtype=self.compute_dtype)
+        """L2-normalised image embeddings (N, J) of images (N, H, W, 3): floats in [0, 1]
+        or uint8."""
+        images = float_pixels(images, self.compute_dtype, "encode_image's images")
         return l2_normalize(self._inference_encoder()(images))
 
     def encode_text(self, token_ids):
         """L2-normalised text embeddings (N, J) of integer token ids (N, T)."""
+        check_rank(
+            token_ids,
+            2,
+            "encode_text's token ids",
+            "(N, T): one row of ids per caption",
+            " For one caption, add a batch axis: token_ids[None].",
+        )
         check_token_ids(token_ids, self.text_encoder.vocabulary_size, "encode_text's token ids")
         token_ids = ops.convert_to_tensor(token_ids, dtype="int32")
         return l2_normalize(self.text_encoder(token_ids))
@@ -414,7 +424,7 @@ class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
         `source`: see `VisionEncoder.dense_features` (None: the MAP head's value path
         where the tower has one, else the last block's patch tokens).
         """
-        images = ops.convert_to_tensor(images, dtype=self.compute_dtype)
+        images = float_pixels(images, self.compute_dtype, "dense_image_features' images")
         return l2_normalize(self._inference_encoder().dense_features(images, source=source))
 
     def image_feature_extractor(self, normalize=True, dense_source=None):
@@ -431,7 +441,9 @@ class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
         check_model_inputs(inputs)
         outputs = {}
         if "image" in inputs:
-            outputs["image_embeddings"] = l2_normalize(self._inference_encoder()(inputs["image"]))
+            # Values are checked on the host (predict); here only uint8 is scaled.
+            images = float_pixels(inputs["image"], self.compute_dtype, check_values=False)
+            outputs["image_embeddings"] = l2_normalize(self._inference_encoder()(images))
         if "text" in inputs:
             outputs["text_embeddings"] = l2_normalize(self.text_encoder(inputs["text"]))
         return outputs

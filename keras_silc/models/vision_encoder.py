@@ -9,12 +9,34 @@ image towers map onto this layer weight for weight (`keras_silc.interop`).
 import keras
 from keras import ops
 
+from keras_silc.checks import check_images
+from keras_silc.checks import check_rank
 from keras_silc.layers.position_embedding import PositionEmbedding2D
 from keras_silc.layers.transformer import LAYER_NORM_EPSILON
 from keras_silc.layers.transformer import build_trunk
 from keras_silc.layers.transformer import layer_norm
 from keras_silc.layers.transformer import run_trunk
 from keras_silc.layers.transformer import transformer_trunk
+
+
+def float_pixels(images, dtype, what="images", check_values=True):
+    """(N, H, W, 3) pixels as `dtype` floats in [0, 1] for the image tower: uint8 is scaled
+    by 1/255; other ranks are refused, and with `check_values` float values outside [0, 1]
+    (0..255 floats) too. Host arrays are checked; symbolic ones (inside a compiled step)
+    pass."""
+    check_rank(
+        images,
+        4,
+        what,
+        "a batch of images (N, H, W, 3)",
+        " For one image, add a batch axis: images[None].",
+    )
+    if check_values:
+        check_images(images, what)
+    images = ops.convert_to_tensor(images)
+    if keras.backend.standardize_dtype(images.dtype) == "uint8":
+        return ops.cast(images, dtype) / 255.0
+    return ops.cast(images, dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
