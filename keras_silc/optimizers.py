@@ -1,7 +1,26 @@
 """The paper's optimisation recipe: AdamW with an rsqrt schedule (big_vision)."""
 
+import math
+import numbers
+
 import keras
 from keras import ops
+
+
+def _check_number(name, value, minimum, maximum=None, inclusive=True):
+    """Raises ValueError unless `value` is a finite real number in range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    if value < minimum or (not inclusive and value == minimum):
+        bound = f">= {minimum}" if inclusive else f"> {minimum}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}.")
+    if maximum is not None and value >= maximum:
+        raise ValueError(f"{name} must be below {maximum}, got {value!r}.")
+
+
+def _check_steps(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be a whole number of steps >= {minimum}, got {value!r}.")
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
@@ -33,6 +52,12 @@ class RsqrtSchedule(keras.optimizers.schedules.LearningRateSchedule):
         total_steps=None,
         timescale=10_000,
     ):
+        _check_number("learning_rate", learning_rate, minimum=0.0, inclusive=False)
+        _check_number("timescale", timescale, minimum=0.0, inclusive=False)
+        _check_steps("warmup_steps", warmup_steps, 0)
+        _check_steps("cooldown_steps", cooldown_steps, 0)
+        if total_steps is not None:
+            _check_steps("total_steps", total_steps, 1)
         if cooldown_steps and not total_steps:
             raise ValueError("RsqrtSchedule needs total_steps when cooldown_steps > 0.")
         if total_steps is not None and warmup_steps + cooldown_steps > total_steps:
@@ -90,6 +115,11 @@ def paper_optimizer(
     Which variables get weight decay is decided by `SilcModel.compile`: only weight
     matrices, not biases, norms, embeddings, the MAP probe or the temperature.
     """
+    _check_number("weight_decay", weight_decay, minimum=0.0)
+    _check_number("beta_1", beta_1, minimum=0.0, maximum=1.0)
+    _check_number("beta_2", beta_2, minimum=0.0, maximum=1.0)
+    if global_clipnorm is not None:
+        _check_number("global_clipnorm", global_clipnorm, minimum=0.0, inclusive=False)
     schedule = RsqrtSchedule(
         learning_rate,
         warmup_steps=warmup_steps,

@@ -155,7 +155,7 @@ def test_own_data_with_validation_and_a_continued_run_on_a_bucket(own, tmp_path,
         rtol=1e-6,
     )
     base = PRESETS["silc_tiny"]["config"]["recipe"]["learning_rate"]
-    # recipe_for(steps): warm-up 10%, cool-down 20% of the steps (at least one each).
+    # recipe_for(steps): warm-up 10%, cool-down 20% of the steps (at least one each from 2 on).
     expected = [_rsqrt_rate(i, base, 1, 1, 2) for i in (0, 1)]
     expected += [_rsqrt_rate(i, base, 1, 1, 4) for i in (2, 3)]
     np.testing.assert_allclose([first_run[s] for s in (1, 2)], expected[:2], rtol=1e-6)

@@ -394,6 +394,25 @@ def test_bad_augmentation_arguments_are_refused():
         data.MultiCropConfig(local_scale=(0.5, 0.1))
     with pytest.raises(ValueError, match="flip"):
         data.MultiCropConfig(flip="sometimes")
+    cases = [
+        ({"global_scale": 0.5}, r"global_scale=0.5: must be a \(min, max\) pair"),
+        ({"aspect_ratio": (0.5, 1, 2)}, r"aspect_ratio=\(0.5, 1, 2\): must be a \(min, max\)"),
+        ({"image_size": "32"}, "image_size='32': must be an int"),
+        ({"hue": None}, r"hue=None: must be a hue shift in \[0, 0.5\]"),
+        ({"global_blur_probabilities": ()}, "global_blur_probabilities=\\(\\): must be a non"),
+        ({"grayscale_probability": 2.0}, r"grayscale_probability=2.0: must be a probability"),
+        ({"brightness": -1}, "brightness=-1: must be a jitter strength"),
+    ]
+    for settings, message in cases:
+        with pytest.raises(ValueError, match=message):
+            data.MultiCropConfig(**settings)
+    # Through the preprocessor, where a user sets them.
+    with pytest.raises(ValueError, match="MultiCropConfig hue=None"):
+        tiny_model().preprocessor.multi_crop_config(hue=None)
+    with pytest.raises(ValueError, match="augmentation must be a dict"):
+        data.SilcPreprocessor(augmentation=["flip"])
+    with pytest.raises(ValueError, match="not the path 'vocab.model'"):
+        data.SilcPreprocessor(tokenizer="vocab.model")
 
 
 # --------------------------------------------------------------------- pipeline
@@ -453,6 +472,14 @@ def test_pipeline_errors_say_what_is_wrong():
         pairs, model, 8, tokenizer=hash_tokenizer(), repeat=False, drop_remainder=False
     )
     assert [len(batch["text"]) for batch in last] == [4]
+    # A stream in which nothing decodes, or nothing has a caption, would never yield a batch
+    # (repeated, it loops for ever): the first pairs are looked at before it is built.
+    junk = data.from_arrays([b"not a jpeg", b"nor this"], CAPTIONS[:2])
+    with pytest.raises(ValueError, match="None of the first 2 captioned images decodes"):
+        data.training_dataset(junk, model, 2, tokenizer=hash_tokenizer())
+    silent = data.from_arrays(_images(4), [""] * 4)
+    with pytest.raises(ValueError, match="None of the first 4 pairs has a non-empty caption"):
+        data.training_dataset(silent, model, 2, tokenizer=hash_tokenizer())
 
 
 # ---------------------------------------------------------------------- readers
@@ -713,6 +740,36 @@ def test_arrays_reader_accepts_several_captions_and_grayscale():
     assert samples[0]["image"].shape == (40, 48, 3) and samples[0]["caption"].shape == (2,)
     with pytest.raises(ValueError, match="4 images but 3 captions"):
         data.from_arrays(_images(4), CAPTIONS[:3])
+
+
+def test_arrays_mistakes_are_refused_with_the_fix(tmp_path):
+    images = _images(4)
+    # Captions that are not strings would be trained on as "None" or "1".
+    with pytest.raises(ValueError, match="captions must be strings, got None.*''"):
+        data.from_arrays(images, [None, None, "a", "b"])
+    with pytest.raises(ValueError, match="got 1 \\(int\\)"):
+        data.from_arrays(images, [1, 2, 3, 4])
+    with pytest.raises(ValueError, match="different numbers of captions; pad"):
+        data.from_arrays(images, [["a", "b"], ["c"], ["d"], ["e"]])
+    with pytest.raises(ValueError, match="single string"):
+        data.from_arrays(images[:1], "a caption")
+    with pytest.raises(ValueError, match="different sizes.*encoded"):
+        data.from_arrays([images[0], images[1, :16, :16]], CAPTIONS[:2])
+    with pytest.raises(ValueError, match="no images"):
+        data.from_arrays(np.zeros((0, 8, 8, 3), np.uint8), [])
+    # write_webdataset: a pattern without "{}" would overwrite its own shards.
+    with pytest.raises(ValueError, match="no '\\{\\}' for the shard number"):
+        data.write_webdataset(str(tmp_path / "one.tar"), images, CAPTIONS, samples_per_shard=2)
+    with pytest.raises(ValueError, match="4 images but 2 captions"):
+        data.write_webdataset(str(tmp_path / "{}.tar"), images, CAPTIONS[:2])
+    with pytest.raises(ValueError, match="samples_per_shard must be a positive integer"):
+        data.write_webdataset(str(tmp_path / "{}.tar"), images, CAPTIONS, samples_per_shard=0)
+    # Floats in [0, 1] are written as the same picture, not as black JPEGs.
+    floats = data.write_webdataset(str(tmp_path / "f{}.tar"), images / np.float32(255), CAPTIONS)
+    pixels = data.write_webdataset(str(tmp_path / "u{}.tar"), images, CAPTIONS)
+    read = [_drain(data.from_webdataset(files, shuffle_shards=False)) for files in (floats, pixels)]
+    for from_floats, from_pixels in zip(*read, strict=True):
+        assert from_floats["image"] == from_pixels["image"]  # the same JPEG bytes
 
 
 def test_fit_from_every_source(tmp_path):

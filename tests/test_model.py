@@ -548,3 +548,18 @@ def test_predict_and_call_take_a_dict_and_a_refusal_leaves_the_model_usable():
     expected = to_numpy(model.encode_image(images))
     predicted = model.predict({"image": images}, verbose=0)["image_embeddings"]
     np.testing.assert_allclose(predicted, expected, atol=1e-5)
+
+
+def test_a_batch_refused_inside_fit_leaves_the_model_usable():
+    model = tiny_model()
+    model.compile(learning_rate=1e-3, total_steps=10, warmup_steps=1)
+    batch = model.preprocessor.example_batch(4, seed=0)
+    expected = to_numpy(model.encode_text(batch["text"]))
+    incomplete = {k: v for k, v in batch.items() if k != "local_crops"}
+    with pytest.raises(ValueError, match="local_crops"):
+        model.fit(incomplete, batch_size=4, epochs=1, verbose=0)
+    # Under JAX the variables are detached at the first step; a step that fails while it is
+    # traced must not leave them unset.
+    np.testing.assert_allclose(to_numpy(model.encode_text(batch["text"])), expected, atol=1e-6)
+    history = model.fit(batch, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -45,3 +45,29 @@ def test_paper_optimizer_is_adamw_with_clipping():
     assert isinstance(optimizer._learning_rate, RsqrtSchedule)
     assert optimizer._learning_rate.get_config()["warmup_steps"] == 50_000
     assert float(to_numpy(optimizer.learning_rate)) == 0.0  # step 0 of the warm-up
+
+
+def test_bad_optimizer_settings_are_refused_with_their_name():
+    cases = [
+        ({"learning_rate": "1e-3"}, "learning_rate must be a finite number, got '1e-3'"),
+        ({"learning_rate": -10.0}, "learning_rate must be > 0.0"),
+        ({"warmup_steps": -5}, "warmup_steps must be a whole number of steps >= 0"),
+        ({"total_steps": "100"}, "total_steps must be a whole number of steps >= 1"),
+        ({"weight_decay": -1.0}, "weight_decay must be >= 0.0"),
+        ({"beta_2": 2.0}, "beta_2 must be below 1.0"),
+        ({"global_clipnorm": 0.0}, "global_clipnorm must be > 0.0"),
+    ]
+    for arguments, message in cases:
+        with pytest.raises(ValueError, match=message):
+            paper_optimizer(**{"warmup_steps": 0, "cooldown_steps": 0, **arguments})
+
+
+def test_the_demo_schedule_fits_any_number_of_steps():
+    from keras_silc.experiments.fashion import recipe_for
+
+    for steps in range(1, 60):
+        recipe = recipe_for(steps)
+        assert recipe["warmup_steps"] + recipe["cooldown_steps"] <= steps
+        RsqrtSchedule(1e-3, **recipe)
+    # Past a few steps: warm-up 10%, cool-down 20%.
+    assert recipe_for(1500) == {"warmup_steps": 150, "cooldown_steps": 300, "total_steps": 1500}

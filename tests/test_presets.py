@@ -172,6 +172,7 @@ def test_a_bad_override_is_refused_before_anything_is_built(saved, tmp_path):
         ),
         ({"num_local_crops": -1}, "num_local_crops=-1: must be at least 0"),
         ({"vision": 3}, "vision=3: 'vision' is a group of settings"),
+        ({"teacher_temperature": 0.0}, "teacher_temperature=0.0: must be positive"),
     ]
     for overrides, message in cases:
         for preset in ("silc_tiny", folder):
@@ -184,6 +185,10 @@ def test_a_bad_override_is_refused_before_anything_is_built(saved, tmp_path):
         SilcModel.from_huggingface(str(tmp_path), contrastve_loss="clip")
     with pytest.raises(ValueError, match="'silc_tiy'. Did you mean 'silc_tiny'"):
         SilcModel.from_preset("silc_tiy")
+    # The constructor itself, for a model built from a config.
+    config = SilcModel.from_preset("silc_tiny").get_config()
+    with pytest.raises(ValueError, match="student_temperature must be a positive number"):
+        SilcModel.from_config({**config, "student_temperature": 0.0})
 
 
 def test_named_presets_are_listed_with_whether_they_carry_weights(saved, monkeypatch):

@@ -12,6 +12,7 @@ keep their state in a seed generator, which parallel tf.data maps cannot make de
 
 import dataclasses
 import math
+import numbers
 
 import tensorflow as tf
 
@@ -105,15 +106,59 @@ class MultiCropConfig:
                 "torchvision's clipped ops one after the other ('exact') cost 1.3-1.6x its "
                 "CPU time per image (benchmarks/README.md). Drop the argument."
             )
+
+        def refuse(name, why):
+            raise ValueError(f"MultiCropConfig {name}={getattr(self, name)!r}: {why}")
+
+        def number(value):
+            return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+        for name, minimum in (
+            ("image_size", 1),
+            ("local_crop_size", 1),
+            ("num_global_crops", 0),
+            ("num_local_crops", 0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                refuse(name, "must be an int.")
+            if value < minimum:
+                refuse(name, f"must be at least {minimum}.")
         for name in ("global_scale", "local_scale", "aspect_ratio", "blur_sigma"):
-            low, high = getattr(self, name)
-            if not 0 < low <= high:
-                raise ValueError(
-                    f"{name} must be (min, max) with 0 < min <= max, got {(low, high)}."
-                )
+            pair = getattr(self, name)
+            if (
+                not isinstance(pair, tuple | list)
+                or len(pair) != 2
+                or not all(number(v) for v in pair)
+            ):
+                refuse(name, "must be a (min, max) pair of numbers.")
+            if not 0 < pair[0] <= pair[1]:
+                refuse(name, "must be (min, max) with 0 < min <= max.")
         for name in ("global_scale", "local_scale"):
             if getattr(self, name)[1] > 1:
-                raise ValueError(f"{name} is a fraction of the image area: at most 1.")
+                refuse(name, "is a fraction of the image area: at most 1.")
+        for name in ("color_jitter_probability", "grayscale_probability", "local_blur_probability"):
+            if not number(getattr(self, name)) or not 0 <= getattr(self, name) <= 1:
+                refuse(name, "must be a probability in [0, 1].")
+        for name in ("global_blur_probabilities", "solarize_probabilities"):
+            values = getattr(self, name)
+            if not isinstance(values, tuple | list) or not values:
+                refuse(name, "must be a non-empty list of probabilities, one per global crop.")
+            if not all(number(v) and 0 <= v <= 1 for v in values):
+                refuse(name, "must hold probabilities in [0, 1].")
+        for name, optional in (
+            ("brightness", False),
+            ("contrast", False),
+            ("saturation", False),
+            ("local_saturation", True),
+        ):
+            value = getattr(self, name)
+            if not (optional and value is None) and (not number(value) or not 0 <= value <= 1):
+                refuse(name, "must be a jitter strength in [0, 1] (factors in [1 - x, 1 + x]).")
+        for name, optional in (("hue", False), ("local_hue", True)):
+            value = getattr(self, name)
+            if not (optional and value is None) and (not number(value) or not 0 <= value <= 0.5):
+                refuse(name, "must be a hue shift in [0, 0.5] (as torchvision's ColorJitter).")
         if self.flip not in ("captioned_swap", "uncaptioned", "none"):
             raise ValueError(
                 f"flip must be 'captioned_swap', 'uncaptioned' or 'none', got {self.flip!r}."
@@ -122,10 +167,6 @@ class MultiCropConfig:
             raise ValueError(
                 f"photometric must be 'host' or 'accelerator', got {self.photometric!r}."
             )
-        if self.image_size <= 0 or self.local_crop_size <= 0:
-            raise ValueError("image_size and local_crop_size must be positive.")
-        if self.num_global_crops < 0 or self.num_local_crops < 0:
-            raise ValueError("Crop counts cannot be negative.")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

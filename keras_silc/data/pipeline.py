@@ -32,6 +32,44 @@ def decode_pixels(element):
     return tf.cast(image, tf.float32)
 
 
+FIRST_PAIRS_CHECKED = 64
+
+
+def check_first_pairs(pairs, stats, count=FIRST_PAIRS_CHECKED):
+    """Raises ValueError when the first `count` pairs hold no example with a caption and an
+    image that decodes: a repeated stream of such pairs never yields a batch (it would loop
+    over them for ever), and an unrepeated one yields none."""
+    seen = captioned = decoded = 0
+    first_error = None
+    with stats.uncounted():
+        for element in pairs.take(count).ignore_errors():
+            seen += 1
+            if not bool(_has_caption(element)):
+                continue
+            captioned += 1
+            try:
+                decode_pixels(element)
+                decoded += 1
+            except (tf.errors.OpError, ValueError) as error:
+                first_error = first_error or str(error).strip().splitlines()[0]
+    if not seen:
+        raise ValueError(
+            "pairs yields no examples: the source is empty or none of its records reads. "
+            "Check the files, folders or arrays it was made from."
+        )
+    if not captioned:
+        raise ValueError(
+            f"None of the first {seen} pairs has a non-empty caption; check the caption "
+            "column or key the source reads (caption_key=...)."
+        )
+    if not decoded:
+        raise ValueError(
+            f"None of the first {captioned} captioned images decodes (first error: "
+            f"{first_error}). Check that the image column or key holds encoded images (JPEG, "
+            "PNG, ...), paths to them, or pixel arrays."
+        )
+
+
 def _pick_caption(captions, seed):
     """One non-empty caption per example, uniformly among its captions ("" if none)."""
     captions = tf.reshape(captions, [-1])
@@ -123,6 +161,7 @@ def training_dataset(
     if augmentation is None or isinstance(augmentation, dict):
         augmentation = preprocessor.multi_crop_config(**(augmentation or {}))
     stats = getattr(pairs, "stats", None) or DataStats()
+    check_first_pairs(pairs, stats)
     seed = 0 if seed is None and deterministic else seed
     # Which examples share a batch changes the contrastive loss: with a seed, the order is
     # part of the result (a loaded CPU reorders a parallel map's output otherwise).

@@ -79,6 +79,15 @@ class SilcPreprocessor(keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(tokenizer, dict):
             tokenizer = keras.saving.deserialize_keras_object(tokenizer)
+        if tokenizer is not None:
+            resolve_tokenizer(self, tokenizer)  # a path or a non-callable is refused here
+        if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
+            raise ValueError(f"patch_size must be a positive int, got {patch_size!r}.")
+        if augmentation is not None and not isinstance(augmentation, dict):
+            raise ValueError(
+                "augmentation must be a dict of MultiCropConfig settings (e.g. "
+                f"{{'hue': 0.0}}), got {augmentation!r}."
+            )
         for name, value in (("image_size", image_size), ("local_crop_size", local_crop_size)):
             if not isinstance(value, int) or value <= 0 or value % patch_size:
                 raise ValueError(

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_silc.checks import check_images
+from keras_silc.checks import positive_int
 from keras_silc.data.stats import DataStats
 from keras_silc.extras import require
 
@@ -586,6 +587,51 @@ def from_tfds(
 
 
 # ------------------------------------------------------------------------ arrays
+def _caption_array(captions):
+    """(N, C) str captions of N strings or N equal-length sequences of strings."""
+    if isinstance(captions, str | bytes):
+        raise ValueError(
+            "captions must hold one caption (or one list of captions) per image, got a single "
+            "string; for one image pass [caption]."
+        )
+    try:
+        array = np.asarray(captions, dtype=object)
+    except ValueError:
+        array = None
+    if array is None or (array.ndim == 1 and any(isinstance(c, list | tuple) for c in array)):
+        raise ValueError(
+            "The images have different numbers of captions; pad each list with '' (an empty "
+            "caption is never drawn) to the same length."
+        )
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise ValueError(f"captions must be (N,) or (N, C) strings, got shape {array.shape}.")
+    for caption in array.flat:
+        if not isinstance(caption, str | bytes):
+            raise ValueError(
+                f"captions must be strings, got {caption!r} ({type(caption).__name__}); use "
+                "'' for an image without a caption and str() for numbers you mean as text."
+            )
+    return np.vectorize(
+        lambda c: c.decode("utf-8") if isinstance(c, bytes) else c, otypes=[object]
+    )(array).astype(str)
+
+
+def _stacked_images(images):
+    try:
+        return np.asarray(images)
+    except ValueError as error:
+        if "inhomogeneous" not in str(error):
+            raise
+        sizes = sorted({np.shape(image) for image in images}, key=str)[:3]
+        raise ValueError(
+            f"The images have different sizes ({', '.join(map(str, sizes))}): resize them to "
+            "one size first, or pass them encoded (a list of JPEG/PNG bytes, which may differ "
+            "in size; the views are cropped and resized from each)."
+        ) from None
+
+
 def from_arrays(images, captions):
     """Image-text pairs from in-memory arrays.
 
@@ -594,15 +640,11 @@ def from_arrays(images, captions):
             are refused), or a sequence of N encoded image byte strings.
         captions: N strings, or (N, C) strings (several captions per image).
     """
-    captions = np.asarray(captions, dtype=object).astype(str)
-    if captions.ndim == 1:
-        captions = captions[:, None]
-    if captions.ndim != 2:
-        raise ValueError(f"captions must be (N,) or (N, C) strings, got shape {captions.shape}.")
+    captions = _caption_array(captions)
     if isinstance(images, (list, tuple)) and images and isinstance(images[0], bytes):
         images = np.array(images, dtype=object)
     else:
-        images = np.asarray(images)
+        images = _stacked_images(images)
         if images.ndim == 3:
             images = np.repeat(images[..., None], 3, axis=-1)
         if images.ndim != 4 or images.shape[-1] not in (1, 3):
@@ -619,6 +661,8 @@ def from_arrays(images, captions):
             images = images.astype(np.float32)
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions.")
+    if not len(images):
+        raise ValueError("from_arrays got no images: there is nothing to train or evaluate on.")
     dataset = tf.data.Dataset.from_tensor_slices({"image": images, "caption": captions})
     stats = DataStats()
     stats.add("records", len(captions))
@@ -634,9 +678,22 @@ def write_webdataset(path, images, captions, jpeg_quality=90, samples_per_shard=
     convention; read them with `from_webdataset(label_key="cls")`). Useful for tests,
     benchmarks and converting small datasets.
     """
-    images = np.asarray(images)
+    images = _stacked_images(images)
+    if images.dtype != np.uint8:
+        check_images(images, "write_webdataset images")  # floats in [0, 1] -> uint8 JPEGs
+        images = np.round(images.astype(np.float32) * 255.0).astype(np.uint8)
+    if isinstance(captions, str | bytes) or len(captions) != len(images):
+        count = 1 if isinstance(captions, str | bytes) else len(captions)
+        raise ValueError(f"{len(images)} images but {count} captions: give one per image.")
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+    samples_per_shard = positive_int(samples_per_shard, "samples_per_shard")
+    if "{}" not in path and len(images) > samples_per_shard:
+        raise ValueError(
+            f"path {path!r} has no '{{}}' for the shard number, and the {len(images)} samples "
+            f"fill more than one shard of {samples_per_shard}: each would overwrite the last. "
+            "Use a pattern such as 'shards/{}.tar'."
+        )
     files = []
     for shard, start in enumerate(range(0, len(images), samples_per_shard)):
         name = path.format(f"{shard:05d}")

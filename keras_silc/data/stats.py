@@ -1,5 +1,6 @@
 """Counts of skipped data: bad records never stop a run and are never silent."""
 
+import contextlib
 import logging
 import threading
 
@@ -42,6 +43,17 @@ class DataStats:
     def add(self, name, count=1):
         with self._lock:
             self._python_counts[name] = self._python_counts.get(name, 0) + count
+
+    @contextlib.contextmanager
+    def uncounted(self):
+        """The readers' counts made inside are dropped (a look at the first examples)."""
+        with self._lock:
+            saved = dict(self._python_counts)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._python_counts = saved
 
     # tf.data side.
     def count_decoded(self, index, element):

@@ -42,9 +42,10 @@ DEMO_CLASS_ONLY_CAPTIONS = 1.0
 def recipe_for(steps, learning_rate=None):
     """The schedule of a short run: linear warmup over 10% of the steps, rsqrt decay, linear
     cooldown over the last 20% (the paper's recipe shape, scaled to `steps`)."""
+    warmup = min(max(1, steps // 10), steps // 2)  # a 1-step run has no room for both
     recipe = {
-        "warmup_steps": max(1, steps // 10),
-        "cooldown_steps": max(1, steps // 5),
+        "warmup_steps": warmup,
+        "cooldown_steps": min(max(1, steps // 5), steps - warmup),
         "total_steps": steps,
     }
     if learning_rate is not None:

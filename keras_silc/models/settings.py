@@ -23,6 +23,8 @@ _MAY_BE_ZERO = {
 }
 # Integer settings that are at least 1 where set, with no default value to read a type off.
 _POSITIVE_INTEGERS = {"num_prototypes", "mlp_dim", "output_dim", "contrastive_chunk_size"}
+# Float settings that must be above 0 (a temperature of 0 divides by zero).
+_POSITIVE_FLOATS = {"learning_rate", "student_temperature", "teacher_temperature"}
 # Float settings in [0, 1].
 _FRACTIONS = {"teacher_momentum", "center_momentum", "beta_1", "beta_2", "momentum"}
 
@@ -98,7 +100,7 @@ def _check_value(where, key, value, default):
             refuse("must be a number.")
         if not math.isfinite(value) or value < 0:
             refuse("must be a finite number >= 0.")
-        if name == "learning_rate" and value <= 0:
+        if name in _POSITIVE_FLOATS and value <= 0:
             refuse("must be positive.")
         if name in _FRACTIONS and value > 1:
             refuse("must lie in [0, 1].")

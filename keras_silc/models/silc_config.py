@@ -78,6 +78,9 @@ def check_arguments(arguments):
         )
     if a["inference_tower"] == "teacher" and not a["ema_teacher"]:
         raise ValueError("inference_tower='teacher' needs ema_teacher=True.")
+    for name in ("student_temperature", "teacher_temperature"):
+        if not (isinstance(a[name], numbers.Real) and 0 < a[name] < float("inf")):
+            raise ValueError(f"{name} must be a positive number, got {a[name]!r}.")
     steps, start = a["teacher_temperature_warmup_steps"], a["warmup_teacher_temperature"]
     if steps < 0 or (steps and not start):
         raise ValueError(

@@ -14,6 +14,60 @@ def _values(scope, variables):
 
 
 class JaxSilcTrainer(MicroBatches, TrainerCommon):
+    # Keras's JAX loops detach ("purge") the variables' values at the first step and put
+    # them back from the step's output state; a step that fails before it has one (an error
+    # while tracing, e.g. a batch that fails its check) would leave every variable unset,
+    # and the model unusable. The values taken are kept to put back in that case.
+    def _get_jax_state(
+        self,
+        trainable_variables=False,
+        non_trainable_variables=False,
+        optimizer_variables=False,
+        metrics_variables=False,
+        purge_model_variables=False,
+    ):
+        if purge_model_variables:
+            groups = (
+                (trainable_variables, self.trainable_variables),
+                (non_trainable_variables, self.non_trainable_variables),
+                (optimizer_variables, getattr(getattr(self, "optimizer", None), "variables", [])),
+                (metrics_variables, self.metrics_variables),
+            )
+            detached = [(v, v.value) for on, group in groups if on for v in group]
+            # Not a tracked attribute: Keras would count a list of variables as the model's.
+            object.__setattr__(self, "_detached_values", detached)
+        return super()._get_jax_state(
+            trainable_variables,
+            non_trainable_variables,
+            optimizer_variables,
+            metrics_variables,
+            purge_model_variables,
+        )
+
+    def _reattach_detached_values(self):
+        for variable, value in getattr(self, "_detached_values", ()):
+            if variable._value is None:  # still detached: no step gave it a value
+                variable.assign(value)
+        object.__setattr__(self, "_detached_values", [])
+
+    def fit(self, *args, **kwargs):
+        try:
+            return super().fit(*args, **kwargs)
+        finally:
+            self._reattach_detached_values()
+
+    def evaluate(self, *args, **kwargs):
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self._reattach_detached_values()
+
+    def predict(self, *args, **kwargs):
+        try:
+            return super().predict(*args, **kwargs)
+        finally:
+            self._reattach_detached_values()
+
     def _mapping(self, trainable, non_trainable):
         mapping = list(zip(self.trainable_variables, trainable, strict=True))
         return mapping + list(zip(self.non_trainable_variables, non_trainable, strict=True))
