@@ -530,6 +530,26 @@ def _drain(pairs_or_batches, limit=1000):
     return list(pairs_or_batches.take(limit).as_numpy_iterator())
 
 
+def test_webdataset_arguments_are_checked(tmp_path):
+    shards = data.write_webdataset(
+        str(tmp_path / "wds" / "{}.tar"), _images(4), CAPTIONS, samples_per_shard=2
+    )
+    with pytest.raises(ValueError, match="is a folder; name the WebDataset shards in it"):
+        data.from_webdataset(str(tmp_path / "wds"))
+    with pytest.raises(TypeError, match="as a path, a glob"):
+        data.from_webdataset(5)
+    with pytest.raises(ValueError, match=r"shard_index must be in \[0, 2\), got 5"):
+        data.from_webdataset(shards, shard_index=5, num_shards=2)
+    with pytest.raises(ValueError, match="Pass shard_index and num_shards together"):
+        data.from_webdataset(shards, shard_index=1)
+    with pytest.raises(ValueError, match="max_captions must be a positive integer"):
+        data.from_webdataset(shards, max_captions=0)
+    with pytest.raises(ValueError, match="cycle_length must be a positive integer"):
+        data.from_webdataset(shards, cycle_length=0)
+    second = _drain(data.from_webdataset(shards, shard_index=1, num_shards=2))
+    assert len(second) == 2
+
+
 def test_webdataset_reader_skips_and_counts_bad_samples(tmp_path):
     pattern = _webdataset_fixture(str(tmp_path))
     pairs = data.from_webdataset(pattern, max_captions=2, shuffle_shards=False)
@@ -641,6 +661,37 @@ def test_csv_and_jsonl_readers_group_captions_and_count_missing_images(tmp_path)
     )
     samples = _drain(data.from_csv(str(jsonl)))
     assert [c.decode() for c in samples[2]["caption"]] == [CAPTIONS[2], "x"]
+
+
+def test_caption_table_mistakes_name_the_file_and_row(tmp_path):
+    (tmp_path / "0.png").write_bytes(tf.io.encode_png(_images(1)[0]).numpy())
+    good = json.dumps({"image": "0.png", "caption": "a red bag"})
+    with pytest.raises(ValueError, match="is a folder: pass the .csv"):
+        data.from_csv(str(tmp_path))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(good + "\n{not json\n")
+    with pytest.raises(ValueError, match="broken.jsonl, line 2: not a JSON object"):
+        data.from_csv(str(broken))
+    listed = tmp_path / "listed.jsonl"
+    listed.write_text(good + '\n["0.png", "a bag"]\n')
+    with pytest.raises(ValueError, match="row 2: a row must be an object"):
+        data.from_csv(str(listed))
+    gap = tmp_path / "gap.jsonl"
+    gap.write_text(good + '\n{"image": "0.png"}\n')
+    with pytest.raises(ValueError, match="Row 2 of .*gap.jsonl' has no 'caption' field"):
+        data.from_csv(str(gap))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("image,caption\n0.png,un caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin.csv' is not UTF-8 text"):
+        data.from_csv(str(latin))
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text(good)
+    with pytest.raises(ValueError, match="max_captions must be a positive integer"):
+        data.from_csv(str(ok), max_captions=-1)
+    # A .json file may hold one array of rows.
+    array = tmp_path / "rows.json"
+    array.write_text(json.dumps([{"image": "0.png", "caption": "a red bag"}]))
+    assert [c.decode() for c in _drain(data.from_csv(str(array)))[0]["caption"]] == ["a red bag"]
 
 
 def test_tfds_reader_maps_fields(tmp_path):

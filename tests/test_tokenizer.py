@@ -171,6 +171,27 @@ def test_training_on_no_captions_says_so(model_type):
             SilcTokenizer.from_captions(captions, 64, T, model_type=model_type)
 
 
+def test_training_mistakes_are_refused_before_training(captions):
+    import tensorflow as tf
+
+    with pytest.raises(ValueError, match="got a single string"):
+        SilcTokenizer.from_captions("a red bag on the left", 40, T)
+    with pytest.raises(ValueError, match="got None"):
+        SilcTokenizer.from_captions(None, 40, T)
+    pairs = tf.data.Dataset.from_tensor_slices({"image": [0, 1], "caption": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"pairs.map\(lambda pair: pair\['caption'\]\)"):
+        SilcTokenizer.from_captions(pairs, 40, T, model_type="wordpiece")
+    with pytest.raises(ValueError, match="dataset of strings, got int32"):
+        SilcTokenizer.from_captions(
+            tf.data.Dataset.range(5).map(lambda x: tf.cast(x, "int32")), 40, T
+        )
+    for size in (0, 2, 40.0):
+        with pytest.raises(ValueError, match="vocabulary_size must be an int of at least 8"):
+            SilcTokenizer.from_captions(captions, size, T)
+    with pytest.raises(ValueError, match="sequence_length must be a positive integer"):
+        SilcTokenizer.from_captions(captions, 40, 0)
+
+
 def test_a_vocabulary_whose_padding_is_not_zero_is_refused(captions, tmp_path):
     path = tmp_path / "vocabulary.txt"
     path.write_text("\n".join(["[UNK]", "[PAD]", "[EOS]", "a", "bag"]))

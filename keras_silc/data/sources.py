@@ -79,6 +79,11 @@ def list_files(patterns, what="files"):
     """Expands globs and brace ranges into a sorted list; fails if nothing matches."""
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
+    if isinstance(patterns, bytes) or not isinstance(patterns, list | tuple):
+        raise TypeError(
+            f"Give the {what} as a path, a glob ('shards/*.tar'), a brace range "
+            f"('shards/{{00000..00009}}.tar') or a list of them; got {patterns!r}."
+        )
     files = []
     for pattern in patterns:
         for expanded in _expand_braces(os.fspath(pattern)):
@@ -87,6 +92,11 @@ def list_files(patterns, what="files"):
                 if not matches:
                     raise FileNotFoundError(f"No {what} match the pattern {expanded!r}.")
                 files.extend(matches)
+            elif tf.io.gfile.isdir(expanded):
+                raise ValueError(
+                    f"{expanded!r} is a folder; name the {what} in it, e.g. "
+                    f"{os.path.join(expanded, '*.tar')!r}."
+                )
             elif tf.io.gfile.exists(expanded):
                 files.append(expanded)
             else:
@@ -113,8 +123,16 @@ def default_shard_index():
 
 
 def _shard_files(files, shard_index, num_shards):
-    if shard_index is None or num_shards is None:
+    if (shard_index is None) != (num_shards is None):
+        raise ValueError(
+            "Pass shard_index and num_shards together (this host's part of the files), or "
+            f"neither; got shard_index={shard_index!r}, num_shards={num_shards!r}."
+        )
+    if shard_index is None:
         shard_index, num_shards = default_shard_index()
+    num_shards = positive_int(num_shards, "num_shards")
+    if isinstance(shard_index, bool) or not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index!r}.")
     if num_shards > 1:
         if len(files) < num_shards:
             raise ValueError(
@@ -318,6 +336,9 @@ def from_webdataset(
             skipped and counted.
     """
     keys = _WebDatasetKeys(image_key, caption_key, label_key)
+    max_captions = positive_int(max_captions, "max_captions")
+    if cycle_length != tf.data.AUTOTUNE:
+        cycle_length = positive_int(cycle_length, "cycle_length")
     files = _shard_files(list_files(urls, "WebDataset shards"), shard_index, num_shards)
     keys.check(files[0])
     stats = DataStats()
@@ -423,12 +444,51 @@ def from_tfrecord(
 
 
 # ---------------------------------------------------------------- CSV and JSONL
+def _read_json_rows(path, handle):
+    text = handle.read()
+    if path.endswith(".json") and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)  # one JSON array of row objects
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path!r} is not valid JSON: {error}.") from None
+        numbered = list(enumerate(rows, 1))
+    else:
+        numbered = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                numbered.append((number, json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{path}, line {number}: not a JSON object ({error.msg}). A .jsonl table "
+                    'holds one object per line, e.g. {"image": "a.jpg", "caption": "..."}.'
+                ) from None
+    for number, row in numbered:
+        if not isinstance(row, dict):
+            raise ValueError(
+                f"{path}, row {number}: a row must be an object with the image and caption "
+                f"fields, got a {type(row).__name__}."
+            )
+    return [row for _, row in numbered]
+
+
 def _read_table(path, delimiter):
-    if path.endswith(".jsonl") or path.endswith(".json"):
-        with open(path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
-    with open(path, encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle, delimiter=delimiter or ","))
+    if os.path.isdir(path):
+        raise ValueError(
+            f"The caption table {path!r} is a folder: pass the .csv, .tsv or .jsonl file in it."
+        )
+    try:
+        if path.endswith(".jsonl") or path.endswith(".json"):
+            with open(path, encoding="utf-8") as handle:
+                return _read_json_rows(path, handle)
+        with open(path, encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle, delimiter=delimiter or ","))
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"The caption table {path!r} is not UTF-8 text (byte {error.start} cannot be "
+            "decoded): save it as UTF-8."
+        ) from None
 
 
 def from_csv(
@@ -476,8 +536,17 @@ def from_csv(
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"The image folder {image_root!r} does not exist.")
 
+    if max_captions is not None:
+        max_captions = positive_int(max_captions, "max_captions")
     captions_by_image, label_of_image = {}, {}
-    for row in rows:
+    for number, row in enumerate(rows, 1):
+        for column in (image_column, caption_column, label_column):
+            missing = column not in row if column == caption_column else row.get(column) is None
+            if column is not None and missing:
+                raise ValueError(
+                    f"Row {number} of {path!r} has no {column!r} field; every row needs one "
+                    "(an empty caption is skipped by the pipeline)."
+                )
         captions = row[caption_column]
         captions = captions if isinstance(captions, list) else [captions]
         image_path = os.path.join(image_root, str(row[image_column]))

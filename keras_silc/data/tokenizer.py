@@ -14,6 +14,7 @@ under every Keras backend, and eagerly on Python strings (numpy out).
 """
 
 import io
+import numbers
 import os
 import warnings
 
@@ -24,6 +25,7 @@ import tensorflow as tf
 
 from keras_silc import preset_files
 from keras_silc.checks import check_token_ids
+from keras_silc.checks import positive_int
 
 SENTENCE_PIECE_EXTENSIONS = (".model", ".spm")
 WORD_PIECE_EXTENSIONS = (".txt",)
@@ -88,6 +90,33 @@ NO_CAPTIONS = (
     "No captions to train the {kind} vocabulary on: `captions` is empty or holds only empty "
     "strings. Pass a sample of the training captions."
 )
+
+
+# Below this a vocabulary holds little beyond its special tokens.
+MIN_VOCABULARY = 8
+
+
+def _check_corpus(captions):
+    """Refuses what `_caption_iterator` would read wrongly: one str, nothing, a dataset of
+    pairs (dicts)."""
+    if captions is None or isinstance(captions, str | bytes):
+        what = "None" if captions is None else "a single string (read as its characters)"
+        raise ValueError(
+            f"captions must be many captions (a list of str, or a tf.data.Dataset of strings), "
+            f"got {what}."
+        )
+    if isinstance(captions, tf.data.Dataset) and not isinstance(
+        captions.element_spec, tf.TensorSpec
+    ):
+        raise ValueError(
+            "captions must be a dataset of strings; this one yields "
+            f"{captions.element_spec}. For image-text pairs pass "
+            "pairs.map(lambda pair: pair['caption'])."
+        )
+    if isinstance(captions, tf.data.Dataset) and captions.element_spec.dtype != tf.string:
+        raise ValueError(
+            f"captions must be a dataset of strings, got {captions.element_spec.dtype.name}."
+        )
 
 
 def _caption_iterator(data, lowercase):
@@ -723,6 +752,17 @@ class SilcTokenizer(keras.layers.Layer):
         """
         if model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}.")
+        _check_corpus(captions)
+        if (
+            isinstance(vocabulary_size, bool)
+            or not isinstance(vocabulary_size, numbers.Integral)
+            or vocabulary_size < MIN_VOCABULARY
+        ):
+            raise ValueError(
+                f"vocabulary_size must be an int of at least {MIN_VOCABULARY} (the special "
+                f"tokens and a few pieces), got {vocabulary_size!r}."
+            )
+        positive_int(sequence_length, "sequence_length")
         if model_type == "wordpiece":
             if trainer_options:
                 raise ValueError(
