@@ -703,6 +703,9 @@ def test_tfds_reader_maps_fields(tmp_path):
         samples = _drain(pairs)
     assert len(samples) == 6
     assert samples[0]["image"].ndim == 3 and samples[0]["caption"].shape == (5,)
+    # Not prepared (no mock): the message says how to prepare it, not TFDS's assertion.
+    with pytest.raises(FileNotFoundError, match="not prepared under.*tfds build mnist"):
+        data.from_tfds("mnist", caption_key="label", data_dir=str(tmp_path / "empty"))
 
 
 def test_readers_honour_the_keys_and_give_labels(tmp_path):
@@ -852,10 +855,13 @@ def test_fit_from_every_source(tmp_path):
             steps_per_epoch=2,
             epochs=1,
             verbose=0,
-            callbacks=[data.DataStatsCallback(dataset.stats)],
+            # The dataset itself is taken for its stats too.
+            callbacks=[data.DataStatsCallback(dataset if name == "arrays" else dataset.stats)],
         ).history
         assert np.isfinite(history["loss"][-1]), name
         assert history["data/undecodable_images"] == [0.0], name
+    with pytest.raises(TypeError, match=r"dataset.stats \(a DataStats\), got NoneType"):
+        data.DataStatsCallback(None)
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
         pairs = data.from_tfds("coco_captions", split="train")

@@ -522,6 +522,8 @@ def test_image_and_text_inputs_are_checked_on_a_real_model(real_model):
         real_model.encode_text(np.array([3, 4, 0, 0], np.int32))
     with pytest.raises(ValueError, match="SilcModel.predict's 'image' must be floats"):
         real_model.predict({"image": images * 255.0}, verbose=0)
+    with pytest.raises(ValueError, match="dense_source must be 'map_values', 'tokens' or None"):
+        real_model.image_feature_extractor(dense_source="foo")
     extractor = real_model.image_feature_extractor()
     with pytest.raises(ValueError, match="ImageFeatureExtractor's images must be floats"):
         extractor(images * 255.0)

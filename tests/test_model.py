@@ -563,3 +563,21 @@ def test_a_batch_refused_inside_fit_leaves_the_model_usable():
     np.testing.assert_allclose(to_numpy(model.encode_text(batch["text"])), expected, atol=1e-6)
     history = model.fit(batch, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_fit_refuses_what_is_not_a_training_batch():
+    from keras_silc import data
+
+    model = tiny_model()
+    model.compile(learning_rate=1e-3, total_steps=10, warmup_steps=1)
+    batch = model.preprocessor.example_batch(4, seed=0)
+    size = model.vision_config["image_size"]
+    pairs = data.from_arrays(np.zeros((4, size, size, 3), np.uint8), ["a bag"] * 4)
+    with pytest.raises(ValueError, match="dataset of image-text pairs.*training_dataset"):
+        model.fit(pairs.batch(2), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="strings under 'caption'.*preprocessor.tokenize"):
+        model.fit({**batch, "caption": np.array(["a"] * 4)}, batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match="one row per example; got .*'text': 3"):
+        model.fit({**batch, "text": batch["text"][:3]}, batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match="no rows"):
+        model.fit({k: v[:0] for k, v in batch.items()}, batch_size=4, verbose=0)

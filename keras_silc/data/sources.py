@@ -632,13 +632,22 @@ def from_tfds(
                 f"Field {key!r} not found in TFDS dataset {name!r}; its fields are {keys}. Pass "
                 "image_key= and caption_key= (and label_key=) to name them."
             )
+    max_captions = positive_int(max_captions, "max_captions")
     if download:
         builder.download_and_prepare()
-    dataset = builder.as_dataset(
-        split=split,
-        shuffle_files=shuffle_files,
-        read_config=tfds.ReadConfig(shuffle_seed=seed),
-    )
+    try:
+        dataset = builder.as_dataset(
+            split=split,
+            shuffle_files=shuffle_files,
+            read_config=tfds.ReadConfig(shuffle_seed=seed),
+        )
+    except AssertionError as error:  # TFDS asserts that the data is prepared
+        raise FileNotFoundError(
+            f"The TFDS dataset {name!r} is not prepared under {builder.data_dir!r}. Prepare it "
+            f"once with `tfds build {name} --data_dir DIR` and pass data_dir=DIR (keras-silc "
+            "reads the TFDS_DATA_DIR environment variable), or pass download=True to let TFDS "
+            f"download it. ({str(error).strip().splitlines()[0]})"
+        ) from None
 
     def to_pair(element):
         captions = tf.reshape(_get_field(element, caption_key), [-1])

@@ -108,6 +108,12 @@ class DataStatsCallback(keras.callbacks.Callback):
 
     def __init__(self, stats):
         super().__init__()
+        stats = getattr(stats, "stats", stats)  # the dataset itself is taken too
+        if not isinstance(stats, DataStats):
+            raise TypeError(
+                "DataStatsCallback takes the pipeline's counts, dataset.stats (a DataStats), "
+                f"got {type(stats).__name__}."
+            )
         self.stats = stats
 
     def on_epoch_end(self, epoch, logs=None):

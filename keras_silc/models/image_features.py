@@ -31,6 +31,10 @@ class ImageFeatureExtractor(keras.Model):
     """
 
     def __init__(self, vision, normalize=True, dense_source=None, **kwargs):
+        if dense_source not in (None, "map_values", "tokens"):
+            raise ValueError(
+                f"dense_source must be 'map_values', 'tokens' or None, got {dense_source!r}."
+            )
         super().__init__(**kwargs)
         self.vision = dict(vision)
         self.normalize = normalize

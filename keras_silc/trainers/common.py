@@ -23,6 +23,37 @@ def unpack_batch(data):
     return data
 
 
+_MAKE_BATCHES = (
+    "make training batches from image-text pairs with keras_silc.data.training_dataset(pairs, "
+    "model.preprocessor, batch_size)"
+)
+
+
+def check_training_data(x):
+    """Refuses, before anything is traced, what `fit` would fail on deep inside Keras: image-text
+    pairs instead of training batches, string arrays, arrays of different lengths, no rows."""
+    spec = getattr(x, "element_spec", None)
+    if isinstance(spec, dict) and "caption" in spec:
+        raise ValueError(f"fit got a dataset of image-text pairs ('caption'): {_MAKE_BATCHES}.")
+    if not isinstance(x, dict):
+        return
+    lengths = {}
+    for key, value in x.items():
+        kind = getattr(getattr(value, "dtype", None), "kind", None)
+        if kind in ("U", "S", "O"):
+            raise ValueError(
+                f"fit got strings under {key!r}: batches hold pixels and token ids ('text'); "
+                f"{_MAKE_BATCHES}, or tokenize with model.preprocessor.tokenize(captions)."
+            )
+        shape = getattr(value, "shape", None)
+        if shape is not None and len(shape):
+            lengths[key] = int(shape[0])
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"Every batch entry needs one row per example; got {lengths}.")
+    if lengths and not max(lengths.values()):
+        raise ValueError("fit got arrays with no rows: there is nothing to train on.")
+
+
 class TrainerCommon:
     def required_keys(self):
         """The batch entries this model trains on."""
@@ -59,6 +90,7 @@ class TrainerCommon:
         In-memory batches (a dict of arrays) are value-checked first: token ids inside the
         vocabulary and images in [0, 1], which a traced step cannot check."""
         x = args[0] if args else kwargs.get("x")
+        check_training_data(x)
         if isinstance(x, dict):
             check_batch_values(x, self.text_encoder.vocabulary_size)
         return super().fit(*args, callbacks=with_divergence_guard(callbacks), **kwargs)
