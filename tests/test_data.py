@@ -465,6 +465,14 @@ def test_pipeline_errors_say_what_is_wrong():
         )
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         data.training_dataset(pairs, model, 0, tokenizer=hash_tokenizer())
+    for arguments, message in [
+        ({"shuffle_buffer": -1}, "shuffle_buffer must be an int >= 0"),
+        ({"start_example": -3}, "start_example must be an int >= 0"),
+        ({"image_dtype": "uint8"}, "image_dtype must be one of"),
+        ({"augmentation": "none"}, "augmentation must be a MultiCropConfig or a dict"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            data.training_dataset(pairs, model, 2, tokenizer=hash_tokenizer(), **arguments)
     # Fewer pairs than one batch, not repeated: an empty dataset, refused with the way out.
     with pytest.raises(ValueError, match="The 4 pairs make no full batch of 8.*drop_remainder"):
         data.training_dataset(pairs, model, 8, tokenizer=hash_tokenizer(), repeat=False)
@@ -625,6 +633,26 @@ def test_tfrecord_reader_with_field_names_and_a_corrupt_image(tmp_path):
     assert len(samples) == 5 and samples[0]["caption"].shape == (2,)
     batches = _drain(_pipeline(tiny_model(), pairs, repeat=False, shuffle_buffer=0))
     assert len(batches) == 1 and pairs.stats.as_dict()["undecodable_images"] == 1
+
+    # Mistakes: not a TFRecord file, the wrong compression, a number feature for the caption.
+    (tmp_path / "table.csv").write_text("image,caption\na.jpg,a bag\n")
+    with pytest.raises(ValueError, match="does not read as a TFRecord file with no compression"):
+        data.from_tfrecord(str(tmp_path / "table.csv"))
+    with pytest.raises(ValueError, match="with GZIP"):
+        data.from_tfrecord(path, compression_type="GZIP", image_key="jpeg", caption_key="texts")
+    with pytest.raises(ValueError, match="compression_type must be None, 'GZIP' or 'ZLIB'"):
+        data.from_tfrecord(path, compression_type="zip")
+    numbers = str(tmp_path / "numbers.tfrecord")
+    with tf.io.TFRecordWriter(numbers) as writer:
+        feature = {
+            "jpeg": tf.train.Feature(bytes_list=tf.train.BytesList(value=[_jpeg(images[0])])),
+            "lab": tf.train.Feature(int64_list=tf.train.Int64List(value=[3])),
+        }
+        writer.write(
+            tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        )
+    with pytest.raises(ValueError, match="Feature 'lab' .* holds int64 values; the caption"):
+        data.from_tfrecord(numbers, image_key="jpeg", caption_key="lab")
 
 
 def test_csv_and_jsonl_readers_group_captions_and_count_missing_images(tmp_path):

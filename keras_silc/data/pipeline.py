@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_silc.checks import positive_int
 from keras_silc.checks import resolve_tokenizer
+from keras_silc.data.augment import MultiCropConfig
 from keras_silc.data.augment import multi_crop_views
 from keras_silc.data.sources import independent_of_global_seed
 from keras_silc.data.stats import DataStats
@@ -33,6 +34,7 @@ def decode_pixels(element):
 
 
 FIRST_PAIRS_CHECKED = 64
+IMAGE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def check_first_pairs(pairs, stats, count=FIRST_PAIRS_CHECKED):
@@ -143,6 +145,27 @@ def training_dataset(
             f"{spec}. Use keras_silc.data.from_arrays / from_webdataset / ... to make them."
         )
     batch_size = positive_int(batch_size, "batch_size")
+    if (
+        isinstance(shuffle_buffer, bool)
+        or not isinstance(shuffle_buffer, int)
+        or shuffle_buffer < 0
+    ):
+        raise ValueError(
+            f"shuffle_buffer must be an int >= 0 (0: no shuffling), got {shuffle_buffer!r}."
+        )
+    if isinstance(start_example, bool) or not isinstance(start_example, int) or start_example < 0:
+        raise ValueError(
+            f"start_example must be an int >= 0 (step x batch size), got {start_example!r}."
+        )
+    if image_dtype not in IMAGE_DTYPES:
+        raise ValueError(
+            f"image_dtype must be one of {IMAGE_DTYPES} (pixels in [0, 1]), got {image_dtype!r}."
+        )
+    if augmentation is not None and not isinstance(augmentation, dict | MultiCropConfig):
+        raise ValueError(
+            "augmentation must be a MultiCropConfig or a dict of its settings (e.g. "
+            f"{{'hue': 0.0}}), got {augmentation!r}."
+        )
     known_pairs = int(pairs.cardinality())
     if not repeat and drop_remainder and 0 <= known_pairs < batch_size:
         raise ValueError(

@@ -368,8 +368,22 @@ def from_webdataset(
 def _first_example_features(path, compression_type=None):
     """{feature name: kind ("bytes_list", "int64_list", "float_list")} of the file's first
     `tf.train.Example`, or None for an empty file."""
-    for record in tf.data.TFRecordDataset([path], compression_type=compression_type).take(1):
-        example = tf.train.Example.FromString(record.numpy())
+    try:
+        records = list(tf.data.TFRecordDataset([path], compression_type=compression_type).take(1))
+    except tf.errors.OpError as error:
+        compression = compression_type or "no compression"
+        raise ValueError(
+            f"{path!r} does not read as a TFRecord file with {compression} ({error.message}). "
+            "Is it a TFRecord file, and is compression_type right (None, 'GZIP' or 'ZLIB')?"
+        ) from None
+    for record in records:
+        try:
+            example = tf.train.Example.FromString(record.numpy())
+        except Exception:  # protobuf's DecodeError
+            raise ValueError(
+                f"The first record of {path!r} is not a tf.train.Example; from_tfrecord reads "
+                "files of serialised tf.train.Example protos."
+            ) from None
         return {
             name: feature.WhichOneof("kind")
             for name, feature in sorted(example.features.feature.items())
@@ -400,6 +414,11 @@ def from_tfrecord(
         label_key: an int64 or bytes feature with a class label, or None. With it every
             pair also has "label", a string ("3" or "sneaker").
     """
+    if compression_type not in (None, "", "GZIP", "ZLIB"):
+        raise ValueError(
+            f"compression_type must be None, 'GZIP' or 'ZLIB', got {compression_type!r}."
+        )
+    max_captions = positive_int(max_captions, "max_captions")
     files = _shard_files(list_files(files, "TFRecord files"), shard_index, num_shards)
     kinds = _first_example_features(files[0], compression_type)
     wanted = [key for key in (image_key, caption_key, label_key) if key is not None]
@@ -410,6 +429,13 @@ def from_tfrecord(
                 f"Field(s) {missing} not found in {files[0]}; its features are {sorted(kinds)}. "
                 "Pass image_key= and caption_key= (and label_key=) to name them."
             )
+        for key in (image_key, caption_key):
+            if kinds[key] != "bytes_list":
+                raise ValueError(
+                    f"Feature {key!r} of {files[0]} holds {kinds[key].split('_')[0]} values; "
+                    f"the {'image' if key == image_key else 'caption'} must be a bytes feature "
+                    "(encoded image bytes, caption strings)."
+                )
     stats = DataStats()
     features = {
         image_key: tf.io.FixedLenFeature([], tf.string),
