@@ -189,6 +189,12 @@ def load_weights(model, preset, note=""):
     )
     try:
         model.load_weights(path)
+    except OSError as error:  # h5py: not an HDF5 file (truncated, or something else)
+        raise ValueError(
+            f"{WEIGHTS_FILE} of the preset {preset!r} ({path}) is not a readable weights file "
+            f"({str(error).splitlines()[0]}): it is truncated or was replaced. Copy it again, or "
+            "write the preset again with save_to_preset."
+        ) from None
     except (ValueError, KeyError) as error:
         raise ValueError(
             f"{WEIGHTS_FILE} of the preset {preset!r} does not fit the model of its "

@@ -301,3 +301,8 @@ def test_class_only_captions_drop_the_colour_and_position_shortcut():
     assert 0.25 < changed < 0.75
     with pytest.raises(ValueError, match="class_only_captions"):
         fs.fashion_scenes("train", 4, 64, class_only_captions=1.5)
+
+
+def test_a_data_dir_that_is_not_a_folder_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data_dir .*missing' is not a folder"):
+        fs.load_fashion_mnist("test", data_dir=tmp_path / "missing")

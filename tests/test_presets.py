@@ -17,6 +17,7 @@ from keras_silc import ImageFeatureExtractor
 from keras_silc import SilcModel
 from keras_silc import SilcPreprocessor
 from keras_silc.data import SilcTokenizer
+from keras_silc.models import upgrade_model_file
 from keras_silc.models.presets import PRESETS
 from keras_silc.models.presets import merge_config
 
@@ -319,6 +320,17 @@ def test_weights_of_another_architecture_are_refused_naming_both_files(saved, tm
         SilcModel.from_preset(mixed)
     with pytest.raises(ValueError, match=r"config.json with the overrides \['text'\]"):
         SilcModel.from_preset(folder, text={"depth": 2})
+    # A truncated weights file, and a file that is not a .keras archive.
+    truncated = _copy(folder, tmp_path, "truncated")
+    weights = os.path.join(truncated, "model.weights.h5")
+    with open(weights, "rb") as handle:
+        head = handle.read(4096)
+    with open(weights, "wb") as handle:
+        handle.write(head[:100])
+    with pytest.raises(ValueError, match="is not a readable weights file.*truncated"):
+        SilcModel.from_preset(truncated)
+    with pytest.raises(ValueError, match="is not a .keras file"):
+        upgrade_model_file(weights, str(tmp_path / "out.keras"))
 
 
 def test_a_handle_that_cannot_be_reached_is_explained(monkeypatch):

@@ -136,6 +136,11 @@ def load_fashion_mnist(split="train", data_dir=None):
     The arrays are cached in-process and read-only.
     """
     _check_split(split)
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise FileNotFoundError(
+            f"data_dir {os.fspath(data_dir)!r} is not a folder; pass the folder that holds the "
+            "four Fashion-MNIST .gz files, or None to search the usual places."
+        )
     return _load_fashion_mnist(split, None if data_dir is None else os.fspath(data_dir))
 
 

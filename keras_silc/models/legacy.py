@@ -26,8 +26,15 @@ def upgrade_model_file(source, target):
     """Writes `target`, a `.keras` file of `source`'s model in today's layout: the config's
     tokenizer and crop geometry become the model's preprocessor, and the tokenizer's
     vocabulary moves to the preprocessor's asset folder. Weights are copied unchanged."""
-    with zipfile.ZipFile(source) as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
+    try:
+        with zipfile.ZipFile(source) as archive:
+            entries = {name: archive.read(name) for name in archive.namelist()}
+    except zipfile.BadZipFile:
+        raise ValueError(
+            f"{source!r} is not a .keras file (a zip archive); pass the file model.save wrote."
+        ) from None
+    if "config.json" not in entries:
+        raise ValueError(f"{source!r} has no config.json: it is not a .keras model file.")
     config = json.loads(entries["config.json"])
     model_config = config.get("config", {})
     if config.get("class_name") != "SilcModel" or not is_legacy_config(model_config):
