@@ -524,6 +524,7 @@ def train(args, demo_overrides=None):
     from keras_silc import evaluation
     from keras_silc import storage
     from keras_silc import training
+    from keras_silc.data import DataStats
     from keras_silc.data import DataStatsCallback
     from keras_silc.data import training_dataset
     from keras_silc.experiments import fashion as demo
@@ -624,7 +625,7 @@ def train(args, demo_overrides=None):
 
     # Skipped records (undecodable images, empty captions, truncated shards) are warned
     # about as they grow, logged per epoch and counted in the summary.
-    data_stats = DataStatsCallback(None)
+    data_stats = DataStatsCallback(DataStats())  # the dataset's own, once it is built
 
     def build_dataset(start_example, model):
         augmentation = dict(demo.FASHION_AUGMENTATION) if _fashion(args) else {}
