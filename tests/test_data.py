@@ -411,6 +411,8 @@ def test_bad_augmentation_arguments_are_refused():
         tiny_model().preprocessor.multi_crop_config(hue=None)
     with pytest.raises(ValueError, match="augmentation must be a dict"):
         data.SilcPreprocessor(augmentation=["flip"])
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got -1"):
+        tiny_model().preprocessor.example_batch(-1)
     with pytest.raises(ValueError, match="not the path 'vocab.model'"):
         data.SilcPreprocessor(tokenizer="vocab.model")
 
@@ -729,6 +731,10 @@ def test_tfds_reader_maps_fields(tmp_path):
             data.from_tfds("coco_captions", caption_key="caption")
         pairs = data.from_tfds("coco_captions", split="train", max_captions=5)
         samples = _drain(pairs)
+        with pytest.raises(ValueError, match="'label' of 'mnist' holds int64 values"):
+            data.from_tfds("mnist", caption_key="label")
+        with pytest.raises(ValueError, match="'objects/bbox' of 'coco_captions' has shape"):
+            data.from_tfds("coco_captions", image_key="objects/bbox")
     assert len(samples) == 6
     assert samples[0]["image"].ndim == 3 and samples[0]["caption"].shape == (5,)
     # Not prepared (no mock): the message says how to prepare it, not TFDS's assertion.

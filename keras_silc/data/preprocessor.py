@@ -10,6 +10,7 @@ import numpy as np
 from keras_silc import batch_format
 from keras_silc import preset_files
 from keras_silc.checks import check_batch_values
+from keras_silc.checks import positive_int
 from keras_silc.checks import resolve_tokenizer
 from keras_silc.data.augment import MultiCropConfig
 
@@ -218,6 +219,7 @@ class SilcPreprocessor(keras.layers.Layer):
 
     def example_batch(self, batch_size=8, seed=0):
         """A random numpy batch in the training format, for this geometry (every view)."""
+        batch_size = positive_int(batch_size, "batch_size")
         rng = np.random.default_rng(seed)
         vocabulary = self.vocabulary_size or getattr(self.tokenizer, "vocabulary_size", None)
         length = self.sequence_length

@@ -602,6 +602,8 @@ def from_csv(
 
 # --------------------------------------------------------------------------- TFDS
 def _get_field(element, key):
+    if key in element:  # a top-level name with "/" in it
+        return element[key]
     value = element
     for part in key.split("/"):
         value = value[part]
@@ -674,6 +676,21 @@ def from_tfds(
             "reads the TFDS_DATA_DIR environment variable), or pass download=True to let TFDS "
             f"download it. ({str(error).strip().splitlines()[0]})"
         ) from None
+
+    caption_spec = _get_field(dataset.element_spec, caption_key)
+    if caption_spec.dtype != tf.string:
+        raise ValueError(
+            f"Field {caption_key!r} of {name!r} holds {caption_spec.dtype.name} values; the "
+            "caption must be a text field (caption_key=...)."
+        )
+    image_spec = _get_field(dataset.element_spec, image_key)
+    if image_spec.dtype != tf.string and (
+        image_spec.shape.rank != 3 or image_spec.shape[-1] not in (1, 3, None)
+    ):
+        raise ValueError(
+            f"Field {image_key!r} of {name!r} has shape {image_spec.shape}; the image must be "
+            "an (H, W, 1 or 3) image field or encoded image bytes (image_key=...)."
+        )
 
     def to_pair(element):
         captions = tf.reshape(_get_field(element, caption_key), [-1])
