@@ -228,6 +228,7 @@ def test_loader_finds_the_files_where_it_is_told(tmp_path, monkeypatch):
 
 def test_missing_data_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
     given, env, debian, home = (tmp_path / d for d in ("given", "env", "debian", "home"))
+    given.mkdir()  # a data_dir that exists but lacks the files (a missing one is refused)
     monkeypatch.setenv("KERAS_SILC_FASHION_MNIST", str(env))
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("KERAS_HOME", raising=False)
