@@ -698,18 +698,15 @@ def test_caption_table_mistakes_name_the_file_and_row(tmp_path):
     good = json.dumps({"image": "0.png", "caption": "a red bag"})
     with pytest.raises(ValueError, match="is a folder: pass the .csv"):
         data.from_csv(str(tmp_path))
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text(good + "\n{not json\n")
-    with pytest.raises(ValueError, match="broken.jsonl, line 2: not a JSON object"):
-        data.from_csv(str(broken))
-    listed = tmp_path / "listed.jsonl"
-    listed.write_text(good + '\n["0.png", "a bag"]\n')
-    with pytest.raises(ValueError, match="row 2: a row must be an object"):
-        data.from_csv(str(listed))
-    gap = tmp_path / "gap.jsonl"
-    gap.write_text(good + '\n{"image": "0.png"}\n')
-    with pytest.raises(ValueError, match="Row 2 of .*gap.jsonl' has no 'caption' field"):
-        data.from_csv(str(gap))
+    for name, second_row, message in [
+        ("broken", "{not json", "broken.jsonl, line 2: not a JSON object"),
+        ("listed", '["0.png", "a bag"]', "row 2: a row must be an object"),
+        ("gap", '{"image": "0.png"}', "Row 2 of .*gap.jsonl' has no 'caption' field"),
+    ]:
+        table = tmp_path / f"{name}.jsonl"
+        table.write_text(f"{good}\n{second_row}\n")
+        with pytest.raises(ValueError, match=message):
+            data.from_csv(str(table))
     latin = tmp_path / "latin.csv"
     latin.write_bytes("image,caption\n0.png,un caf\xe9\n".encode("latin-1"))
     with pytest.raises(ValueError, match="latin.csv' is not UTF-8 text"):
