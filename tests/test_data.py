@@ -490,6 +490,16 @@ def test_pipeline_errors_say_what_is_wrong():
     silent = data.from_arrays(_images(4), [""] * 4)
     with pytest.raises(ValueError, match="None of the first 4 pairs has a non-empty caption"):
         data.training_dataset(silent, model, 2, tokenizer=hash_tokenizer())
+    # A tokenizer that returns what is not (N, T) integer ids is refused before any
+    # batch is made (tf.cast of strings failed only when iterating; floats were truncated).
+    for tokenizer, returns in [
+        (lambda captions: tf.strings.split(captions).to_tensor(""), "string values"),
+        (tf.strings.split, "ragged ids"),
+        (lambda captions: tf.zeros_like(captions, tf.int32), r"shape \(2,\)"),
+        (lambda captions: tf.fill([tf.size(captions), 4], 0.5), "float32 values"),
+    ]:
+        with pytest.raises(ValueError, match=f"integer token ids.*; it returns {returns}"):
+            data.training_dataset(pairs, model, 2, tokenizer=tokenizer)
 
 
 # ---------------------------------------------------------------------- readers

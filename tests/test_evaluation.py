@@ -539,3 +539,16 @@ def test_image_and_text_inputs_are_checked_on_a_real_model(real_model):
         keras.ops.convert_to_numpy(real_model.encode_image(pixels)),
         atol=1e-5,
     )
+
+
+def test_an_empty_batch_gives_empty_embeddings_on_every_backend(real_model):
+    # Keras's attention divides by the batch size under JAX and PyTorch.
+    images = np.zeros((0, 32, 32, 3), np.float32)
+    width = real_model.encode_image(np.zeros((1, 32, 32, 3), np.float32)).shape[-1]
+    assert tuple(real_model.encode_image(images).shape) == (0, width)
+    assert tuple(real_model.encode_text(np.zeros((0, 8), np.int32)).shape) == (0, width)
+    dense = real_model.dense_image_features(images)
+    assert tuple(dense.shape[:1]) == (0,) and tuple(dense.shape[-1:]) == (width,)
+    features = real_model.image_feature_extractor()(images)
+    assert tuple(features["pooled"].shape) == (0, width)
+    assert tuple(features["dense"].shape) == tuple(dense.shape)

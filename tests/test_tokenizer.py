@@ -81,6 +81,21 @@ def test_detokenize_round_trips(tokenizer):
     assert tokenizer.detokenize(ids) == texts
     assert tokenizer.detokenize(ids[1]) == texts[1]
     assert tokenizer.detokenize(keras.ops.convert_to_tensor(ids)) == texts
+    assert tokenizer.detokenize([list(ids[0]), list(ids[1][:3])])[0] == texts[0]  # ragged
+    assert tokenizer.detokenize([]) == ""
+
+
+def test_detokenize_refuses_what_is_not_this_vocabulary(tokenizer):
+    size = tokenizer.vocabulary_size
+    for ids, bad in (([[3, size]], size), ([[-1, 3]], -1)):
+        with pytest.raises(ValueError, match=rf"Token id {bad} is not in .* {size} tokens"):
+            tokenizer.detokenize(ids)
+    with pytest.raises(ValueError, match="got the text 'a red bag'"):
+        tokenizer.detokenize("a red bag")
+    with pytest.raises(ValueError, match="dtype float64"):
+        tokenizer.detokenize([[3.5, 4.0]])
+    with pytest.raises(ValueError, match="more than two axes"):
+        tokenizer.detokenize(np.zeros((2, 3, 4), "int32"))
 
 
 def test_input_types(tokenizer):
@@ -159,6 +174,9 @@ def test_file_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("buy milk\ncall home\n")
     with pytest.raises(ValueError, match=r"notes.txt' is not a WordPiece vocabulary.*'\[UNK\]'"):
         SilcTokenizer.from_file(tmp_path / "notes.txt", T)
+    (tmp_path / "twice.txt").write_text("[PAD]\n[UNK]\n[EOS]\nbag\nred\nbag\n")
+    with pytest.raises(ValueError, match=r"twice.txt' lists the token 'bag' twice \(lines 4 and 6"):
+        SilcTokenizer.from_file(tmp_path / "twice.txt", T)
     (tmp_path / "words.model").write_text("not a protobuf")
     with pytest.raises(ValueError, match=r"words.model' is not a SentencePiece model"):
         SilcTokenizer.from_file(tmp_path / "words.model", T)

@@ -86,6 +86,27 @@ def _has_caption(element):
     return tf.reduce_any(tf.strings.length(tf.strings.strip(captions)) > 0)
 
 
+def _check_tokenizer_output(tokenizer):
+    """A ValueError, before any batch is made, unless `tokenizer` maps a batch of captions
+    to dense (N, T) integer ids (checked on its traced output spec: raised inside the
+    pipeline's map, the message would come wrapped in an autograph trace)."""
+    captions = tf.data.Dataset.from_tensors(tf.constant(["a caption", "another caption"]))
+    spec = captions.map(tokenizer).element_spec
+    expected = (
+        "The tokenizer must map a batch of captions to dense (N, T) integer token ids "
+        "padded with 0 (e.g. keras_silc.data.SilcTokenizer)"
+    )
+    if isinstance(spec, tf.RaggedTensorSpec):
+        raise ValueError(f"{expected}; it returns ragged ids. Pad them to a fixed length.")
+    if not isinstance(spec, tf.TensorSpec):
+        raise ValueError(f"{expected}; it returns {spec}.")
+    if not spec.dtype.is_integer:
+        hint = " (token strings, not ids)" if spec.dtype == tf.string else ""
+        raise ValueError(f"{expected}; it returns {spec.dtype.name} values{hint}.")
+    if spec.shape.rank != 2:
+        raise ValueError(f"{expected}; it returns shape {spec.shape} for 2 captions.")
+
+
 def training_dataset(
     pairs,
     preprocessor,
@@ -181,6 +202,7 @@ def training_dataset(
         )
     tokenizer = resolve_tokenizer(preprocessor, tokenizer)
     preprocessor.check_tokenizer(tokenizer)  # it must fit the text tower
+    _check_tokenizer_output(tokenizer)
     if augmentation is None or isinstance(augmentation, dict):
         augmentation = preprocessor.multi_crop_config(**(augmentation or {}))
     stats = getattr(pairs, "stats", None) or DataStats()

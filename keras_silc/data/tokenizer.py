@@ -529,13 +529,13 @@ class SilcTokenizer(keras.layers.Layer):
         if isinstance(ids, (list, tuple)) and ids and not np.isscalar(ids[0]):
             rows, single = ids, False  # possibly ragged rows
         else:
-            single = np.ndim(ids) == 1
-            rows = np.reshape(ids, (-1, np.shape(ids)[-1] if np.ndim(ids) else 1))
+            single = np.ndim(ids) <= 1
+            rows = [ids] if single else ids
+        rows = [self._checked_row(row) for row in rows]
         pad_id, end_id = self._special_ids()
         start_id = self.start_token_id
         cleaned = []
         for row in rows:
-            row = [int(token) for token in np.asarray(row).reshape(-1)]
             if start_id is not None and row[:1] == [start_id]:
                 row = row[1:]
             if end_id is not None and end_id in row:
@@ -548,6 +548,36 @@ class SilcTokenizer(keras.layers.Layer):
             texts = [text.decode("utf-8") for text in texts.numpy().tolist()]
         texts = [text.decode("utf-8") if isinstance(text, bytes) else text for text in texts]
         return texts[0] if single else list(texts)
+
+    def _checked_row(self, row):
+        """One row of ids as a list of ints, or a ValueError that says what is wrong."""
+        usage = "detokenize takes int token ids, shape (N, T) or (T,), e.g. tokenizer(texts)"
+        if isinstance(row, (str, bytes)):
+            raise ValueError(f"{usage}; got the text {row!r}.")
+        try:
+            values = np.asarray(row)
+        except ValueError:  # a row of rows of different lengths
+            values = np.asarray(row, dtype=object)
+        if values.ndim > 1 or values.dtype == object:
+            raise ValueError(f"{usage}; got ids with more than two axes.")
+        values = values.reshape(-1)
+        if values.size and not np.issubdtype(values.dtype, np.integer):
+            if not (
+                np.issubdtype(values.dtype, np.floating)
+                and np.all(np.isfinite(values))
+                and np.all(values == np.round(values))
+            ):
+                raise ValueError(f"{usage}; got values of dtype {values.dtype}.")
+        values = values.astype(np.int64)
+        vocabulary_size = self.vocabulary_size
+        outside = values[(values < 0) | (values >= vocabulary_size)]
+        if outside.size:
+            raise ValueError(
+                f"Token id {int(outside[0])} is not in this tokenizer's vocabulary of "
+                f"{vocabulary_size} tokens (ids 0..{vocabulary_size - 1}). Were the ids made "
+                "by another tokenizer?"
+            )
+        return values.tolist()
 
     # ------------------------------------------------------------------ config
     def get_config(self):
@@ -709,6 +739,14 @@ class SilcTokenizer(keras.layers.Layer):
                     "first, '[UNK]' and an end token ('[EOS]' or '[SEP]'); pass oov_token= "
                     "if yours names unknown words otherwise."
                 )
+            lines = {}
+            for number, token in enumerate(vocabulary, start=1):
+                if token in lines:
+                    raise ValueError(
+                        f"{path!r} lists the token {token!r} twice (lines {lines[token]} and "
+                        f"{number}); a WordPiece vocabulary has one line per distinct token."
+                    )
+                lines[token] = number
             inner = keras_hub.tokenizers.WordPieceTokenizer(vocabulary=vocabulary, **kwargs)
         return cls(
             inner,

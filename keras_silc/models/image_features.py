@@ -13,6 +13,7 @@ from keras_silc import preset_files
 from keras_silc.layers.distillation_head import l2_normalize
 from keras_silc.models.vision_encoder import VisionEncoder
 from keras_silc.models.vision_encoder import float_pixels
+from keras_silc.models.vision_encoder import on_batch
 
 
 @keras.saving.register_keras_serializable(package="keras_silc")
@@ -59,7 +60,9 @@ class ImageFeatureExtractor(keras.Model):
 
     def call(self, images):
         images = float_pixels(images, self.compute_dtype, "ImageFeatureExtractor's images")
-        pooled, dense = self.encoder.pooled_and_dense(images, self.dense_source)
+        pooled, dense = on_batch(
+            lambda x: self.encoder.pooled_and_dense(x, self.dense_source), images
+        )
         if self.normalize:
             pooled, dense = l2_normalize(pooled), l2_normalize(dense)
         return {"pooled": pooled, "dense": dense}

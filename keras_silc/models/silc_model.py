@@ -32,6 +32,7 @@ from keras_silc.models.silc_config import prepare_optimizer
 from keras_silc.models.silc_config import preprocessor_from
 from keras_silc.models.text_encoder import TextEncoder
 from keras_silc.models.vision_encoder import float_pixels
+from keras_silc.models.vision_encoder import on_batch
 from keras_silc.trainers import SilcTrainer
 
 
@@ -403,7 +404,7 @@ class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
         """L2-normalised image embeddings (N, J) of images (N, H, W, 3): floats in [0, 1]
         or uint8."""
         images = float_pixels(images, self.compute_dtype, "encode_image's images")
-        return l2_normalize(self._inference_encoder()(images))
+        return l2_normalize(on_batch(self._inference_encoder(), images))
 
     def encode_text(self, token_ids):
         """L2-normalised text embeddings (N, J) of integer token ids (N, T)."""
@@ -416,7 +417,7 @@ class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
         )
         check_token_ids(token_ids, self.text_encoder.vocabulary_size, "encode_text's token ids")
         token_ids = ops.convert_to_tensor(token_ids, dtype="int32")
-        return l2_normalize(self.text_encoder(token_ids))
+        return l2_normalize(on_batch(self.text_encoder, token_ids))
 
     def dense_image_features(self, images, source=None):
         """L2-normalised per-patch embeddings (N, h, w, J) in the shared space.
@@ -425,7 +426,8 @@ class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
         where the tower has one, else the last block's patch tokens).
         """
         images = float_pixels(images, self.compute_dtype, "dense_image_features' images")
-        return l2_normalize(self._inference_encoder().dense_features(images, source=source))
+        encoder = self._inference_encoder()
+        return l2_normalize(on_batch(lambda x: encoder.dense_features(x, source=source), images))
 
     def image_feature_extractor(self, normalize=True, dense_source=None):
         """The inference image tower alone, as an `ImageFeatureExtractor` (a Keras model

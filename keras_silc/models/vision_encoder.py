@@ -39,6 +39,15 @@ def float_pixels(images, dtype, what="images", check_values=True):
     return ops.cast(images, dtype)
 
 
+def on_batch(function, inputs):
+    """`function(inputs)`, also for an empty batch: Keras's attention divides by the
+    batch size under JAX and PyTorch, so a (0, ...) batch runs as one zero item, cut to 0."""
+    if inputs.shape[0] != 0:  # None (symbolic) or a real batch
+        return function(inputs)
+    outputs = function(ops.zeros((1,) + tuple(inputs.shape[1:]), inputs.dtype))
+    return keras.tree.map_structure(lambda output: output[:0], outputs)
+
+
 @keras.saving.register_keras_serializable(package="keras_silc")
 class VisionEncoder(keras.layers.Layer):
     """Vision transformer with a MAP head, mapping images to the shared space.
