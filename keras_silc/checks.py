@@ -22,6 +22,18 @@ def _host_array(values):
         return None
 
 
+def holds_integers(values):
+    """Whether a numpy array holds integers: an integer dtype, or integer-valued finite
+    floats (they convert exactly)."""
+    if np.issubdtype(values.dtype, np.integer):
+        return True
+    return bool(
+        np.issubdtype(values.dtype, np.floating)
+        and np.all(np.isfinite(values))
+        and np.all(values == np.round(values))
+    )
+
+
 def check_token_ids(token_ids, vocabulary_size, what="token ids"):
     """Raises ValueError unless `token_ids` are integers in [0, vocabulary_size).
 
@@ -39,15 +51,8 @@ def check_token_ids(token_ids, vocabulary_size, what="token ids"):
     ids = _host_array(token_ids)
     if ids is None or ids.size == 0:
         return token_ids
-    if not np.issubdtype(ids.dtype, np.integer):
-        if (
-            np.issubdtype(ids.dtype, np.floating)
-            and np.all(np.isfinite(ids))
-            and np.all(ids == np.round(ids))
-        ):
-            pass  # integer-valued floats convert exactly
-        else:
-            raise ValueError(f"{what} must be integers, got dtype {ids.dtype}.")
+    if not holds_integers(ids):
+        raise ValueError(f"{what} must be integers, got dtype {ids.dtype}.")
     low, high = ids.min(), ids.max()
     if low < 0:
         raise ValueError(

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from keras_silc import preset_files
 from keras_silc.checks import check_token_ids
+from keras_silc.checks import holds_integers
 from keras_silc.checks import positive_int
 
 SENTENCE_PIECE_EXTENSIONS = (".model", ".spm")
@@ -561,13 +562,8 @@ class SilcTokenizer(keras.layers.Layer):
         if values.ndim > 1 or values.dtype == object:
             raise ValueError(f"{usage}; got ids with more than two axes.")
         values = values.reshape(-1)
-        if values.size and not np.issubdtype(values.dtype, np.integer):
-            if not (
-                np.issubdtype(values.dtype, np.floating)
-                and np.all(np.isfinite(values))
-                and np.all(values == np.round(values))
-            ):
-                raise ValueError(f"{usage}; got values of dtype {values.dtype}.")
+        if values.size and not holds_integers(values):
+            raise ValueError(f"{usage}; got values of dtype {values.dtype}.")
         values = values.astype(np.int64)
         vocabulary_size = self.vocabulary_size
         outside = values[(values < 0) | (values >= vocabulary_size)]
