@@ -88,6 +88,12 @@ def _unreachable(error):
     return False
 
 
+def unreachable(error):
+    """Whether `error`, or an exception it was raised from, means that a host could not be
+    reached (offline, a proxy, DNS, a timeout), whichever library raised it."""
+    return _unreachable(error)
+
+
 def get_file(preset, path, fix=""):
     """The local path of `path` in the preset folder or handle `preset` (downloaded and cached
     on first use for a handle).

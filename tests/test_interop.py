@@ -500,3 +500,145 @@ def test_image_feature_extractor_saves_reloads_and_exports(tmp_path):
         "np.testing.assert_allclose(out['dense'].numpy(), np.load(d + '/dense.npy'), atol=1e-5)"
     )
     subprocess.run([sys.executable, "-c", check, str(tmp_path)], check=True)
+
+
+# --------------------------------------------------------------- bad sources, clear errors
+def test_an_offline_keras_hub_preset_name_asks_for_a_local_folder(monkeypatch):
+    kagglehub = pytest.importorskip("kagglehub")
+    import requests
+
+    from keras_silc.experiments import pretrained
+
+    def offline(handle, path=None, **kwargs):  # as requests fails without a network
+        raise requests.ConnectionError(
+            "HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded"
+        )
+
+    monkeypatch.setattr(kagglehub, "model_download", offline)
+    message = (
+        r"(?s)needs network access to download 'siglip_base_patch16_224' from Kaggle.*"
+        r"Offline, pass a local preset folder.*save_to_preset\(folder\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        SilcModel.from_keras_hub("siglip_base_patch16_224")
+    # What `keras-silc train --init-from siglip_base_patch16_224` prints.
+    with pytest.raises(ValueError, match=r"^--init-from 'siglip_base_patch16_224': from_keras"):
+        pretrained.load(pretrained.describe("siglip_base_patch16_224"))
+
+
+def test_a_keras_silc_preset_given_to_a_converter_points_to_from_preset(tmp_path):
+    import re
+
+    folder = str(tmp_path / "silc")
+    SilcModel.from_preset("silc_tiny").save_to_preset(folder)
+    for convert in (SilcModel.from_keras_hub, SilcModel.from_huggingface):
+        for source in ("silc_tiny", folder):
+            with pytest.raises(
+                ValueError,
+                match=r"is a keras_silc preset \(a SilcModel\).*SilcModel.from_preset\("
+                + re.escape(repr(source)),
+            ):
+                convert(source)
+
+
+def test_a_folder_of_the_other_library_points_to_its_converter(tmp_path):
+    hub = _keras_hub_preset("siglip", tmp_path / "hub")
+    with pytest.raises(ValueError, match=r"keras-hub preset folder .*SilcModel.from_keras_hub\("):
+        SilcModel.from_huggingface(hub)
+    _hf_model("clip", tmp_path / "hf")
+    with pytest.raises(ValueError, match=r"Hugging Face checkpoint folder .*from_huggingface\("):
+        SilcModel.from_keras_hub(str(tmp_path / "hf"))
+
+
+def _damaged_copy(folder, copy, damage):
+    """A copy of the checkpoint `folder` at `copy`, with `damage(copy)` done to it."""
+    import shutil
+
+    shutil.copytree(folder, copy)
+    damage(copy)
+    return str(copy)
+
+
+def _edit_json(path, edit):
+    import json
+
+    with open(path) as handle:
+        data = json.load(handle)
+    edit(data)
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+
+
+@pytest.mark.parametrize("family", ["siglip", "clip"])
+def test_a_damaged_huggingface_folder_is_refused_naming_the_file(family, tmp_path):
+    good = tmp_path / "good"
+    _hf_model(family, good, 100 if family == "siglip" else 531)
+    _huggingface_tokenizer(family, str(good))
+
+    def refused(damage, error, match):
+        copy = _damaged_copy(good, tmp_path / f"damaged{len(os.listdir(tmp_path))}", damage)
+        with pytest.raises(error, match=match):
+            SilcModel.from_huggingface(copy, head=HEAD)
+
+    def cut(name, size=40):
+        return lambda folder: (folder / name).write_bytes((folder / name).read_bytes()[:size])
+
+    refused(cut("config.json"), ValueError, r"config.json is not valid JSON \(")
+    (good / "preprocessor_config.json").write_text('{"image_mean": [0.5, 0.5, 0.5], "image_std"')
+    refused(lambda _: None, ValueError, r"preprocessor_config.json is not valid JSON")
+    os.remove(good / "preprocessor_config.json")
+    refused(
+        lambda folder: _edit_json(folder / "config.json", lambda c: c.pop("vision_config")),
+        ValueError,
+        r"config.json has no 'vision_config': it is not a complete",
+    )
+    refused(
+        lambda folder: _edit_json(
+            folder / "config.json", lambda c: c["text_config"].pop("hidden_size")
+        ),
+        ValueError,
+        r"config.json's text_config has no 'hidden_size'",
+    )
+    if family == "siglip":
+        refused(
+            lambda folder: (folder / "spiece.model").write_bytes(b"not a sentencepiece model"),
+            ValueError,
+            r"tokenizer of .*spiece.model \(.*\): the file is damaged",
+        )
+    else:
+        refused(
+            lambda folder: (folder / "vocab.json").write_text('{"a": 0, '),
+            ValueError,
+            r"vocab.json is not valid JSON",
+        )
+        # Half a tokenizer: the model would otherwise come without one.
+        refused(
+            lambda folder: os.remove(folder / "merges.txt"),
+            FileNotFoundError,
+            r"has vocab.json but no merges.txt",
+        )
+    refused(
+        cut("model.safetensors", 5000),
+        ValueError,
+        r"model.safetensors is not a readable safetensors file \(.*\): it is truncated",
+    )
+
+
+def test_huggingface_pixel_statistics_and_folder_arguments_are_checked(tmp_path):
+    import json
+
+    from keras_silc.interop import silc_config_from_huggingface
+
+    _hf_model("siglip", tmp_path)
+    statistics = tmp_path / "preprocessor_config.json"
+    # One number stands for the three channels, as transformers reads it.
+    statistics.write_text(json.dumps({"image_mean": 0.25, "image_std": 0.5}))
+    vision = silc_config_from_huggingface(str(tmp_path), head=HEAD)["vision"]
+    assert tuple(vision["pixel_mean"]) == (0.25,) * 3 and tuple(vision["pixel_std"]) == (0.5,) * 3
+    statistics.write_text(json.dumps({"image_mean": [0.5, 0.5], "image_std": 0.5}))
+    with pytest.raises(ValueError, match=r"preprocessor_config.json: image_mean is \[0.5, 0.5\]"):
+        silc_config_from_huggingface(str(tmp_path))
+    with pytest.raises(TypeError, match="takes the path of a local checkpoint folder.*NoneType"):
+        SilcModel.from_huggingface(None)
+    with pytest.raises(FileNotFoundError, match="No folder at .*huggingface-cli download"):
+        SilcModel.from_huggingface(str(tmp_path / "missing"))

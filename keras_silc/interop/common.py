@@ -1,5 +1,9 @@
-"""What the keras-hub and Hugging Face converters share: the SILC defaults a pretrained
-two-tower model is extended with, and assigning weights with errors that name them."""
+"""What the keras-hub and Hugging Face converters share: telling a source of the wrong kind
+from their own, the SILC defaults a pretrained two-tower model is extended with, and
+assigning weights with errors that name them."""
+
+import json
+import os
 
 import numpy as np
 from keras import ops
@@ -48,6 +52,63 @@ def silc_config(vision, text, contrastive_loss, overrides):
         }
     )
     return merge_config(config, overrides)
+
+
+def folder_kind(folder):
+    """What wrote a local folder, by its config.json (or metadata.json): ("keras_silc", class
+    name), ("keras-hub", class name), ("huggingface", model_type), or None where neither file
+    tells (missing, damaged: the converters' own checks report those)."""
+
+    def read(name):
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as file:
+                data = json.load(file)
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    config = read("config.json")
+    registered = str(config.get("registered_name", ""))
+    if registered.startswith("keras_silc>"):
+        return "keras_silc", registered.split(">", 1)[1]
+    metadata = read("metadata.json")  # a tokenizer's or preprocessor's preset has no config.json
+    if "keras_silc_version" in metadata:
+        return "keras_silc", metadata.get("class_name") or "SilcModel"
+    if "model_type" in config:
+        return "huggingface", config["model_type"]
+    if str(config.get("module", "")).startswith("keras_hub"):
+        return "keras-hub", config.get("class_name")
+    return None
+
+
+_LOADERS = {"keras-hub": "SilcModel.from_keras_hub", "huggingface": "SilcModel.from_huggingface"}
+
+
+def check_source_kind(source, expected, converter):
+    """Raises ValueError when `source`, a str given to `converter` ("from_keras_hub" or
+    "from_huggingface"), is a keras_silc preset name, or a folder that another library (or
+    keras_silc) wrote rather than `expected` ("keras-hub" or "huggingface"), naming what loads
+    it. Anything else is left to the converter's own checks."""
+    if os.path.isdir(source):
+        kind = folder_kind(source)
+    elif source in PRESETS:
+        kind = ("keras_silc", "SilcModel")
+    else:
+        return
+    if kind is None or kind[0] == expected:
+        return
+    library = {"keras-hub": "keras-hub preset", "huggingface": "Hugging Face checkpoint"}
+    what, name = kind
+    if what == "keras_silc":
+        raise ValueError(
+            f"{converter} got {source!r}, which is a keras_silc preset (a {name}), not a "
+            f"{library[expected]}: load it with {name}.from_preset({source!r})."
+        )
+    described = f"model_type {name!r}" if what == "huggingface" else f"a {name}"
+    raise ValueError(
+        f"{converter} got {source!r}, which is a {library[what]} folder ({described}), not a "
+        f"{library[expected]}: load it with {_LOADERS[what]}({source!r})."
+    )
 
 
 class WeightAssigner:

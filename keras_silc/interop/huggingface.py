@@ -24,17 +24,78 @@ HF_ACTIVATIONS = {
     "gelu": "gelu",
 }
 FAMILIES = ("siglip", "clip")
+_FETCH_AGAIN = (
+    "Download the checkpoint again (huggingface-cli download REPO --local-dir FOLDER), or "
+    "write it again with save_pretrained."
+)
+
+
+class _Settings(dict):
+    """A JSON object of config.json whose missing entries raise ValueError naming the file."""
+
+    def __init__(self, values, where):
+        super().__init__(values)
+        self.where = where
+
+    def __missing__(self, key):
+        raise ValueError(
+            f"{self.where} has no {key!r}: it is not a complete SiglipModel / CLIPModel "
+            f"config. {_FETCH_AGAIN}"
+        )
+
+    def section(self, key):
+        value = self[key]
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"{self.where}'s {key!r} is a {type(value).__name__}, not a JSON object of the "
+                f"tower's settings. {_FETCH_AGAIN}"
+            )
+        return _Settings(value, f"{self.where}'s {key}")
+
+
+def _read_json(path):
+    """The JSON object in the file `path`; ValueError naming the file when it is damaged."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}): the file is damaged or incomplete. {_FETCH_AGAIN}"
+        ) from error
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path} holds a JSON {type(data).__name__}, not an object. {_FETCH_AGAIN}"
+        )
+    return data
+
+
+def _folder(directory):
+    """`directory` as a str, checked to be a local folder of the right kind."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(
+            "from_huggingface takes the path of a local checkpoint folder (a str or path), got "
+            f"{type(directory).__name__}."
+        )
+    directory = os.fspath(directory)
+    common.check_source_kind(directory, "huggingface", "from_huggingface")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"No folder at {directory!r}. from_huggingface reads a local checkpoint folder: "
+            "download it first (huggingface-cli download REPO --local-dir FOLDER) and pass "
+            "FOLDER. (A keras-hub preset name loads with SilcModel.from_keras_hub.)"
+        )
+    return directory
 
 
 def _read_config(directory):
+    directory = _folder(directory)
     path = os.path.join(directory, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"No config.json in {directory!r}. Pass the folder that "
             "`SiglipModel.save_pretrained` or `huggingface-cli download` wrote."
         )
-    with open(path) as f:
-        config = json.load(f)
+    config = _Settings(_read_json(path), path)
     family = config.get("model_type")
     if family not in FAMILIES:
         raise ValueError(
@@ -47,13 +108,16 @@ def _read_config(directory):
 
 def read_safetensors(directory):
     """{name: numpy array} of every tensor in the folder's safetensors file(s)."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     index = os.path.join(directory, "model.safetensors.index.json")
     single = os.path.join(directory, "model.safetensors")
     if os.path.isfile(index):
-        with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no weight_map of the shard files. {_FETCH_AGAIN}")
+        files = sorted(set(weight_map.values()))
     elif os.path.isfile(single):
         files = ["model.safetensors"]
     else:
@@ -65,7 +129,19 @@ def read_safetensors(directory):
         )
     tensors = {}
     for name in files:
-        tensors.update(load_file(os.path.join(directory, name)))
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{index} lists the shard {name!r}, which is not in {directory!r}: the folder "
+                f"was copied incompletely. {_FETCH_AGAIN}"
+            )
+        try:
+            tensors.update(load_file(path))
+        except SafetensorError as error:
+            raise ValueError(
+                f"{path} is not a readable safetensors file ({error}): it is truncated or "
+                f"damaged. {_FETCH_AGAIN}"
+            ) from error
     return tensors
 
 
@@ -95,7 +171,7 @@ def silc_config_from_huggingface(directory, **overrides):
     """The `SilcModel` config of a Hugging Face checkpoint folder, plus SILC's defaults
     and `overrides`. Pixel statistics come from `preprocessor_config.json` where present."""
     family, config = _read_config(directory)
-    vision_config, text_config = config["vision_config"], config["text_config"]
+    vision_config, text_config = config.section("vision_config"), config.section("text_config")
     vision = {
         "image_size": vision_config["image_size"],
         "patch_size": vision_config["patch_size"],
@@ -146,14 +222,30 @@ def _pixel_statistics(directory):
     path = os.path.join(directory, "preprocessor_config.json")
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        config = json.load(f)
+    config = _read_json(path)
     if "image_mean" not in config or "image_std" not in config:
         return None
     return {
-        "pixel_mean": tuple(float(m) for m in config["image_mean"]),
-        "pixel_std": tuple(float(s) for s in config["image_std"]),
+        "pixel_mean": _per_channel(config, "image_mean", path),
+        "pixel_std": _per_channel(config, "image_std", path),
     }
+
+
+def _per_channel(config, key, path):
+    """Red, green and blue values; one number stands for all three, as transformers reads it."""
+    value = config[key]
+
+    def number(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if number(value):
+        value = [value] * 3
+    if not (isinstance(value, list) and len(value) == 3 and all(map(number, value))):
+        raise ValueError(
+            f"{path}: {key} is {value!r}; keras_silc needs three numbers (red, green, blue), "
+            "or one number for all three."
+        )
+    return tuple(float(x) for x in value)
 
 
 class _Checkpoint:
@@ -312,27 +404,41 @@ TOKENIZER_FILES = {"siglip": ("spiece.model",), "clip": ("vocab.json", "merges.t
 
 
 def _bpe_files(directory):
-    """(vocabulary dict, merges list) of a CLIP folder, or None: `vocab.json` and
-    `merges.txt` (its `#version` line left out), else the BPE model of `tokenizer.json`."""
-    vocabulary, merges = (os.path.join(directory, name) for name in TOKENIZER_FILES["clip"])
-    if os.path.isfile(vocabulary) and os.path.isfile(merges):
-        with open(vocabulary, encoding="utf-8") as f:
-            vocabulary = json.load(f)
+    """(vocabulary dict, merges list, the files read) of a CLIP folder, or None: `vocab.json`
+    and `merges.txt` (its `#version` line left out), else the BPE model of `tokenizer.json`.
+    One of the pair without the other (and no `tokenizer.json`) is refused: half a
+    tokenizer is no tokenizer, and the model would silently come without one."""
+    names = TOKENIZER_FILES["clip"]
+    vocabulary, merges = (os.path.join(directory, name) for name in names)
+    found = [os.path.isfile(vocabulary), os.path.isfile(merges)]
+    if all(found):
+        vocabulary = _read_json(vocabulary)
         with open(merges, encoding="utf-8") as f:
             lines = [line.rstrip("\n") for line in f]
-        return vocabulary, [line for line in lines if line and not line.startswith("#version")]
+        merges = [line for line in lines if line and not line.startswith("#version")]
+        return vocabulary, merges, " and ".join(names)
     path = os.path.join(directory, "tokenizer.json")
     if not os.path.isfile(path):
+        if any(found):
+            has, lacks = names if found[0] else names[::-1]
+            raise FileNotFoundError(
+                f"{directory!r} has {has} but no {lacks}: CLIP's tokenizer needs both (or a "
+                f"tokenizer.json). Copy {lacks} from the checkpoint's Hugging Face repository "
+                "(or save the tokenizer with processor.save_pretrained(folder)), or pass "
+                "tokenizer= to from_huggingface."
+            )
         return None
-    with open(path, encoding="utf-8") as f:
-        model = json.load(f).get("model", {})
+    model = _read_json(path).get("model", {})
+    model = model if isinstance(model, dict) else {}
     if model.get("type") != "BPE":
         raise ValueError(
             f"{path} holds a {model.get('type')!r} tokenizer model; a CLIP checkpoint's is "
             "'BPE'. Save the checkpoint's own tokenizer beside it (save_pretrained)."
         )
+    if not isinstance(model.get("vocab"), dict) or not isinstance(model.get("merges"), list):
+        raise ValueError(f"{path}: its BPE model has no vocab and merges. {_FETCH_AGAIN}")
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    return model["vocab"], merges
+    return model["vocab"], merges, "tokenizer.json"
 
 
 def tokenizer_from_huggingface(directory, sequence_length):
@@ -345,12 +451,23 @@ def tokenizer_from_huggingface(directory, sequence_length):
         path = os.path.join(directory, TOKENIZER_FILES["siglip"][0])
         if not os.path.isfile(path):
             return None
-        tokenizer = keras_hub.models.SigLIPTokenizer(proto=path)
+        where, tokenizer_class, arguments = path, keras_hub.models.SigLIPTokenizer, {"proto": path}
     else:
         files = _bpe_files(directory)
         if files is None:
             return None
-        tokenizer = keras_hub.models.CLIPTokenizer(vocabulary=files[0], merges=files[1])
+        vocabulary, merges, names = files
+        where, tokenizer_class = f"{names} in {directory!r}", keras_hub.models.CLIPTokenizer
+        arguments = {"vocabulary": vocabulary, "merges": merges}
+    try:
+        tokenizer = tokenizer_class(**arguments)
+    except ImportError:
+        raise
+    except Exception as error:  # TensorFlow's InternalError for a damaged spiece.model
+        raise ValueError(
+            f"Could not read the tokenizer of {where} ({type(error).__name__}): the file is "
+            f"damaged or incomplete. {_FETCH_AGAIN} Or pass tokenizer= to from_huggingface."
+        ) from error
     return silc_tokenizer_from_keras_hub(tokenizer, sequence_length)
 
 

@@ -279,6 +279,7 @@ def _load_preset(source, with_tokenizer=True):
     folder."""
     import keras_hub
 
+    common.check_source_kind(source, "keras-hub", "from_keras_hub")
     local = os.path.exists(source)
     if local:
         for name in ("config.json", "tokenizer.json")[: 2 if with_tokenizer else 1]:
@@ -304,7 +305,12 @@ def _load_preset(source, with_tokenizer=True):
         preprocessor = None
         if with_tokenizer:
             preprocessor = _preprocessor_class(family).from_preset(source, image_converter=None)
-    except (FileNotFoundError, ValueError) as error:
+    except Exception as error:
+        # Checked first: some offline errors are also FileNotFoundErrors (huggingface_hub's).
+        if not local and preset_files.unreachable(error):
+            raise _offline_error(source, error) from error
+        if not isinstance(error, (FileNotFoundError, ValueError)):
+            raise
         if local:
             raise type(error)(
                 f"Could not load the keras-hub preset folder {source!r}: {error}"
@@ -317,6 +323,30 @@ def _load_preset(source, with_tokenizer=True):
         ) from error
     _check_weights_file(backbone, source)
     return backbone, preprocessor
+
+
+def _offline_error(source, error):
+    """The ValueError for a preset name or handle whose host could not be reached."""
+    from keras_hub.src.utils import preset_utils
+
+    builtin = preset_utils.BUILTIN_PRESETS.get(source, {})
+    scheme = builtin.get("kaggle_handle", source).split("://")[0]
+    host = {"kaggle": "Kaggle", "hf": "Hugging Face"}.get(scheme, f"its {scheme}:// location")
+    preprocessor = {"siglip": "SigLIPPreprocessor", "clip": "CLIPPreprocessor"}.get(
+        builtin.get("metadata", {}).get("path"), "SigLIPPreprocessor (CLIPPreprocessor for CLIP)"
+    )
+    cause = error  # the root cause is the shortest account: "Name or service not known"
+    while cause.__cause__ or cause.__context__:
+        cause = cause.__cause__ or cause.__context__
+    detail = str(cause).split("\n")[0]
+    return ValueError(
+        f"from_keras_hub needs network access to download {source!r} from {host}, and the "
+        f"host could not be reached ({type(cause).__name__}: {detail}). "
+        "Offline, pass a local preset folder instead: where there is network, write one with "
+        f"keras_hub.models.Backbone.from_preset({source!r}).save_to_preset(folder) and "
+        f"keras_hub.models.{preprocessor}.from_preset({source!r}).save_to_preset(folder), "
+        "then copy the folder here and pass its path."
+    )
 
 
 def _check_weights_file(backbone, source):
