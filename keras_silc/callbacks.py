@@ -8,9 +8,13 @@ callback list unless one is there, for `SilcModel.fit` to install it by default.
 """
 
 import math
+import numbers
+import os
 
 import keras
 import numpy as np
+
+from keras_silc import storage
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,6 +49,12 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     def __init__(self, max_loss=1e4):
         super().__init__()
+        # NaN would switch the explosion check off without a word (every comparison is False).
+        if isinstance(max_loss, bool) or not (isinstance(max_loss, numbers.Real) and max_loss > 0):
+            raise ValueError(
+                f"max_loss must be a positive number (math.inf checks finiteness only), got "
+                f"{max_loss!r}."
+            )
         self.max_loss = max_loss
         self.epoch = 0
 
@@ -96,6 +106,10 @@ class TensorBoardScalars(keras.callbacks.Callback):
 
     def __init__(self, log_dir, every_n_steps=10):
         super().__init__()
+        if not isinstance(log_dir, str | os.PathLike) or not os.fspath(log_dir):
+            raise ValueError(f"log_dir must be a folder path, got {log_dir!r}.")
+        if storage.is_local(os.fspath(log_dir)) and os.path.isfile(log_dir):
+            raise ValueError(f"log_dir {os.fspath(log_dir)!r} is a file; give a folder.")
         if not isinstance(every_n_steps, int) or every_n_steps < 1:
             raise ValueError(f"every_n_steps must be a positive int, got {every_n_steps!r}.")
         self.log_dir = log_dir

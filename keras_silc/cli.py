@@ -133,6 +133,10 @@ def _tokenizer_for(args, captions, text_config, tower_fixed):
 
 
 # ------------------------------------------------------------- which flags apply where
+def _flag_names(attributes):
+    return ", ".join("--" + name.replace("_", "-") for name in attributes)
+
+
 def _fashion(args):
     return args.data == "fashion_scenes"
 
@@ -484,6 +488,13 @@ def _check_pretrained_overrides(overrides):
                 )
 
 
+def _no_checkpoint(output):
+    from keras_silc import storage
+    from keras_silc import training
+
+    return training.latest_checkpoint(storage.join(output, "checkpoints"))[0] is None
+
+
 def _resumed_start(output, source):
     """The saved `init_from` record of the run in `output` when it holds checkpoints and
     started from `source` (a folder by its absolute path), else None. Then the run resumes
@@ -592,9 +603,22 @@ def train(args, demo_overrides=None):
     if args.val_data:
         with _errors_name_the_flag("--val-data"):
             validation = _validation(args, image_size)
+    if start is None and _no_checkpoint(output):
+        # A fresh run's model is built now, so that a setting the model refuses (e.g.
+        # vision.width=33 for 2 heads) leaves no folder behind.
+        keras.utils.set_random_seed(args.seed)
+        loaded.append(build_model_from(args.preset, overrides, tokenizer))
     # Created only once every input has been read: a refused command leaves nothing behind.
     _prepare_output(output)
-    steps_per_epoch = _checkpoint_interval(args, training.read_run_config(output))
+    saved = training.read_run_config(output)
+    steps_per_epoch = _checkpoint_interval(args, saved)
+    interval = (saved or {}).get("checkpoint_every")
+    if isinstance(interval, int) and interval != steps_per_epoch and not _no_checkpoint(output):
+        # Checked here: the library would count the checkpoints in the new interval.
+        raise ValueError(
+            f"{output!r} holds a run that checkpoints every {interval} steps; resume it with "
+            f"--checkpoint-every {interval}, or choose a new --output."
+        )
     run_config = {
         "preset": args.preset,
         "overrides": overrides,
@@ -615,8 +639,10 @@ def train(args, demo_overrides=None):
         run_config["init_from"] = start
 
     def build_model():
-        if start is not None:  # loaded above, or again when no checkpoint loads after all
-            model = loaded.pop() if loaded else _load_pretrained(start, overrides, args.seed)
+        if loaded:  # built or loaded above
+            model = loaded.pop()
+        elif start is not None:  # again, when no checkpoint loads after all
+            model = _load_pretrained(start, overrides, args.seed)
         else:
             keras.utils.set_random_seed(args.seed)
             model = build_model_from(args.preset, overrides, tokenizer)
@@ -750,9 +776,30 @@ def build_model_from(preset, overrides, tokenizer=None):
         ) from None
 
 
+# `evaluate` flags that act only on the benchmark suites, and the Fashion evaluation's own.
+_SUITE_ONLY_FLAGS = ("data_dir", "batch_size", "max_examples", "tokenizer", "resize", "source")
+_FASHION_ONLY_FLAGS = {"eval_items": 2000, "eval_scenes": 500}
+
+
 def evaluate(args):
-    if args.suite:
+    if args.suite is not None:
+        if not args.suite.strip():
+            raise ValueError("--suite is empty: name one or more suites, e.g. --suite imagenet.")
+        ignored = [
+            name for name, default in _FASHION_ONLY_FLAGS.items() if getattr(args, name) != default
+        ]
+        if ignored:
+            raise ValueError(
+                f"{_flag_names(ignored)} set the Fashion-MNIST evaluation (without --suite); "
+                "with --suite use --max-examples."
+            )
         return evaluate_suites(args)
+    given = [name for name in _SUITE_ONLY_FLAGS if getattr(args, name) is not None]
+    if given:
+        raise ValueError(
+            f"{_flag_names(given)} act only with --suite (the paper's benchmarks); without it "
+            "keras-silc evaluate runs the Fashion-MNIST evaluation. Add --suite NAME or drop them."
+        )
     from keras_silc import training
     from keras_silc.experiments import fashion as demo
 
@@ -897,14 +944,14 @@ def list_presets(args):
         print(f"{name:<10} {preset['description']}")
 
 
-def _at_least(minimum):
+def _at_least(minimum, why=""):
     def parse(text):
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}{why}")
         return value
 
     parse.__name__ = f"integer >= {minimum}"
@@ -1030,7 +1077,11 @@ def _add_training_arguments(parser, steps, batch_size, output, class_only_captio
         f"for --seed (default {TOKENIZER_SAMPLE}).",
     )
     parser.add_argument("--steps", type=_at_least(1), default=steps, help=STEPS_HELP)
-    parser.add_argument("--batch-size", type=_at_least(1), default=batch_size)
+    parser.add_argument(
+        "--batch-size",
+        type=_at_least(2, ": the other pairs of a batch are each pair's negatives"),
+        default=batch_size,
+    )
     parser.add_argument(
         "--checkpoint-every",
         type=_at_least(1),

@@ -39,6 +39,12 @@ def silc_layout_map(device_mesh, model_axis="model"):
     not named here (norms, biases of output projections, position embeddings, the center, the
     logit scale) are replicated. Dimensions must divide by the mesh's model-axis size.
     """
+    if not hasattr(device_mesh, "axis_names"):
+        raise ValueError(
+            "silc_layout_map takes a keras.distribution.DeviceMesh, e.g. "
+            "DeviceMesh((1, 8), ['batch', 'model'], keras.distribution.list_devices()); "
+            f"got {type(device_mesh).__name__}."
+        )
     if model_axis not in device_mesh.axis_names:
         raise ValueError(
             f"The device mesh has axes {device_mesh.axis_names}; silc_layout_map splits weights "

@@ -79,19 +79,15 @@ def _chain(error):
         error = error.__cause__ or error.__context__
 
 
-def _unreachable(error):
+def unreachable(error):
+    """Whether `error`, or an exception it was raised from, means that a host could not be
+    reached (offline, a proxy, DNS, a timeout), whichever library raised it."""
     for link in _chain(error):
         if isinstance(link, ConnectionError) or type(link).__name__ in _UNREACHABLE:
             return True
         if any(hint in str(link).lower() for hint in _UNREACHABLE_HINTS):
             return True
     return False
-
-
-def unreachable(error):
-    """Whether `error`, or an exception it was raised from, means that a host could not be
-    reached (offline, a proxy, DNS, a timeout), whichever library raised it."""
-    return _unreachable(error)
 
 
 def get_file(preset, path, fix=""):
@@ -109,7 +105,7 @@ def get_file(preset, path, fix=""):
     except ImportError:
         raise
     except Exception as error:
-        if is_handle(preset) and _unreachable(error):
+        if is_handle(preset) and unreachable(error):
             scheme = preset.split("://")[0]
             raise ValueError(
                 f"Could not fetch {path!r} of the preset {preset!r}: "
@@ -295,7 +291,11 @@ def save(directory, layer, write, overwrite=False):
     failure leaves no half-written preset. A `gs://` (any `tf.io.gfile`) folder is written
     locally, then copied with config.json last: a folder without config.json is no preset.
     A folder that is not empty is refused unless `overwrite=True`."""
+    if not isinstance(overwrite, bool):  # "no" would be truthy and replace the folder
+        raise ValueError(f"overwrite must be True or False, got {overwrite!r}.")
     directory = as_preset(directory, "directory")
+    if not is_handle(directory):
+        _check_local_target(directory)
     if is_handle(directory) and directory.split("://")[0] in ("kaggle", "hf", "modelscope"):
         raise ValueError(
             f"save_to_preset writes a folder (local or gs://), not {directory!r}: save to a "
@@ -330,6 +330,25 @@ def save(directory, layer, write, overwrite=False):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def _check_local_target(directory):
+    """Refuses a local preset path that cannot be replaced as a whole: the working folder or
+    one above it (renamed away, it would take the current folder with it), or a path under
+    a file."""
+    if not directory:
+        raise ValueError("save_to_preset needs a folder path, got ''.")
+    target, here = os.path.abspath(directory), os.getcwd()
+    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+        raise ValueError(
+            f"save_to_preset: {directory!r} is the working folder or holds it; save into a "
+            "new subfolder, e.g. save_to_preset('my_preset')."
+        )
+    parent = os.path.dirname(target)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise ValueError(f"save_to_preset: {directory!r} lies under the file {parent!r}.")
 
 
 def _move_into_place(staging, directory):

@@ -30,6 +30,7 @@ from keras_silc import storage
 from keras_silc.callbacks import DivergenceGuard
 from keras_silc.callbacks import TensorBoardScalars
 from keras_silc.callbacks import TrainingDiverged
+from keras_silc.checks import positive_int
 
 __all__ = [
     "CHECKPOINT_PATTERN",
@@ -393,8 +394,16 @@ def fit_with_checkpoints(
     Returns:
         (model, history dict of the epochs run in this call, resumed_from_epoch).
     """
-    if steps_per_epoch <= 0 or total_steps <= 0:
-        raise ValueError("total_steps and steps_per_epoch must be positive.")
+    total_steps = positive_int(total_steps, "total_steps")
+    steps_per_epoch = positive_int(steps_per_epoch, "steps_per_epoch")
+    # Below 1 the pruning would delete the checkpoint just written: nothing to resume from.
+    keep_checkpoints = positive_int(keep_checkpoints, "keep_checkpoints")
+    if not callable(build_model) or isinstance(build_model, keras.Model):
+        raise ValueError(
+            "build_model must be a function () -> compiled SilcModel, called only for a fresh "
+            f"run (a resumed run loads its checkpoint), got {type(build_model).__name__}. "
+            "E.g. build_model=lambda: make_and_compile_my_model()."
+        )
     if total_steps % steps_per_epoch:
         raise ValueError(
             f"total_steps ({total_steps}) must be a multiple of steps_per_epoch "

@@ -44,6 +44,12 @@ def test_train_evaluates_reports_and_resumes(tmp_path, capsys):
     # A different run in the same folder is refused with a message.
     assert cli.main(["train", "--output", output, *SMALL[:-2], "--set", "num_local_crops=3"]) == 2
     assert "different run" in capsys.readouterr().err
+    # Another checkpoint interval was blamed on the step count ("a checkpoint at step 4").
+    other_interval = [*TRAIN_SMALL[:3], "2", *TRAIN_SMALL[4:]]
+    assert cli.main(["train", "--output", output, *other_interval]) == 2
+    assert "checkpoints every 1 steps; resume it with --checkpoint-every 1" in (
+        capsys.readouterr().err
+    )
     assert (
         cli.main(
             [

@@ -84,6 +84,8 @@ def test_layout_map_needs_a_model_axis():
     mesh = keras.distribution.DeviceMesh((1,), ("batch",), keras.distribution.list_devices()[:1])
     with pytest.raises(ValueError, match="model_axis"):
         silc_layout_map(mesh)
+    with pytest.raises(ValueError, match="takes a keras.distribution.DeviceMesh.*got NoneType"):
+        silc_layout_map(None)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute")

@@ -581,3 +581,15 @@ def test_fit_refuses_what_is_not_a_training_batch():
         model.fit({**batch, "text": batch["text"][:3]}, batch_size=4, verbose=0)
     with pytest.raises(ValueError, match="no rows"):
         model.fit({k: v[:0] for k, v in batch.items()}, batch_size=4, verbose=0)
+
+
+def test_captions_and_h5_files_are_refused_with_the_way_to_do_it(tmp_path):
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"not captions: model.encode_text\(model.preprocessor"):
+        model.encode_text(["a red bag", "a shoe"])
+    # Keras's legacy HDF5 save failed deep inside h5py and left a partial file.
+    with pytest.raises(ValueError, match="Save to a '.keras' file, or use save_weights"):
+        model.save(str(tmp_path / "model.h5"))
+    assert not (tmp_path / "model.h5").exists()
+    with pytest.raises(ValueError, match="load_weights must be True or False, got 'no'"):
+        SilcModel.from_preset("silc_tiny", load_weights="no")

@@ -190,6 +190,19 @@ def test_a_bad_override_is_refused_before_anything_is_built(saved, tmp_path):
     config = SilcModel.from_preset("silc_tiny").get_config()
     with pytest.raises(ValueError, match="student_temperature must be a positive number"):
         SilcModel.from_config({**config, "student_temperature": 0.0})
+    # 0 was taken as "the default" (x or default); negatives failed in math.log at fit.
+    for name in ("logit_scale_init", "max_logit_scale"):
+        for value in (0.0, -1.0):
+            with pytest.raises(ValueError, match=f"{name} must be a positive number"):
+                SilcModel.from_config({**config, name: value})
+    assert SilcModel.from_config({**config, "logit_scale_init": 5.0}).logit_scale_init == 5.0
+    # A warm-up start with no warm-up steps did nothing.
+    with pytest.raises(ValueError, match="Set both, or neither"):
+        SilcModel.from_config({**config, "warmup_teacher_temperature": 0.02})
+    # Self-distillation with no local crops failed inside Keras's attention at fit.
+    with pytest.raises(ValueError, match="trains on local_crops .* num_local_crops is 0"):
+        SilcModel.from_preset("silc_tiny", num_local_crops=0)
+    assert SilcModel.from_preset("silc_tiny", num_local_crops=0, self_distillation=False)
 
 
 def test_named_presets_are_listed_with_whether_they_carry_weights(saved, monkeypatch):
@@ -411,3 +424,38 @@ def write_fixture():
 
 if __name__ == "__main__":
     write_fixture()
+
+
+def test_save_to_preset_refuses_paths_it_cannot_replace_whole(tmp_path, monkeypatch):
+    model = SilcModel.from_preset("silc_tiny")
+    folder = tmp_path / "kept"
+    model.save_to_preset(folder)
+    # A truthy string replaced the folder.
+    with pytest.raises(ValueError, match="overwrite must be True or False, got 'no'"):
+        model.save_to_preset(folder, overwrite="no")
+    assert (folder / "config.json").exists()
+    monkeypatch.chdir(folder)
+    for path in (".", str(tmp_path)):
+        with pytest.raises(ValueError, match="is the working folder or holds it"):
+            model.save_to_preset(path, overwrite=True)
+    with pytest.raises(ValueError, match="needs a folder path, got ''"):
+        model.save_to_preset("")
+    (tmp_path / "notes").write_text("")
+    with pytest.raises(ValueError, match="lies under the file"):
+        model.save_to_preset(tmp_path / "notes" / "preset")
+
+
+def test_a_hand_edited_config_json_gets_the_settings_messages(saved, tmp_path):
+    import pathlib
+
+    folder = pathlib.Path(_copy(saved[1], tmp_path))
+    config = json.loads((folder / "config.json").read_text())
+    broken = {**config, "config": {**config["config"]}}
+    broken["config"]["vision"] = {**broken["config"]["vision"], "width": "32"}
+    (folder / "config.json").write_text(json.dumps(broken))
+    # Keras said "Received: units=32", hiding that the value is a string.
+    with pytest.raises(ValueError, match=r"config.json of the preset .*vision.width=\"32\""):
+        SilcModel.from_preset(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "config": None}))
+    with pytest.raises(ValueError, match="it has no 'config' object"):
+        SilcModel.from_preset(folder)

@@ -531,6 +531,13 @@ def test_cli_evaluates_suites_end_to_end(tmp_path, capsys):
     assert "--suite needs --data-dir" in capsys.readouterr().err
     assert cli.main([*args, "--suite", "cifar10", "--source", "tfds"]) == 2
     assert "TFDS 'cifar10' split 'test'" in capsys.readouterr().err
+    # Suite flags without --suite were ignored (the Fashion evaluation ran, exit 0).
+    assert cli.main(args) == 2
+    assert "--data-dir, --batch-size, --tokenizer act only with --suite" in capsys.readouterr().err
+    assert cli.main([*args, "--suite", " "]) == 2
+    assert "--suite is empty" in capsys.readouterr().err
+    assert cli.main([*args, "--suite", "cifar10", "--eval-items", "5"]) == 2
+    assert "--eval-items set the Fashion-MNIST evaluation" in capsys.readouterr().err
 
 
 def test_cli_model_sources_are_told_apart_as_init_from_does(tmp_path):

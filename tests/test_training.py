@@ -99,3 +99,37 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
         _run(tmp_path)
     config.write_text(saved)
     _run(tmp_path, total_steps=4)
+
+
+def test_bad_arguments_are_refused_before_anything_is_written(tmp_path):
+    from keras_silc.callbacks import DivergenceGuard
+    from keras_silc.callbacks import TensorBoardScalars
+
+    def fit(**overrides):
+        arguments = dict(
+            build_model=tiny_model,
+            build_dataset=training.DatasetBuilder(lambda start, model: None, batch_size=4),
+            total_steps=4,
+            steps_per_epoch=2,
+            output_dir=str(tmp_path / "run"),
+        )
+        return training.fit_with_checkpoints(**{**arguments, **overrides})
+
+    # keep_checkpoints=0 deleted every checkpoint, the newest too: nothing left to resume.
+    for keep in (0, -1, "2"):
+        with pytest.raises(ValueError, match="keep_checkpoints must be a positive integer"):
+            fit(keep_checkpoints=keep)
+    with pytest.raises(ValueError, match=r"build_model must be a function \(\) -> compiled"):
+        fit(build_model=tiny_model())
+    with pytest.raises(ValueError, match="steps_per_epoch must be a positive integer, got 0"):
+        fit(steps_per_epoch=0)
+    assert not (tmp_path / "run").exists()
+    # A NaN max_loss switched the explosion check off (every comparison with NaN is False).
+    for max_loss in (float("nan"), 0, "1e4", None):
+        with pytest.raises(ValueError, match="max_loss must be a positive number"):
+            DivergenceGuard(max_loss)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a file; give a folder"):
+        TensorBoardScalars(str(tmp_path / "file"))
+    with pytest.raises(ValueError, match="log_dir must be a folder path, got None"):
+        TensorBoardScalars(None)

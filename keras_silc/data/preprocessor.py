@@ -103,6 +103,15 @@ class SilcPreprocessor(keras.layers.Layer):
         unknown = sorted(set(views) - set(VIEWS))
         if unknown or "image" not in views:
             raise ValueError(f"views must include 'image' and be among {VIEWS}; got {views!r}.")
+        for view, count, needed_by in (
+            ("global_crops", num_global_crops, "multi-view contrastive and self-distillation"),
+            ("local_crops", num_local_crops, "self-distillation"),
+        ):
+            if view in views and count == 0:
+                raise ValueError(
+                    f"The model trains on {view} ({needed_by}) but num_{view} is 0: set it to "
+                    "1 or more, or build the model without them (e.g. self_distillation=False)."
+                )
         self.tokenizer = tokenizer
         self.image_size = image_size
         self.patch_size = patch_size

@@ -157,9 +157,9 @@ def load(described, flag="--init-from", with_tokenizer=True, **overrides):
         if kind == "keras-hub":
             loadable = source
             if not with_tokenizer:  # a backbone object: no tokenizer files are needed
-                import keras_hub
+                from keras_silc.interop.keras_hub import load_backbone
 
-                loadable = keras_hub.models.Backbone.from_preset(source)
+                loadable = load_backbone(source)
             model = SilcModel.from_keras_hub(loadable, **overrides)
         elif kind == "huggingface":
             if with_tokenizer:

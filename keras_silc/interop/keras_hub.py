@@ -325,6 +325,12 @@ def _load_preset(source, with_tokenizer=True):
     return backbone, preprocessor
 
 
+def load_backbone(source):
+    """The keras-hub backbone of a preset name, handle or folder, without its tokenizer, with
+    the same errors as `from_keras_hub` (offline, a folder of another kind, ...)."""
+    return _load_preset(os.fspath(source), with_tokenizer=False)[0]
+
+
 def _offline_error(source, error):
     """The ValueError for a preset name or handle whose host could not be reached."""
     from keras_hub.src.utils import preset_utils

@@ -194,8 +194,11 @@ def _unknown_preset(preset):
 
 def load_model(cls, preset, load_weights=True, **overrides):
     """`SilcModel.from_preset`: a named preset, a preset folder or a handle."""
+    from keras_silc.models.settings import setting_defaults
     from keras_silc.models.settings import validate_overrides
 
+    if not isinstance(load_weights, bool):  # "no" would be truthy
+        raise ValueError(f"load_weights must be True or False, got {load_weights!r}.")
     preset = preset_files.as_preset(preset)
     tokenizer = overrides.pop("tokenizer", None)  # a layer: not merged or copied
     validate_overrides(overrides, where=f"{cls.__name__}.from_preset override", model_class=cls)
@@ -212,8 +215,19 @@ def load_model(cls, preset, load_weights=True, **overrides):
     )
     preset_files.registered_class(config, preset, preset_files.CONFIG_FILE, cls)
     preset_files.check_listed_files(preset)
+    saved = config.get("config")
+    where = f"{preset_files.CONFIG_FILE} of the preset {preset!r}:"
+    if not isinstance(saved, dict):
+        raise ValueError(
+            f"{where} it has no 'config' object (the model's arguments). Write the preset "
+            "again with save_to_preset."
+        )
+    # A hand-edited file gets the messages of --set (keras's own name no setting); Keras's
+    # bookkeeping keys (name, dtype, trainable, preprocessor) are not settings.
+    settings = setting_defaults(cls)
+    validate_overrides({key: saved[key] for key in saved if key in settings}, where=where)
     geometry = {key: overrides.pop(key) for key in PREPROCESSOR_KEYS if key in overrides}
-    model_config = merge_config(config["config"], overrides)
+    model_config = merge_config(saved, overrides)
     if preset_files.exists(preset, preset_files.PREPROCESSOR_FILE):
         saved = preset_files.read_json(preset, preset_files.PREPROCESSOR_FILE)
         preprocessor_class = preset_files.registered_class(

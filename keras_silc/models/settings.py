@@ -24,7 +24,13 @@ _MAY_BE_ZERO = {
 # Integer settings that are at least 1 where set, with no default value to read a type off.
 _POSITIVE_INTEGERS = {"num_prototypes", "mlp_dim", "output_dim", "contrastive_chunk_size"}
 # Float settings that must be above 0 (a temperature of 0 divides by zero).
-_POSITIVE_FLOATS = {"learning_rate", "student_temperature", "teacher_temperature"}
+_POSITIVE_FLOATS = {
+    "learning_rate",
+    "student_temperature",
+    "teacher_temperature",
+    "logit_scale_init",
+    "max_logit_scale",
+}
 # Float settings in [0, 1].
 _FRACTIONS = {"teacher_momentum", "center_momentum", "beta_1", "beta_2", "momentum"}
 

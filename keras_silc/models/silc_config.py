@@ -81,12 +81,19 @@ def check_arguments(arguments):
     for name in ("student_temperature", "teacher_temperature"):
         if not (isinstance(a[name], numbers.Real) and 0 < a[name] < float("inf")):
             raise ValueError(f"{name} must be a positive number, got {a[name]!r}.")
+    for name in ("logit_scale_init", "max_logit_scale"):
+        value = a[name]
+        if value is not None and not (isinstance(value, numbers.Real) and 0 < value < float("inf")):
+            raise ValueError(
+                f"{name} must be a positive number (t multiplies the cosine similarities and "
+                f"is learned as log t), or None for the loss's default; got {value!r}."
+            )
     steps, start = a["teacher_temperature_warmup_steps"], a["warmup_teacher_temperature"]
-    if steps < 0 or (steps and not start):
+    if steps < 0 or (steps and not start) or (start is not None and not steps):
         raise ValueError(
             "A teacher-temperature warm-up needs teacher_temperature_warmup_steps > 0 and "
             f"warmup_teacher_temperature > 0 (the starting tau_t); got {steps!r} steps from "
-            f"{start!r}."
+            f"{start!r}. Set both, or neither for a constant teacher_temperature."
         )
     if not _whole(a["freeze_last_layer_steps"], 0):
         raise ValueError(

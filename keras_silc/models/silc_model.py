@@ -157,9 +157,11 @@ class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
         self.teacher_momentum = teacher_momentum
         self.center_momentum = center_momentum
         siglip = contrastive_loss == "siglip"
-        self.logit_scale_init = logit_scale_init or (10.0 if siglip else 1.0 / 0.07)
+        default_scale = 10.0 if siglip else 1.0 / 0.07
+        self.logit_scale_init = default_scale if logit_scale_init is None else logit_scale_init
         self.logit_bias_init = logit_bias_init if logit_bias_init is not None else -10.0
-        self.max_logit_scale = max_logit_scale or (None if siglip else 100.0)
+        default_max = None if siglip else 100.0
+        self.max_logit_scale = default_max if max_logit_scale is None else max_logit_scale
         self.inference_tower = inference_tower
         self.contrastive_chunk_size = contrastive_chunk_size
         self.gradient_accumulation_steps = int(gradient_accumulation_steps)
@@ -408,6 +410,13 @@ class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
 
     def encode_text(self, token_ids):
         """L2-normalised text embeddings (N, J) of integer token ids (N, T)."""
+        if isinstance(token_ids, str) or (
+            isinstance(token_ids, list | tuple) and token_ids and isinstance(token_ids[0], str)
+        ):
+            raise ValueError(
+                "encode_text takes token ids, not captions: "
+                "model.encode_text(model.preprocessor.tokenize(captions))."
+            )
         check_rank(
             token_ids,
             2,
@@ -463,6 +472,18 @@ class SilcModel(PresetLoading, FineTuning, SilcTrainer, keras.Model):
         optimizer = compile_optimizer(self.recipe, optimizer, kwargs)
         super().compile(optimizer=optimizer, **kwargs)
         prepare_optimizer(self.optimizer, self.trainable_variables)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """`keras.Model.save` to a `.keras` file (teacher, center, optimizer and
+        preprocessor included). Keras's legacy `.h5` format cannot hold them: refused."""
+        if str(filepath).lower().endswith((".h5", ".hdf5")):
+            raise ValueError(
+                f"Cannot save a SilcModel to {str(filepath)!r}: the legacy HDF5 format holds no "
+                "custom state (teacher, center, preprocessor). Save to a '.keras' file, or "
+                "use save_weights('....weights.h5') for the weights alone."
+            )
+        return super().save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
 
     # ------------------------------------------------------------------ config
     def get_config(self):
