@@ -221,3 +221,38 @@ def check_rank(values, rank, what, expected, hint=""):
     if len(shape) != rank:
         raise ValueError(f"{what} must be {expected}; got shape {shape}.{hint}")
     return values
+
+
+def size_pair(value, name):
+    """(height, width) positive ints from one int (a square) or a pair of ints."""
+    pair = (value, value) if isinstance(value, numbers.Integral) else value
+    try:
+        pair = None if isinstance(pair, str | bytes) else tuple(pair)
+    except TypeError:  # not iterable: a float, None
+        pair = None
+    if (
+        pair is None
+        or len(pair) != 2
+        or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in pair
+        )
+    ):
+        raise ValueError(
+            f"{name} must be a positive int or a (height, width) pair of positive ints; "
+            f"got {value!r}."
+        )
+    return int(pair[0]), int(pair[1])
+
+
+def check_distinct(values, name, why):
+    """Raises ValueError naming the first value that `values` hold twice; `why` says what a
+    repeat would break."""
+    seen = {}
+    for index, value in enumerate(values):
+        if value in seen:
+            raise ValueError(
+                f"{name} holds {value!r} twice (at {seen[value]} and {index}); {why} Give "
+                "each entry once."
+            )
+        seen[value] = index
+    return values

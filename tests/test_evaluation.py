@@ -552,3 +552,85 @@ def test_an_empty_batch_gives_empty_embeddings_on_every_backend(real_model):
     features = real_model.image_feature_extractor()(images)
     assert tuple(features["pooled"].shape) == (0, width)
     assert tuple(features["dense"].shape) == tuple(dense.shape)
+
+
+def test_one_rgb_image_is_refused_not_read_as_rows_of_grey_images(real_model):
+    model, image = OneHotModel(), images_of([1], size=6)[0]  # (6, 6, 3)
+    one_image = r"shape \(6, 6, 3\) look like one \(H, W, 3\) RGB image.*images\[None\]"
+    with pytest.raises(ValueError, match=one_image):
+        evaluation.embed_images(model, image)  # was 6 "images" of 6 x 3 grey pixels
+    with pytest.raises(ValueError, match=one_image):
+        evaluation.segment(model, word_tokenizer, image, CLASSES)
+    with pytest.raises(ValueError, match=one_image):
+        evaluation.zero_shot_classification(model, word_tokenizer, image, [1] * 6, CLASSES)
+    with pytest.raises(ValueError, match=one_image):
+        evaluation.distillation_diagnostics(real_model, image)
+    # A batch of one, and grey (N, H, W) batches, are read as before.
+    assert evaluation.embed_images(model, image[None]).shape == (1, 8)
+    grey = evaluation.as_float_images(np.full((2, 6, 5), 255, np.uint8))
+    assert grey.shape == (2, 6, 5, 3) and np.all(grey == 1.0)
+
+
+def test_fractional_mask_values_are_refused_not_truncated():
+    model, images = OneHotModel(), images_of([0, 1])
+    masks = np.ones((2, 4, 4))
+    expected = evaluation.zero_shot_segmentation(model, word_tokenizer, images, masks, CLASSES)
+    assert expected == evaluation.zero_shot_segmentation(  # integer-valued floats: as ints
+        model, word_tokenizer, images, masks.astype(int), CLASSES
+    )
+    for fractional in (masks + 0.7, masks * 0.5):  # were 1 and 0: silently truncated
+        with pytest.raises(ValueError, match=r"Mask values must be integer.*nearest-neighbour"):
+            evaluation.zero_shot_segmentation(model, word_tokenizer, images, fractional, CLASSES)
+
+
+def test_segmentation_refuses_duplicate_class_names():
+    model, images, masks = OneHotModel(), images_of([0, 1]), np.ones((2, 4, 4), int)
+    with pytest.raises(ValueError, match=r"class_names holds 'cat' twice \(at 0 and 2\)"):
+        evaluation.zero_shot_segmentation(
+            model, word_tokenizer, images, masks, ["cat", "dog", "cat"]
+        )
+    with pytest.raises(ValueError, match="class_names holds 'cat' twice"):
+        evaluation.segment(model, word_tokenizer, images, ["cat", "cat"])
+    with pytest.raises(ValueError, match="background_name 'background' is also a class name"):
+        evaluation.zero_shot_segmentation(
+            model, word_tokenizer, images, masks, ["cat", "background"], background="include"
+        )
+
+
+def test_segment_checks_out_size_and_empty_input():
+    model, images = OneHotModel(), images_of([0, 1])
+    for out_size in [(0, 0), (-4, 8), (16.7, 16.2), (4, 4, 4), "44"]:
+        with pytest.raises(ValueError, match="out_size must be a positive int or a"):
+            evaluation.segment(model, word_tokenizer, images, CLASSES, out_size=out_size)
+    with pytest.raises(ValueError, match="No images to segment"):
+        evaluation.segment(model, word_tokenizer, images[:0], CLASSES)
+    # One int is a square, as crop_size and stride take it.
+    square = evaluation.segment(model, word_tokenizer, images, CLASSES, out_size=2)
+    np.testing.assert_array_equal(
+        square, evaluation.segment(model, word_tokenizer, images, CLASSES, out_size=(2, 2))
+    )
+    assert square.shape == (2, 2, 2)
+
+
+def test_confusion_matrix_and_plot_check_their_inputs(tmp_path):
+    with pytest.raises(ValueError, match=r"truth holds the label -1, outside \[0, 3\).*ignore="):
+        evaluation.confusion_matrix([0, -1, 2], [0, 1, 2], 3)
+    with pytest.raises(ValueError, match=r"truth holds the label 5, outside \[0, 3\)"):
+        evaluation.confusion_matrix([0, 5, 2], [0, 1, 2], 3)
+    with pytest.raises(ValueError, match=r"prediction holds the label 3"):
+        evaluation.confusion_matrix([0, 1, 2], [0, 3, 2], 3)
+    with pytest.raises(ValueError, match=r"truth of shape \(2,\) but prediction of shape \(3,\)"):
+        evaluation.confusion_matrix([0, 1], [0, 1, 2], 3)
+    with pytest.raises(ValueError, match="truth must be integer class indices, got 0.5"):
+        evaluation.confusion_matrix([0, 0.5, 2], [0, 1, 2], 3)
+    # The ignored label may lie outside the classes (255, or -1).
+    for ignore in (255, -1):
+        confusion = evaluation.confusion_matrix([0, ignore, 2], [0, 1, 2], 3, ignore=ignore)
+        np.testing.assert_array_equal(confusion, np.diag([1, 0, 1]))
+    images, labels = np.zeros((3, 4, 4, 3), np.uint8), np.ones((3, 4, 4), int)
+    with pytest.raises(ValueError, match=r"lengths \{'images': 3, 'predictions': 3, 'masks': 2\}"):
+        evaluation.plot_segmentation(images, labels, labels[:2], ["cat"], str(tmp_path / "a.png"))
+    with pytest.raises(ValueError, match="'captions': 1"):
+        evaluation.plot_segmentation(
+            images, labels, None, ["cat"], str(tmp_path / "b.png"), captions=["a cat"]
+        )

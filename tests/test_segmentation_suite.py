@@ -462,3 +462,38 @@ def test_cityscapes_reads_tfds():
     assert 0.0 <= report["metrics"]["miou"] <= 1.0
     # Random label ids: the void ones are not scored, the 19 classes are.
     assert sum(v is not None for v in report["per_class_iou"].values()) == 19
+
+
+def test_slide_inference_refuses_windows_and_sizes_it_cannot_score():
+    class EmbeddingModel(PatchModel):  # says its embedding width, as a SilcModel does
+        class text_encoder:
+            embedding_dim = 256
+
+    model, classes = EmbeddingModel(), np.eye(256, dtype=np.float32)[:3]
+    image = scene(np.zeros((40, 56), int))
+
+    def run(examples=({"image": image},), classes=classes, **windows):
+        return list(sw.slide_inference(model, list(examples), classes, **windows))
+
+    # Windows every 32 pixels, 16 wide, left pixels that no window scores (they read class 0).
+    with pytest.raises(ValueError, match=r"stride \(32, 32\) is larger than crop_size \(16, 16\)"):
+        run(crop_size=16, stride=32)
+    with pytest.raises(ValueError, match=r"stride \(8, 17\) is larger than crop_size"):
+        sw.window_boxes(40, 56, crop_size=(16, 16), stride=(8, 17))
+    with pytest.raises(ValueError, match="stride must be a positive int"):
+        run(crop_size=16, stride=(0, 8))
+    with pytest.raises(ValueError, match="crop_size must be a positive int"):
+        run(crop_size=-16, stride=8)
+    with pytest.raises(
+        ValueError, match="7-wide class embeddings.*embeds in 256.*class_embeddings"
+    ):
+        run(classes=np.ones((2, 7)), crop_size=16, stride=8)
+    with pytest.raises(ValueError, match=r"classes must be \(C, J\)"):
+        run(classes=np.ones((0, 256)), crop_size=16, stride=8)
+    with pytest.raises(ValueError, match=r"h, w >= 1; got shape \(0, 8, 3\)"):
+        run([{"image": np.zeros((0, 8, 3), np.uint8)}], crop_size=16, stride=8)
+    with pytest.raises(ValueError, match="'out_size' must be a positive int.*got \\(0, 0\\)"):
+        run([{"image": image, "out_size": (0, 0)}], crop_size=16, stride=8)
+    # Windows as wide as their stride cover every pixel once.
+    ((_, labels),) = run(crop_size=16, stride=16)
+    assert labels.shape == (40, 56)

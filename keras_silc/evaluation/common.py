@@ -45,14 +45,33 @@ def image_size(model):
     return config.get("image_size")
 
 
+def embedding_width(model):
+    """J, the width of the model's shared embedding space, or None when it does not say."""
+    return getattr(getattr(model, "text_encoder", None), "embedding_dim", None)
+
+
+def check_image_shape(images, what="images"):
+    """Raises ValueError unless `images` are (N, H, W, 3), grey (N, H, W, 1) or (N, H, W).
+
+    An (H, W, 3) array is refused: read as grey it would be H images 3 pixels wide.
+    """
+    shape = tuple(np.shape(images))
+    if len(shape) == 3 and shape[-1] == 3:
+        raise ValueError(
+            f"{what} of shape {shape} look like one (H, W, 3) RGB image, not a batch: pass "
+            "images[None]. (Grey images 3 pixels wide: pass them as (N, H, 3, 1).)"
+        )
+    if len(shape) not in (3, 4) or (len(shape) == 4 and shape[-1] not in (1, 3)):
+        raise ValueError(f"{what} must be (N, H, W, 3) or (N, H, W), got shape {shape}.")
+    return images
+
+
 def as_float_images(images, size=None):
     """uint8 or [0, 1] float (N, H, W, 3) (or grey (N, H, W) / (N, H, W, 1)) -> float32 in
     [0, 1], resized to (size, size) with antialiasing when the size differs."""
-    images = np.asarray(images)
+    images = np.asarray(check_image_shape(images))
     if images.ndim == 3:
         images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"images must be (N, H, W, 3) or (N, H, W), got shape {images.shape}.")
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     if images.dtype == np.uint8:

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from keras_silc.evaluation.common import check_image_shape
 from keras_silc.extras import require
 
 
@@ -48,14 +49,25 @@ def plot_segmentation(images, predictions, masks, class_names, path, captions=No
     """A PNG grid, one row per image: image | prediction over it | ground truth over it, with
     a legend of class colours. Labels use the mask convention (0 background, c + 1 class c);
     background pixels are left uncoloured. `masks` may be None. Returns `path`."""
-    images = np.asarray(images)
+    images = np.asarray(check_image_shape(images))
     images = images / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
     if images.ndim == 3:
-        images = np.repeat(images[..., None], 3, axis=-1)
+        images = images[..., None]
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
     predictions = np.asarray(predictions)
     columns = [("image", None), ("zero-shot prediction", predictions)]
     if masks is not None:
         columns.append(("ground truth", np.asarray(masks)))
+    lengths = {"images": len(images), "predictions": len(predictions)}
+    if masks is not None:
+        lengths["masks"] = len(masks)
+    if captions is not None:
+        lengths["captions"] = len(captions)
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"Give one of each per image; got lengths {lengths}.")
+    if not len(images):
+        raise ValueError("No images to plot.")
     colours = palette(len(class_names))
     rows = len(images)
     figure = _figure(2.5 * len(columns), 2.5 * rows + 0.7)

@@ -22,15 +22,19 @@ every pixel is scored over C + 1 classes.
 import keras
 import numpy as np
 
+from keras_silc.checks import check_distinct
 from keras_silc.checks import positive_int
+from keras_silc.checks import size_pair
 from keras_silc.checks import string_list
 from keras_silc.evaluation.common import as_float_images
 from keras_silc.evaluation.common import check_finite
+from keras_silc.evaluation.common import check_image_shape
 from keras_silc.evaluation.common import image_batches
 from keras_silc.evaluation.common import image_size
 from keras_silc.evaluation.common import model_fn
 from keras_silc.evaluation.zero_shot import DEFAULT_TEMPLATES
 from keras_silc.evaluation.zero_shot import class_embeddings
+from keras_silc.evaluation.zero_shot import class_indices
 
 # Largest (images x H x W x classes) similarity block upsampled at once (float32: 128 MiB).
 _MAX_SCORES = 2**25
@@ -39,13 +43,24 @@ _MAX_SCORES = 2**25
 def confusion_matrix(truth, prediction, num_classes, ignore=None):
     """(num_classes, num_classes) pixel counts, rows = truth, columns = prediction; pixels
     whose truth equals `ignore` are skipped."""
-    truth = np.ravel(truth).astype(np.int64)
-    prediction = np.ravel(prediction).astype(np.int64)
-    if truth.shape != prediction.shape:
-        raise ValueError(f"{truth.size} truth pixels but {prediction.size} predicted pixels.")
+    num_classes = positive_int(num_classes, "num_classes")
+    if np.shape(truth) != np.shape(prediction):
+        raise ValueError(
+            f"truth of shape {np.shape(truth)} but prediction of shape {np.shape(prediction)}; "
+            "give one predicted label per truth pixel."
+        )
+    truth = np.ravel(class_indices(truth, "truth"))
+    prediction = np.ravel(class_indices(prediction, "prediction"))
     if ignore is not None:
         keep = truth != ignore
         truth, prediction = truth[keep], prediction[keep]
+    for what, labels in (("truth", truth), ("prediction", prediction)):
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            bad = labels.min() if labels.min() < 0 else labels.max()
+            raise ValueError(
+                f"{what} holds the label {bad}, outside [0, {num_classes}) for {num_classes} "
+                f"classes. Pixels to skip: pass ignore=<their label> (ignore={ignore!r} now)."
+            )
     index = truth * num_classes + prediction
     return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
@@ -80,7 +95,6 @@ def _label_maps(out_size, source):
 
 def _predict(model, images, classes, source, out_size, batch_size):
     """(N, H, W) int argmax class indices of images (one array) against (K, J) classes."""
-    out_size = tuple(int(s) for s in out_size)
     fn = model_fn(model, f"segment/{source}/{out_size}", _label_maps(out_size, source))
     size = image_size(model)
     step = max(1, min(batch_size, _MAX_SCORES // (out_size[0] * out_size[1] * len(classes))))
@@ -99,10 +113,22 @@ def _check_background(background):
         raise ValueError(f"background must be 'ignore' or 'include', got {background!r}.")
 
 
-def _class_table(model, tokenizer, class_names, templates, background, background_name):
-    names = string_list(class_names, "class_names", "class names") + (
-        [background_name] if background == "include" else []
+def _class_names(class_names):
+    class_names = string_list(class_names, "class_names", "class names")
+    return check_distinct(
+        class_names, "class_names", "two classes of one name share one IoU and one label."
     )
+
+
+def _class_table(model, tokenizer, class_names, templates, background, background_name):
+    names = list(class_names)
+    if background == "include":
+        if background_name in names:
+            raise ValueError(
+                f"background_name {background_name!r} is also a class name; with "
+                "background='include' the background needs its own name: rename one."
+            )
+        names = [*names, background_name]
     return class_embeddings(model, tokenizer, names, templates).astype(np.float32)
 
 
@@ -134,13 +160,16 @@ def segment(
         class_names: the C class names.
         source: "map_values" (the paper), "tokens" (the last encoder block) or None
             (the MAP head's value path where the image tower has one, else tokens).
-        out_size: (H, W) of the maps; default the images' own size.
+        out_size: (H, W) of the maps (or one int for square maps); default the images'
+            own size.
     """
     _check_background(background)
-    class_names = string_list(class_names, "class_names", "class names")
+    class_names = _class_names(class_names)
     batch_size = positive_int(batch_size, "batch_size")
-    images = np.asarray(images)
-    out_size = out_size or images.shape[1:3]
+    images = np.asarray(check_image_shape(images))
+    if not len(images):
+        raise ValueError("No images to segment: images has 0 rows.")
+    out_size = size_pair(images.shape[1:3] if out_size is None else out_size, "out_size")
     classes = _class_table(model, tokenizer, class_names, templates, background, background_name)
     argmax = _predict(model, images, classes, source, out_size, batch_size)
     return _to_labels(argmax, len(class_names), background)
@@ -178,7 +207,7 @@ def zero_shot_segmentation(
         background_name: the class name put into the templates for the background.
     """
     _check_background(background)
-    class_names = string_list(class_names, "class_names", "class names")
+    class_names = _class_names(class_names)
     num_labels = len(class_names) + 1
     data = image_batches(images, masks, (image_key, mask_key), batch_size, verbose, "one mask")
     classes = _class_table(model, tokenizer, class_names, templates, background, background_name)
@@ -192,12 +221,19 @@ def zero_shot_segmentation(
                 f"Every image needs one (H, W) mask: {len(batch_images)} images, masks of "
                 f"shape {batch_masks.shape}."
             )
+        out_size = size_pair(batch_masks.shape[1:3], "Every mask's (H, W)")
+        # Bilinear resizing blends labels into fractions, which would be truncated.
+        batch_masks = class_indices(
+            batch_masks,
+            "Mask values",
+            " Resize masks with nearest-neighbour interpolation, never bilinear.",
+        )
         if batch_masks.min() < 0 or batch_masks.max() >= num_labels:
             raise ValueError(
                 f"Mask values must be in [0, {num_labels}) (0 = background, c + 1 = class c "
                 f"of {len(class_names)}); got [{batch_masks.min()}, {batch_masks.max()}]."
             )
-        argmax = _predict(model, batch_images, classes, source, batch_masks.shape[1:3], batch_size)
+        argmax = _predict(model, batch_images, classes, source, out_size, batch_size)
         predictions = _to_labels(argmax, len(class_names), background)
         ignore = 0 if background == "ignore" else None
         confusion += confusion_matrix(batch_masks, predictions, num_labels, ignore=ignore)

@@ -33,8 +33,11 @@ import functools
 import keras
 import numpy as np
 
+from keras_silc.checks import positive_int
+from keras_silc.checks import size_pair
 from keras_silc.evaluation.common import as_float_images
 from keras_silc.evaluation.common import check_finite
+from keras_silc.evaluation.common import embedding_width
 from keras_silc.evaluation.common import model_fn
 from keras_silc.evaluation.segmentation import dense_scores
 
@@ -49,13 +52,6 @@ TCL_STRIDE = (224, 224)
 _BUCKET = 64
 # Largest (rows x columns x classes) block of logits assembled at once (float32: 256 MiB).
 _MAX_LOGITS = 2**26
-
-
-def size_pair(value, name):
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int | np.integer) and v > 0 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a (height, width) pair; got {value!r}.")
-    return int(pair[0]), int(pair[1])
 
 
 def rescaled_size(height, width, scale=TCL_IMAGE_SCALE):
@@ -76,11 +72,23 @@ def _axis_boxes(size, crop, stride):
     return boxes
 
 
+def window_geometry(crop_size, stride):
+    """(crop_size, stride) as (height, width) pairs; a ValueError unless the windows cover
+    the image (stride at most crop_size: mmseg asserts that every pixel is covered)."""
+    crop_size, stride = size_pair(crop_size, "crop_size"), size_pair(stride, "stride")
+    if stride[0] > crop_size[0] or stride[1] > crop_size[1]:
+        raise ValueError(
+            f"stride {stride} is larger than crop_size {crop_size}: the pixels between two "
+            "windows would be in no window. Use a stride of at most crop_size (TCL: 448-pixel "
+            "windows every 224 pixels)."
+        )
+    return crop_size, stride
+
+
 def window_boxes(height, width, crop_size=TCL_CROP_SIZE, stride=TCL_STRIDE):
     """The windows of mmseg's `slide_inference` on an image of (height, width) pixels, as
     (row intervals, column intervals): lists of (start, stop); the windows are every pair."""
-    crop_h, crop_w = size_pair(crop_size, "crop_size")
-    stride_h, stride_w = size_pair(stride, "stride")
+    (crop_h, crop_w), (stride_h, stride_w) = window_geometry(crop_size, stride)
     return _axis_boxes(height, crop_h, stride_h), _axis_boxes(width, crop_w, stride_w)
 
 
@@ -223,12 +231,17 @@ def slide_inference(
             so that few shapes are compiled).
         logits: return the averaged, resized logits instead of their argmax.
     """
-    crop_size, stride = size_pair(crop_size, "crop_size"), size_pair(stride, "stride")
+    crop_size, stride = window_geometry(crop_size, stride)
     classes = np.asarray(classes, np.float32)
-    if classes.ndim != 2:
+    if classes.ndim != 2 or not len(classes):
         raise ValueError(f"classes must be (C, J) class embeddings, got shape {classes.shape}.")
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    width = embedding_width(model)
+    if width is not None and classes.shape[1] != width:
+        raise ValueError(
+            f"classes are {classes.shape[1]}-wide class embeddings, but this model embeds in "
+            f"{width} dimensions: make them with class_embeddings(model, tokenizer, class_names)."
+        )
+    batch_size = positive_int(batch_size, "batch_size")
     score_fn = model_fn(
         model, f"slide/scores/{source}", functools.partial(_window_scores, source=source)
     )
@@ -260,10 +273,12 @@ def slide_inference(
         if not isinstance(example, dict) or "image" not in example:
             raise TypeError("Every example must be a dict with an 'image' (h, w, 3) array.")
         image = np.asarray(example["image"])
-        if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"Every image must be (h, w, 3); got shape {image.shape}.")
+        if image.ndim != 3 or image.shape[-1] != 3 or not image.size:
+            raise ValueError(
+                f"Every image must be (h, w, 3) with h, w >= 1; got shape {image.shape}."
+            )
         image = as_float_images(image[None])[0]
-        out_size = tuple(int(s) for s in example.get("out_size", image.shape[:2]))
+        out_size = size_pair(example.get("out_size", image.shape[:2]), "An example's 'out_size'")
         plan = _Plan(image.shape[:2], out_size, crop_size, stride, patch)
         if windows and windows[0].shape[:2] != plan.padded:
             run_batch()  # a batch holds windows of one size

@@ -77,9 +77,9 @@ def one_label_each(labels):
     return flat
 
 
-def class_indices(labels, what="labels"):
+def class_indices(labels, what="labels", fraction_hint=""):
     """(N,) int64 class indices of integer (or integer-valued float) labels; a ValueError
-    that says how to fix names or fractions."""
+    that says how to fix names or fractions (`fraction_hint` is added to the latter)."""
     labels = np.asarray(labels)
     example = f" such as {labels.flat[0].item()!r}" if labels.size else ""
     if labels.dtype.kind in "USO":
@@ -93,6 +93,7 @@ def class_indices(labels, what="labels"):
     if whole is not None and not whole.all():
         raise ValueError(
             f"{what} must be integer class indices, got {labels[~whole].flat[0].item()!r}."
+            f"{fraction_hint}"
         )
     return labels.astype(np.int64)
 
