@@ -634,3 +634,24 @@ def test_confusion_matrix_and_plot_check_their_inputs(tmp_path):
         evaluation.plot_segmentation(
             images, labels, None, ["cat"], str(tmp_path / "b.png"), captions=["a cat"]
         )
+
+
+def test_evaluation_callback_arguments_are_checked_when_it_is_made(tmp_path):
+    def probe(model):
+        return {"x": 1.0}
+
+    # every_n_epochs=0 never evaluated, -1 evaluated every epoch; a str failed after epoch 1.
+    for every in (0, -1, "2"):
+        with pytest.raises(ValueError, match="every_n_epochs must be a positive integer"):
+            evaluation.EvaluationCallback(probe, every_n_epochs=every)
+    with pytest.raises(ValueError, match="every_n_steps must be a positive integer, got '5'"):
+        evaluation.EvaluationCallback(probe, every_n_steps="5")
+    with pytest.raises(ValueError, match="evaluations must be a callable"):
+        evaluation.EvaluationCallback(None)
+    with pytest.raises(ValueError, match="prefix must be a str"):
+        evaluation.EvaluationCallback(probe, prefix=None)  # made keys "None<name>/x"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a file; give a folder"):
+        evaluation.EvaluationCallback(probe, log_dir=str(tmp_path / "file"))
+    with pytest.raises(ValueError, match="is a folder; give a CSV file path"):
+        evaluation.EvaluationCallback(probe, records=str(tmp_path))

@@ -5,10 +5,12 @@ CSV file of every evaluation."""
 import csv
 import functools
 import io
+import os
 
 import keras
 
 from keras_silc import storage
+from keras_silc.checks import positive_int
 
 
 def _name(fn):
@@ -68,6 +70,15 @@ class EvaluationCallback(keras.callbacks.Callback):
         super().__init__()
         if callable(evaluations):
             evaluations = [evaluations]
+        if (
+            evaluations is None
+            or isinstance(evaluations, str)
+            or not hasattr(evaluations, "__iter__")
+        ):
+            raise ValueError(
+                "evaluations must be a callable fn(model) -> dict of floats, a list of them or "
+                f"a dict name -> fn, got {evaluations!r}."
+            )
         if not isinstance(evaluations, dict):
             named = {}
             for fn in evaluations:
@@ -80,8 +91,19 @@ class EvaluationCallback(keras.callbacks.Callback):
         for name, fn in evaluations.items():
             if not callable(fn):
                 raise TypeError(f"Evaluation {name!r} is not callable: {fn!r}.")
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}.")
+        # 0 never evaluated and -1 evaluated every epoch, without a word.
+        every_n_epochs = positive_int(every_n_epochs, "every_n_epochs")
+        if every_n_steps is not None:
+            every_n_steps = positive_int(every_n_steps, "every_n_steps")
+        if not isinstance(prefix, str):
+            raise ValueError(f"prefix must be a str (e.g. 'eval/' or ''), got {prefix!r}.")
+        for name, path in (("log_dir", log_dir), ("records", records)):
+            if path is not None and not isinstance(path, str | os.PathLike):
+                raise ValueError(f"{name} must be a path or None, got {path!r}.")
+        if log_dir is not None and os.path.isfile(log_dir):
+            raise ValueError(f"log_dir {os.fspath(log_dir)!r} is a file; give a folder.")
+        if records is not None and os.path.isdir(records):
+            raise ValueError(f"records {os.fspath(records)!r} is a folder; give a CSV file path.")
         self.evaluations = dict(evaluations)
         self.every_n_epochs = every_n_epochs
         self.every_n_steps = every_n_steps
