@@ -655,3 +655,10 @@ def test_evaluation_callback_arguments_are_checked_when_it_is_made(tmp_path):
         evaluation.EvaluationCallback(probe, log_dir=str(tmp_path / "file"))
     with pytest.raises(ValueError, match="is a folder; give a CSV file path"):
         evaluation.EvaluationCallback(probe, records=str(tmp_path))
+
+
+def test_embedding_nothing_says_so(real_model):
+    with pytest.raises(ValueError, match="No images to embed"):
+        evaluation.embed_images(real_model, np.zeros((0, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="No texts to embed"):
+        evaluation.embed_texts(real_model, word_tokenizer, [])

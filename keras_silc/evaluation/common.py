@@ -335,6 +335,8 @@ def embed_images(model, images, batch_size=256):
     encode = model_fn(model, "encode_image", _encode_image)
     size = image_size(model)
     images = _stack(images, "image")
+    if not len(images):
+        raise ValueError("No images to embed: embed_images got an empty array.")
     outputs = [
         encode(as_float_images(images[start : start + batch_size], size))
         for start in range(0, len(images), batch_size)
@@ -347,6 +349,8 @@ def embed_texts(model, tokenizer, texts, batch_size=256, verbose=False):
     batch_size = positive_int(batch_size, "batch_size")
     encode = model_fn(model, "encode_text", _encode_text)
     texts = [as_text(t) for t in texts]
+    if not texts:
+        raise ValueError("No texts to embed: embed_texts got an empty list.")
     bar = progress(-(-len(texts) // batch_size), verbose and len(texts) > batch_size, "text batch")
     outputs = []
     for start in range(0, len(texts), batch_size):
