@@ -592,12 +592,13 @@ def test_a_damaged_huggingface_folder_is_refused_naming_the_file(family, tmp_pat
         ValueError,
         r"config.json has no 'vision_config': it is not a complete",
     )
+    # A left-out size is transformers' default, which these weights do not fit.
     refused(
         lambda folder: _edit_json(
             folder / "config.json", lambda c: c["text_config"].pop("hidden_size")
         ),
         ValueError,
-        r"config.json's text_config has no 'hidden_size'",
+        r"Cannot load Hugging Face weight .* configurations disagree",
     )
     if family == "siglip":
         refused(
@@ -642,3 +643,35 @@ def test_huggingface_pixel_statistics_and_folder_arguments_are_checked(tmp_path)
         SilcModel.from_huggingface(None)
     with pytest.raises(FileNotFoundError, match="No folder at .*huggingface-cli download"):
         SilcModel.from_huggingface(str(tmp_path / "missing"))
+
+
+@pytest.mark.backend_independent
+def test_left_out_tower_settings_are_transformers_defaults(tmp_path):
+    """save_pretrained writes only the values that differ from the config classes' defaults,
+    so published config.json files leave them out; the converter fills in the same ones."""
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    from keras_silc.interop import huggingface
+    from keras_silc.interop import silc_config_from_huggingface
+
+    classes = {
+        ("siglip", "vision_config"): transformers.SiglipVisionConfig,
+        ("siglip", "text_config"): transformers.SiglipTextConfig,
+        ("clip", "vision_config"): transformers.CLIPVisionConfig,
+        ("clip", "text_config"): transformers.CLIPTextConfig,
+    }
+    for (family, section), config_class in classes.items():
+        theirs = config_class().to_dict()
+        ours = huggingface.TOWER_DEFAULTS[family][section]
+        assert ours == {key: theirs[key] for key in ours}, (family, section)
+    _hf_model("siglip", tmp_path)
+    full = silc_config_from_huggingface(str(tmp_path), head=HEAD)
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    for section in ("vision_config", "text_config"):
+        for key in ("hidden_act", "layer_norm_eps", "image_size"):
+            config[section].pop(key, None)
+    config["vision_config"]["image_size"] = 32  # not the default: kept
+    path.write_text(json.dumps(config))
+    assert silc_config_from_huggingface(str(tmp_path), head=HEAD) == full

@@ -24,6 +24,51 @@ HF_ACTIVATIONS = {
     "gelu": "gelu",
 }
 FAMILIES = ("siglip", "clip")
+# transformers' defaults of the tower configs' settings read here. `save_pretrained` writes
+# only the values that differ from them, so a published config.json (google/siglip-base-
+# patch16-224's, for one) leaves the rest out.
+# tests/test_interop.py checks this table against transformers' config classes.
+_VIT_B = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12}
+TOWER_DEFAULTS = {
+    "siglip": {
+        "vision_config": {
+            **_VIT_B,
+            "num_attention_heads": 12,
+            "image_size": 224,
+            "patch_size": 16,
+            "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": 1e-6,
+        },
+        "text_config": {
+            **_VIT_B,
+            "num_attention_heads": 12,
+            "vocab_size": 32000,
+            "max_position_embeddings": 64,
+            "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": 1e-6,
+        },
+    },
+    "clip": {
+        "vision_config": {
+            **_VIT_B,
+            "num_attention_heads": 12,
+            "image_size": 224,
+            "patch_size": 32,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+        },
+        "text_config": {
+            "hidden_size": 512,
+            "intermediate_size": 2048,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 8,
+            "vocab_size": 49408,
+            "max_position_embeddings": 77,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+        },
+    },
+}
 _FETCH_AGAIN = (
     "Download the checkpoint again (huggingface-cli download REPO --local-dir FOLDER), or "
     "write it again with save_pretrained."
@@ -43,14 +88,15 @@ class _Settings(dict):
             f"config. {_FETCH_AGAIN}"
         )
 
-    def section(self, key):
+    def section(self, key, defaults=None):
+        """The JSON object `key`, over `defaults` (the values it may leave out)."""
         value = self[key]
         if not isinstance(value, dict):
             raise ValueError(
                 f"{self.where}'s {key!r} is a {type(value).__name__}, not a JSON object of the "
                 f"tower's settings. {_FETCH_AGAIN}"
             )
-        return _Settings(value, f"{self.where}'s {key}")
+        return _Settings({**(defaults or {}), **value}, f"{self.where}'s {key}")
 
 
 def _read_json(path):
@@ -146,7 +192,7 @@ def read_safetensors(directory):
 
 
 def _activation(config, where):
-    name = config.get("hidden_act", "gelu")
+    name = config["hidden_act"]
     if name not in HF_ACTIVATIONS:
         raise ValueError(
             f"The checkpoint's {where} uses hidden_act={name!r}; keras_silc supports "
@@ -163,7 +209,7 @@ def _tower(config, where):
         "num_heads": config["num_attention_heads"],
         "mlp_dim": config["intermediate_size"],
         "activation": _activation(config, where),
-        "layer_norm_epsilon": config.get("layer_norm_eps", 1e-6),
+        "layer_norm_epsilon": config["layer_norm_eps"],
     }
 
 
@@ -171,7 +217,8 @@ def silc_config_from_huggingface(directory, **overrides):
     """The `SilcModel` config of a Hugging Face checkpoint folder, plus SILC's defaults
     and `overrides`. Pixel statistics come from `preprocessor_config.json` where present."""
     family, config = _read_config(directory)
-    vision_config, text_config = config.section("vision_config"), config.section("text_config")
+    vision_config = config.section("vision_config", TOWER_DEFAULTS[family]["vision_config"])
+    text_config = config.section("text_config", TOWER_DEFAULTS[family]["text_config"])
     vision = {
         "image_size": vision_config["image_size"],
         "patch_size": vision_config["patch_size"],
