@@ -467,6 +467,8 @@ def test_pipeline_errors_say_what_is_wrong():
         )
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         data.training_dataset(pairs, model, 0, tokenizer=hash_tokenizer())
+    with pytest.raises(ValueError, match="batch_size must be at least 2: the other pairs"):
+        data.training_dataset(pairs, model, 1, tokenizer=hash_tokenizer())
     for arguments, message in [
         ({"shuffle_buffer": -1}, "shuffle_buffer must be an int >= 0"),
         ({"start_example": -3}, "start_example must be an int >= 0"),

@@ -166,6 +166,11 @@ def training_dataset(
             f"{spec}. Use keras_silc.data.from_arrays / from_webdataset / ... to make them."
         )
     batch_size = positive_int(batch_size, "batch_size")
+    if batch_size < 2:
+        raise ValueError(
+            "batch_size must be at least 2: the other pairs of a batch are each pair's "
+            "negatives, so a batch of 1 trains a contrastive loss of 0."
+        )
     if (
         isinstance(shuffle_buffer, bool)
         or not isinstance(shuffle_buffer, int)
