@@ -612,6 +612,11 @@ def test_a_damaged_huggingface_folder_is_refused_naming_the_file(family, tmp_pat
             ValueError,
             r"vocab.json is not valid JSON",
         )
+        refused(
+            lambda folder: (folder / "merges.txt").write_bytes(b"\xff\xfe not text"),
+            ValueError,
+            r"merges.txt is not UTF-8 text",
+        )
         # Half a tokenizer: the model would otherwise come without one.
         refused(
             lambda folder: os.remove(folder / "merges.txt"),

@@ -460,8 +460,11 @@ def _bpe_files(directory):
     found = [os.path.isfile(vocabulary), os.path.isfile(merges)]
     if all(found):
         vocabulary = _read_json(vocabulary)
-        with open(merges, encoding="utf-8") as f:
-            lines = [line.rstrip("\n") for line in f]
+        try:
+            with open(merges, encoding="utf-8") as f:
+                lines = [line.rstrip("\n") for line in f]
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{merges} is not UTF-8 text ({error}). {_FETCH_AGAIN}") from None
         merges = [line for line in lines if line and not line.startswith("#version")]
         return vocabulary, merges, " and ".join(names)
     path = os.path.join(directory, "tokenizer.json")
