@@ -9,12 +9,11 @@ callback list unless one is there, for `SilcModel.fit` to install it by default.
 
 import math
 import numbers
-import os
 
 import keras
 import numpy as np
 
-from keras_silc import storage
+from keras_silc.checks import check_folder_path
 
 
 class TrainingDiverged(RuntimeError):
@@ -106,10 +105,7 @@ class TensorBoardScalars(keras.callbacks.Callback):
 
     def __init__(self, log_dir, every_n_steps=10):
         super().__init__()
-        if not isinstance(log_dir, str | os.PathLike) or not os.fspath(log_dir):
-            raise ValueError(f"log_dir must be a folder path, got {log_dir!r}.")
-        if storage.is_local(os.fspath(log_dir)) and os.path.isfile(log_dir):
-            raise ValueError(f"log_dir {os.fspath(log_dir)!r} is a file; give a folder.")
+        check_folder_path(log_dir, "log_dir")
         if not isinstance(every_n_steps, int) or every_n_steps < 1:
             raise ValueError(f"every_n_steps must be a positive int, got {every_n_steps!r}.")
         self.log_dir = log_dir

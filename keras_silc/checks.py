@@ -6,6 +6,7 @@ same thing. None of them runs inside a compiled step.
 """
 
 import numbers
+import os
 
 import numpy as np
 
@@ -256,3 +257,13 @@ def check_distinct(values, name, why):
             )
         seen[value] = index
     return values
+
+
+def check_folder_path(path, name):
+    """Raises ValueError unless `path` (a str or path-like) could name a folder: not empty,
+    and not an existing local file (a `gs://` path is not looked at)."""
+    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+        raise ValueError(f"{name} must be a folder path, got {path!r}.")
+    if os.path.isfile(path):
+        raise ValueError(f"{name} {os.fspath(path)!r} is a file; give a folder.")
+    return path

@@ -10,6 +10,7 @@ import os
 import keras
 
 from keras_silc import storage
+from keras_silc.checks import check_folder_path
 from keras_silc.checks import positive_int
 
 
@@ -97,11 +98,10 @@ class EvaluationCallback(keras.callbacks.Callback):
             every_n_steps = positive_int(every_n_steps, "every_n_steps")
         if not isinstance(prefix, str):
             raise ValueError(f"prefix must be a str (e.g. 'eval/' or ''), got {prefix!r}.")
-        for name, path in (("log_dir", log_dir), ("records", records)):
-            if path is not None and not isinstance(path, str | os.PathLike):
-                raise ValueError(f"{name} must be a path or None, got {path!r}.")
-        if log_dir is not None and os.path.isfile(log_dir):
-            raise ValueError(f"log_dir {os.fspath(log_dir)!r} is a file; give a folder.")
+        if log_dir is not None:
+            check_folder_path(log_dir, "log_dir")
+        if records is not None and not isinstance(records, str | os.PathLike):
+            raise ValueError(f"records must be a path or None, got {records!r}.")
         if records is not None and os.path.isdir(records):
             raise ValueError(f"records {os.fspath(records)!r} is a folder; give a CSV file path.")
         self.evaluations = dict(evaluations)
