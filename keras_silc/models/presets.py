@@ -225,7 +225,9 @@ def load_model(cls, preset, load_weights=True, **overrides):
     # A hand-edited file gets the messages of --set (keras's own name no setting); Keras's
     # bookkeeping keys (name, dtype, trainable, preprocessor) are not settings.
     settings = setting_defaults(cls)
-    validate_overrides({key: saved[key] for key in saved if key in settings}, where=where)
+    validate_overrides(
+        {key: saved[key] for key in saved if key in settings}, where=where, defaults=settings
+    )
     geometry = {key: overrides.pop(key) for key in PREPROCESSOR_KEYS if key in overrides}
     model_config = merge_config(saved, overrides)
     if preset_files.exists(preset, preset_files.PREPROCESSOR_FILE):
