@@ -176,6 +176,7 @@ def _gelu(x):
 def test_batch_normalized_head_matches_numpy():
     """DINO's use_bn head: Dense -> batch norm (batch statistics in training, moving ones
     at inference) -> GELU, against a numpy forward pass; also in a frozen layer."""
+    keras.utils.set_random_seed(5)  # the Dense kernels too: a failure must reproduce
     rng = np.random.default_rng(5)
     x = rng.normal(size=(6, 12)).astype(np.float32) + 3.0  # a shared offset, as embeddings have
     head = DistillationHead(32, hidden_dim=16, bottleneck_dim=8, batch_norm=True)
@@ -227,6 +228,20 @@ def test_batch_normalized_head_matches_numpy():
     _roundtrip(HeadBatchNormalization(momentum=0.5, epsilon=1e-3), x)
     with pytest.raises(ValueError, match="batch_norm=True needs a hidden layer"):
         DistillationHead(8, num_layers=1, batch_norm=True)
+
+
+def test_batch_statistics_survive_a_large_shared_offset():
+    """The batch variance of activations whose shared offset is large against their
+    spread, against numpy in float64: E[x^2] - E[x]^2 in float32 (PyTorch's
+    `ops.moments`) is off by whole percents here."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(64, 8)) * 0.5 + 1000.0).astype(np.float32)
+    norm = HeadBatchNormalization()
+    y = to_numpy(norm(x, training=True))
+    x64 = x.astype(np.float64)
+    expected = (x64 - x64.mean(0)) / np.sqrt(x64.var(0) + 1e-5)
+    np.testing.assert_allclose(y, expected, atol=2e-3)
+    np.testing.assert_allclose(to_numpy(norm.moving_variance), 0.9 + 0.1 * x64.var(0), rtol=1e-4)
 
 
 def test_vision_encoder_shapes_and_dense_features():

@@ -70,8 +70,10 @@ class HeadBatchNormalization(keras.layers.Layer):
     `keras.layers.BatchNormalization` runs a layer whose `trainable` is False in
     inference mode (the fine-tuning convention). The EMA teacher is frozen for the
     optimizer, yet like DINO's teacher it must normalise with the statistics of its
-    batch. Computed in float32; moving averages as Keras's (`momentum` 0.9 is
-    PyTorch's 0.1).
+    batch. Computed in float32, the variance as the mean squared deviation from the
+    mean: `ops.moments` on PyTorch takes E[x^2] - E[x]^2, which loses the variance to
+    round-off when the activations share an offset large against their spread.
+    Moving averages as Keras's (`momentum` 0.9 is PyTorch's 0.1).
 
     Args:
         momentum: float. Weight of the old moving averages in each update.
@@ -98,7 +100,8 @@ class HeadBatchNormalization(keras.layers.Layer):
         x32 = ops.cast(x, "float32")
         if training:
             axes = list(range(len(x.shape) - 1))
-            mean, variance = ops.moments(x32, axes=axes)
+            mean = ops.mean(x32, axis=axes)
+            variance = ops.mean(ops.square(x32 - mean), axis=axes)
             m = self.momentum
             self.moving_mean.assign(m * self.moving_mean.value + (1.0 - m) * mean)
             self.moving_variance.assign(m * self.moving_variance.value + (1.0 - m) * variance)
