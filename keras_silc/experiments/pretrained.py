@@ -40,7 +40,15 @@ def _keras_hub_names():
 
 
 def _folder_format(source, flag):
-    """The format of a local folder, from its config.json."""
+    """The format of a local folder, by `interop.common.folder_kind`; where that tells
+    nothing that loads, the error says what is wrong with the folder's config.json."""
+    from keras_silc.interop.common import folder_kind
+
+    kind = folder_kind(source)
+    if kind == ("keras_silc", "SilcModel"):
+        return "keras-silc"
+    if kind is not None and kind[0] in ("huggingface", "keras-hub"):
+        return kind[0]
     path = os.path.join(source, "config.json")
     if not os.path.isfile(path):
         found = sorted(os.listdir(source))[:10]
@@ -57,12 +65,6 @@ def _folder_format(source, flag):
         raise _error(source, f"its config.json is not valid JSON ({error}).", flag=flag) from None
     if not isinstance(config, dict):
         raise _error(source, f"its config.json holds no object. Pass {_WHAT_LOADS}.", flag=flag)
-    if config.get("registered_name") == "keras_silc>SilcModel":
-        return "keras-silc"
-    if "model_type" in config:
-        return "huggingface"
-    if str(config.get("module", "")).startswith("keras_hub"):
-        return "keras-hub"
     raise _error(
         source,
         f"its config.json describes no model that loads here (class "
