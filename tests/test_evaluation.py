@@ -87,6 +87,17 @@ def test_zero_shot_is_exact_on_a_model_that_knows_the_answer():
     assert result == {"top1": 1.0}
 
 
+def test_zero_shot_warns_about_repeated_class_names():
+    """Two classes of one name tie on every image: the warning names them and the score
+    counts their images as wrong."""
+    model, labels = OneHotModel(), np.array([0, 1, 2, 3])
+    with pytest.warns(UserWarning, match=r"repeats 'cat' at 0 and 2: classes of the same"):
+        result = evaluation.zero_shot_classification(
+            model, word_tokenizer, images_of([0, 1, 0, 3]), labels, ["cat", "dog", "cat", "fish"]
+        )
+    assert result == {"top1": 0.5}
+
+
 def test_zero_shot_reads_datasets_and_iterables():
     import tensorflow as tf
 

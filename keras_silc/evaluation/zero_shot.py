@@ -7,6 +7,8 @@ highest cosine similarity. Exact ties count against the image (big_vision's argm
 the lowest class index), so a collapsed model scores 0 and not the frequency of class 0.
 """
 
+import warnings
+
 import numpy as np
 
 from keras_silc.checks import positive_ints
@@ -108,6 +110,24 @@ def check_labels(labels, num_classes, what="labels"):
     return labels.astype(np.int64)
 
 
+def _warn_about_repeated_names(class_names):
+    """Warns where two classes share a name: they share an embedding, so they tie and the
+    images of both count as wrong (CLIP's ImageNet names repeat "missile" and "sunglasses";
+    open_clip's argmax gives such ties to the lower index)."""
+    first, repeats = {}, []
+    for index, name in enumerate(class_names):
+        if name in first:
+            repeats.append(f"{name!r} at {first[name]} and {index}")
+        first.setdefault(name, index)
+    if repeats:
+        warnings.warn(
+            f"class_names repeats {', '.join(repeats)}: classes of the same name tie, and a tie "
+            "counts against the image, so their images score as wrong at top-1. Give each "
+            "class its own name to tell them apart.",
+            stacklevel=3,
+        )
+
+
 def zero_shot_classification(
     model,
     tokenizer,
@@ -137,6 +157,7 @@ def zero_shot_classification(
         ks: the top-k accuracies to report (an int or a sequence of ints).
     """
     class_names = string_list(class_names, "class_names", "class names")
+    _warn_about_repeated_names(class_names)
     ks = positive_ints(ks, "ks")
     data = image_batches(
         images, labels, (image_key, label_key), batch_size, verbose, "exactly one label"
