@@ -413,3 +413,26 @@ def test_train_flops_counts_a_silc_step_as_costlier_than_a_clip_step():
         batch = {k: v for k, v in batch.items() if k in needed}
         counts[row] = train_flops.train_step_flops(model, batch)
     assert 0 < counts["clip"] < counts["silc"]
+
+
+@pytest.mark.benchmark_script
+@pytest.mark.parametrize("regime", ["distinct", "same"])
+def test_results_doc_holds_the_tables_that_the_committed_records_give(
+    regime, tmp_path, monkeypatch
+):
+    """docs/results.md's tables, rebuilt from the committed run records (`--no-train`): a
+    record changed, added or removed without regenerating the page fails here."""
+    import pathlib
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    records = root / "docs" / "runs" / "table6" / regime
+    table = tmp_path / "table.md"
+    argv = ["reproduce_table6.py", "--no-train", "--seeds", "0,1,2,3,4"]
+    argv += ["--scene-classes", regime, "--output", str(records), "--table", str(table)]
+    monkeypatch.setattr(sys, "argv", argv)
+    _table6_script().main()
+    lines = table.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(("Partial grid", "| model")))
+    doc = (root / "docs" / "results.md").read_text()
+    assert "\n".join(lines[start:]).strip() in doc
