@@ -24,6 +24,13 @@ if BACKEND == "jax":
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
+@pytest.fixture(autouse=True)
+def _same_random_state_for_every_test():
+    """Keras, numpy and Python draws start from one seed in every test, whatever ran before
+    it on its pytest-xdist worker: a failure reproduces on a rerun."""
+    keras.utils.set_random_seed(0)
+
+
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
