@@ -16,6 +16,7 @@ from conftest import to_numpy
 
 from keras_silc import ImageFeatureExtractor
 from keras_silc import SilcModel
+from keras_silc.interop.common import local_crop_size
 from keras_silc.layers.transformer import ACTIVATIONS
 from keras_silc.models.vision_encoder import VisionEncoder
 
@@ -95,7 +96,10 @@ def test_keras_hub_siglip_gives_the_same_embeddings():
     np.testing.assert_allclose(to_numpy(model.log_logit_scale), to_numpy(head.logit_scale))
     np.testing.assert_allclose(to_numpy(model.logit_bias), to_numpy(head.logit_bias))
     assert model.contrastive_loss == "siglip" and model.vision_config["pooling"] == "map"
-    assert model.preprocessor.local_crop_size == 96 and model.head_config["num_prototypes"] == 64
+    # 32 px images: local crops of 16, below the image as the paper's 96 are below its 256.
+    assert model.preprocessor.local_crop_size == 16 and model.head_config["num_prototypes"] == 64
+    sizes = [(16, 224), (14, 224), (16, 384), (8, 32), (8, 16)]  # (patch, image) -> local crop
+    assert [local_crop_size(*size) for size in sizes] == [96, 98, 96, 16, 8]
     _assert_teacher_is_student(model)
 
 

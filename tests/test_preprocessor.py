@@ -90,6 +90,15 @@ def test_bad_geometry_and_a_tokenizer_that_does_not_fit_fail_when_built():
         tiny_model(text={"vocabulary_size": 8}, tokenizer=tokenizer)
 
 
+def test_local_crops_larger_than_the_image_are_warned_about():
+    with pytest.warns(UserWarning, match="local_crop_size=96 is larger than image_size=32"):
+        SilcPreprocessor(image_size=32, patch_size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SilcPreprocessor(image_size=32, patch_size=8, local_crop_size=16)
+        SilcPreprocessor(image_size=32, patch_size=8, views=("image", "global_crops"))
+
+
 def test_training_dataset_takes_the_preprocessor_and_makes_valid_batches():
     tokenizer = _tokenizer()
     model = tiny_model(text={"vocabulary_size": 64}, tokenizer=tokenizer)

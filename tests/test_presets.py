@@ -229,7 +229,9 @@ def test_tokenizer_and_preprocessor_presets_round_trip(model_type, saved, tmp_pa
     again = SilcTokenizer.from_preset(tmp_path / "tokenizer")
     np.testing.assert_array_equal(again(CAPTIONS), tokenizer(CAPTIONS))
 
-    preprocessor = SilcPreprocessor(tokenizer=tokenizer, image_size=16, patch_size=8)
+    preprocessor = SilcPreprocessor(
+        tokenizer=tokenizer, image_size=16, patch_size=8, local_crop_size=8
+    )
     preprocessor.save_to_preset(tmp_path / "preprocessor")
     loaded = SilcPreprocessor.from_preset(tmp_path / "preprocessor")
     assert loaded.get_config() == preprocessor.get_config()

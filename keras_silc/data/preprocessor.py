@@ -36,7 +36,8 @@ class SilcPreprocessor(keras.layers.Layer):
         patch_size: int. The image tower's patch size; S and s must be multiples of it.
         num_global_crops: int. G.
         num_local_crops: int. L.
-        local_crop_size: int. s.
+        local_crop_size: int. s, the side of the local crops: below S (the paper's 96
+            against 256); a larger one is warned about.
         views: the image views the batches carry, of "image", "global_crops" and
             "local_crops". `SilcModel.from_preset` keeps those the model trains on: no
             global crops without multi-view contrastive or self-distillation, no local
@@ -112,6 +113,14 @@ class SilcPreprocessor(keras.layers.Layer):
                     f"The model trains on {view} ({needed_by}) but num_{view} is 0: set it to "
                     "1 or more, or build the model without them (e.g. self_distillation=False)."
                 )
+        if "local_crops" in views and local_crop_size > image_size:
+            warnings.warn(
+                f"local_crop_size={local_crop_size} is larger than image_size={image_size}: the "
+                "student's local crops would be upsampled past the teacher's global views, the "
+                "reverse of SILC's local-to-global distillation (the paper resizes local crops "
+                "to 96 and global ones to 256). Pass a local_crop_size below image_size.",
+                stacklevel=2,
+            )
         self.tokenizer = tokenizer
         self.image_size = image_size
         self.patch_size = patch_size

@@ -35,8 +35,11 @@ CLIP_VISION = {
 }
 
 
-def local_crop_size(patch_size, target=96):
-    """The multiple of the patch size nearest to the paper's 96 px local crops."""
+def local_crop_size(patch_size, image_size, target=96):
+    """The multiple of the patch size nearest to the paper's 96 px local crops; for images
+    no larger than that, nearest to the paper's ratio of local to global size (96 / 256)."""
+    if target >= image_size:
+        target = image_size * 96 / 256
     return max(patch_size, int(round(target / patch_size)) * patch_size)
 
 
@@ -48,7 +51,7 @@ def silc_config(vision, text, contrastive_loss, overrides):
             "vision": vision,
             "text": text,
             "contrastive_loss": contrastive_loss,
-            "local_crop_size": local_crop_size(vision["patch_size"]),
+            "local_crop_size": local_crop_size(vision["patch_size"], vision["image_size"]),
         }
     )
     return merge_config(config, overrides)
