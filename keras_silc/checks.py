@@ -245,17 +245,25 @@ def size_pair(value, name):
     return int(pair[0]), int(pair[1])
 
 
+def repeats(values):
+    """[(value, index of its first occurrence, index of the repeat)] of every repeat."""
+    first, found = {}, []
+    for index, value in enumerate(values):
+        if value in first:
+            found.append((value, first[value], index))
+        first.setdefault(value, index)
+    return found
+
+
 def check_distinct(values, name, why):
     """Raises ValueError naming the first value that `values` hold twice; `why` says what a
     repeat would break."""
-    seen = {}
-    for index, value in enumerate(values):
-        if value in seen:
-            raise ValueError(
-                f"{name} holds {value!r} twice (at {seen[value]} and {index}); {why} Give "
-                "each entry once."
-            )
-        seen[value] = index
+    found = repeats(values)
+    if found:
+        value, first, index = found[0]
+        raise ValueError(
+            f"{name} holds {value!r} twice (at {first} and {index}); {why} Give each entry once."
+        )
     return values
 
 

@@ -603,7 +603,8 @@ def train(args, demo_overrides=None):
     if args.val_data:
         with _errors_name_the_flag("--val-data"):
             validation = _validation(args, image_size)
-    if start is None and _no_checkpoint(output):
+    fresh = _no_checkpoint(output)
+    if start is None and fresh:
         # A fresh run's model is built now, so that a setting the model refuses (e.g.
         # vision.width=33 for 2 heads) leaves no folder behind.
         keras.utils.set_random_seed(args.seed)
@@ -613,7 +614,7 @@ def train(args, demo_overrides=None):
     saved = training.read_run_config(output)
     steps_per_epoch = _checkpoint_interval(args, saved)
     interval = (saved or {}).get("checkpoint_every")
-    if isinstance(interval, int) and interval != steps_per_epoch and not _no_checkpoint(output):
+    if isinstance(interval, int) and interval != steps_per_epoch and not fresh:
         # Checked here: the library would count the checkpoints in the new interval.
         raise ValueError(
             f"{output!r} holds a run that checkpoints every {interval} steps; resume it with "

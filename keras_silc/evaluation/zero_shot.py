@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 
 from keras_silc.checks import positive_ints
+from keras_silc.checks import repeats
 from keras_silc.checks import resolve_tokenizer
 from keras_silc.checks import string_list
 from keras_silc.evaluation.common import embed_images
@@ -114,14 +115,10 @@ def _warn_about_repeated_names(class_names):
     """Warns where two classes share a name: they share an embedding, so they tie and the
     images of both count as wrong (CLIP's ImageNet names repeat "missile" and "sunglasses";
     open_clip's argmax gives such ties to the lower index)."""
-    first, repeats = {}, []
-    for index, name in enumerate(class_names):
-        if name in first:
-            repeats.append(f"{name!r} at {first[name]} and {index}")
-        first.setdefault(name, index)
-    if repeats:
+    found = [f"{name!r} at {first} and {index}" for name, first, index in repeats(class_names)]
+    if found:
         warnings.warn(
-            f"class_names repeats {', '.join(repeats)}: classes of the same name tie, and a tie "
+            f"class_names repeats {', '.join(found)}: classes of the same name tie, and a tie "
             "counts against the image, so their images score as wrong at top-1. Give each "
             "class its own name to tell them apart.",
             stacklevel=3,
